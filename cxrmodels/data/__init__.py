@@ -1,0 +1,1 @@
+"""Data sources, decoding, preprocessing, the cache, patient-grouped splits and augmentation."""

@@ -1,0 +1,1 @@
+"""The Ray Tune driver: search space, trainable and ``python -m search.run``."""
