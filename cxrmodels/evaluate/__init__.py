@@ -1,0 +1,31 @@
+"""Evaluation: the binary threshold study (chosen on validation, reported on test), 3-class reports, aggregation.
+
+Pure functions on arrays and DataFrames; no torch, no plotting (plots live in ``analysis.plots``).
+"""
+
+from cxrmodels.evaluate.aggregate import aggregate_runs, format_aggregate, format_mean_std
+from cxrmodels.evaluate.binary import (
+    THRESHOLDS,
+    binary_metrics,
+    binary_report,
+    choose_threshold,
+    pneumonia_probability,
+    roc_auc,
+    threshold_sweep,
+)
+from cxrmodels.evaluate.multiclass import multiclass_report, select_examples
+
+__all__ = [
+    "THRESHOLDS",
+    "aggregate_runs",
+    "binary_metrics",
+    "binary_report",
+    "choose_threshold",
+    "format_aggregate",
+    "format_mean_std",
+    "multiclass_report",
+    "pneumonia_probability",
+    "roc_auc",
+    "select_examples",
+    "threshold_sweep",
+]
