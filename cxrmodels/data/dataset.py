@@ -1,0 +1,96 @@
+"""``prepare``: source -> cached preprocessed images -> patient-grouped split manifest, in one call.
+
+The split is computed from the *usable* records and content hashes only, never from pixels after resizing, so
+the same data and seed give the identical manifest at every image size: a search can prepare 160 px and 224 px
+arrays that share one split.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrmodels.data.cache import cached_content_hashes, load_or_build
+from cxrmodels.data.preprocess import PreprocessConfig
+from cxrmodels.data.records import Record, class_names, task_labels
+from cxrmodels.data.sources import SPLITS, load_records
+from cxrmodels.data.splits import SplitConfig, make_splits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """Everything a trial needs: row i of ``images`` is ``records[i]`` is ``manifest.iloc[i]``."""
+
+    images: np.ndarray
+    records: list[Record]
+    manifest: pd.DataFrame
+    skipped: list[tuple[str, str]]
+    preprocess: PreprocessConfig
+
+    def indices(self, split: str) -> np.ndarray:
+        """Row indices of one split (``train``, ``val``, ``test``)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        return np.flatnonzero(self.manifest["split"].to_numpy() == split)
+
+    def arrays(self, split: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images (n, S, S) and int64 targets (n,) of one split for a task (``binary`` / ``multiclass``)."""
+        class_names(task)  # validates the task name before any copy
+        idx = self.indices(split)
+        images = np.asarray(self.images[idx]) if len(idx) else np.empty((0, *self.images.shape[1:]), np.uint8)
+        return images, task_labels(self.manifest["label"].to_numpy()[idx], task)
+
+    def summary(self) -> str:
+        """Human-readable counts: images, patients, per class, per split x class, skipped."""
+        m = self.manifest
+        table = pd.crosstab(m["label"], m["split"]).reindex(columns=[s for s in SPLITS if s in set(m["split"])])
+        lines = [
+            f"{len(m)} images from {m['patient'].nunique()} patients, {self.preprocess.size} px "
+            f"({self.preprocess.resize_mode}); {len(self.skipped)} file(s) skipped",
+            "per class: " + ", ".join(f"{k} {v}" for k, v in m["label"].value_counts().sort_index().items()),
+            "per split: " + ", ".join(f"{s} {int((m['split'] == s).sum())}" for s in SPLITS),
+            table.to_string(),
+        ]
+        return "\n".join(lines)
+
+
+def write_skipped_report(skipped: Sequence[tuple[str, str]], path: str | Path) -> Path:
+    """CSV ``path,reason`` of every file left out, for the user to fix or ignore knowingly."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "reason"])
+        writer.writerows(skipped)
+    return path
+
+
+def prepare(data: str, preprocess: PreprocessConfig, *, cache_dir: str | Path | None = None,
+            split: SplitConfig | None = None, keep_split: bool = False, class_map: Mapping[str, str] | None = None,
+            allow_outside_root: bool = False, seed: int = 0, synthetic_n: int | None = None,
+            workers: int | None = None) -> PreparedData:
+    """List, decode+preprocess (cached), and split a data source.
+
+    ``seed`` seeds the synthetic generator and, when ``split`` is None, the split (``SplitConfig(seed=seed)``);
+    a given ``split`` carries its own seed.
+    """
+    source = load_records(data, keep_split=keep_split, class_map=class_map, allow_outside_root=allow_outside_root,
+                          synthetic_n=synthetic_n, seed=seed)
+    cached = load_or_build(source.records, preprocess, cache_dir, workers)
+    records = [source.records[i] for i in cached.kept]
+    if not records:
+        raise ValueError(f"{data}: none of the {len(source.records)} image(s) could be decoded")
+    hashes = cached_content_hashes(source.records, cache_dir)
+    manifest = make_splits(records, split or SplitConfig(seed=seed), keep_split=keep_split,
+                           hashes=[hashes[i] for i in cached.kept])
+    prepared = PreparedData(cached.images, records, manifest, [*source.skipped, *cached.skipped], preprocess)
+    log.info("prepared %s\n%s", data, prepared.summary())
+    return prepared

@@ -1,0 +1,328 @@
+"""Where images come from: the Kaggle layout, class folders, a CSV manifest, or the synthetic generator.
+
+Every source returns a :class:`SourceResult`: the usable :class:`~cxrmodels.data.records.Record` list plus the
+files it passed over, each with a reason, so a user sees what was ignored instead of a crash or a silent drop.
+Nothing here decodes pixels (that is :mod:`cxrmodels.data.decode`, done once by the cache); listing 5,000 files
+stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from cxrmodels.data.records import BACTERIAL, LABELS, NORMAL, PNEUMONIA, VIRAL, Record
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+DEFAULT_SYNTHETIC_N = 600
+
+# Folder / CSV spellings accepted for each label without a user mapping (compared upper-case).
+LABEL_ALIASES: Mapping[str, str] = {
+    "NORMAL": NORMAL,
+    "BACTERIAL": BACTERIAL,
+    "BACTERIA": BACTERIAL,
+    "VIRAL": VIRAL,
+    "VIRUS": VIRAL,
+    "PNEUMONIA": PNEUMONIA,
+}
+# Kermany patient ids. NORMAL2-IM-PPPP is tried before IM-PPPP: it is a different patient series.
+_PATIENT_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"^(person\d+)(?=[_\-.]|$)", re.IGNORECASE),
+    re.compile(r"^(NORMAL2-IM-\d+)(?=[_\-.]|$)", re.IGNORECASE),
+    re.compile(r"^(IM-\d+)(?=[_\-.]|$)", re.IGNORECASE),
+)
+_IGNORED_DIRS = frozenset({"__MACOSX"})
+
+
+@dataclass
+class SourceResult:
+    """Records found plus the files passed over as ``(path, reason)``."""
+
+    records: list[Record]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def normalise_label(name: str) -> str | None:
+    """The canonical label for a folder/CSV spelling (``bacteria`` -> BACTERIAL), or None when unknown."""
+    return LABEL_ALIASES.get(name.strip().upper())
+
+
+def kermany_patient(filename: str) -> str | None:
+    """The patient id in a Kermany file name (``person1``, ``IM-0115``, ``NORMAL2-IM-0012``), or None."""
+    for pattern in _PATIENT_PATTERNS:
+        match = pattern.match(filename)
+        if match:
+            return match.group(1)
+    return None
+
+
+def kermany_label(filename: str, folder_label: str) -> str:
+    """3-class label of a Kaggle file: the subtype is only in the file name of PNEUMONIA images."""
+    if folder_label == NORMAL:
+        return NORMAL
+    lower = filename.lower()
+    if "_bacteria" in lower:
+        return BACTERIAL
+    if "_virus" in lower:
+        return VIRAL
+    return PNEUMONIA
+
+
+def _is_hidden(name: str) -> bool:
+    """Dot files (.DS_Store, macOS ``._x`` resource forks) are never images, and are not worth reporting."""
+    return name.startswith(".")
+
+
+def iter_image_files(root: Path, skipped: list[tuple[str, str]]) -> Iterator[Path]:
+    """Image files under ``root`` (recursively, sorted for determinism), following symlinks without looping.
+
+    Hidden files and folders are ignored; other non-image files are appended to ``skipped`` with a reason.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop, or a folder linked twice
+            dirnames[:] = []
+            skipped.append((dirpath, "folder already visited (symlink loop or duplicate link)"))
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d) and d not in _IGNORED_DIRS)
+        for name in sorted(filenames):
+            if _is_hidden(name):
+                continue
+            path = Path(dirpath) / name
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append((str(path), f"not an image extension ({path.suffix or 'none'})"))
+            elif not path.is_file():
+                skipped.append((str(path), "not a regular file (broken link?)"))
+            else:
+                yield path
+
+
+def _subdirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name) and p.name not in _IGNORED_DIRS)
+
+
+def _find_named(root: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    """Sub-folders of ``root`` whose name matches one of ``names`` case-insensitively (name -> path)."""
+    wanted = {n.lower(): n for n in names}
+    return {wanted[p.name.lower()]: p for p in _subdirs(root) if p.name.lower() in wanted}
+
+
+def is_kaggle_layout(root: Path) -> bool:
+    """``<root>/{NORMAL,PNEUMONIA}`` or ``<root>/<split>/{NORMAL,PNEUMONIA}`` for some split."""
+    if len(_find_named(root, (NORMAL, PNEUMONIA))) == 2:
+        return True
+    return any(len(_find_named(d, (NORMAL, PNEUMONIA))) == 2 for d in _find_named(root, SPLITS).values())
+
+
+class _PatientFallback:
+    """Uses the file stem when a name has no Kermany patient id, and says so once per source."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.count = 0
+
+    def __call__(self, path: Path, default: str) -> str:
+        patient = kermany_patient(path.name)
+        if patient is not None:
+            return patient
+        self.count += 1
+        return default
+
+    def report(self) -> None:
+        if self.count:
+            log.info(
+                "%s: %d file name(s) carry no patient id (personN / IM-PPPP / NORMAL2-IM-PPPP); each such image "
+                "is treated as its own patient", self.source, self.count)
+
+
+def kaggle_source(root: str | Path, *, keep_split: bool = False) -> SourceResult:
+    """The Kaggle ``chest-xray-pneumonia`` layout, with or without the split folders.
+
+    All split folders are pooled (``split=None``) unless ``keep_split``: the Kaggle val split has 16 images and
+    shares patients with train, so re-splitting by patient is the default.
+    """
+    root = Path(root)
+    skipped: list[tuple[str, str]] = []
+    split_dirs = _find_named(root, SPLITS)
+    if len(_find_named(root, (NORMAL, PNEUMONIA))) == 2:
+        roots: list[tuple[str | None, Path]] = [(None, root)]
+    else:
+        roots = [(split, split_dirs[split]) for split in SPLITS if split in split_dirs]
+    known = {p.resolve() for _, p in roots}
+    for d in _subdirs(root):
+        if d.resolve() not in known and d.name.upper() not in (NORMAL, PNEUMONIA):
+            skipped.append((str(d), "unexpected folder in a Kaggle layout (expected train/val/test), ignored"))
+    patient_of = _PatientFallback(str(root))
+    records: list[Record] = []
+    for split, split_root in roots:
+        class_dirs = _find_named(split_root, (NORMAL, PNEUMONIA))
+        for d in _subdirs(split_root):
+            if d.name.upper() not in (NORMAL, PNEUMONIA) and split is not None:
+                skipped.append((str(d), "unexpected folder (expected NORMAL/PNEUMONIA), ignored"))
+        for folder_label in (NORMAL, PNEUMONIA):
+            if folder_label not in class_dirs:
+                continue
+            for path in iter_image_files(class_dirs[folder_label], skipped):
+                records.append(Record(
+                    path=str(path),
+                    label=kermany_label(path.name, folder_label),
+                    patient=patient_of(path, path.stem),
+                    split=split if keep_split else None,
+                ))
+    patient_of.report()
+    if keep_split and roots and roots[0][0] is None:
+        raise ValueError(f"{root}: keep_split=True but the Kaggle layout has no train/val/test folders")
+    return SourceResult(records, skipped)
+
+
+def resolve_class_map(folders: list[str], class_map: Mapping[str, str] | None) -> dict[str, str]:
+    """Folder name -> canonical label; an unmapped folder is an error that lists every folder and how to map it."""
+    user = {str(k): v for k, v in (class_map or {}).items()}
+    resolved: dict[str, str] = {}
+    unmapped: list[str] = []
+    for name in folders:
+        target = user.get(name, user.get(name.lower(), user.get(name.upper())))
+        label = normalise_label(target) if target is not None else normalise_label(name)
+        if target is not None and label is None:
+            raise ValueError(f"class_map maps folder {name!r} to {target!r}, which is not one of {', '.join(LABELS)}")
+        if label is None:
+            unmapped.append(name)
+        else:
+            resolved[name] = label
+    if unmapped:
+        example = ", ".join(f'"{n}": "NORMAL"' for n in unmapped[:3])
+        raise ValueError(
+            f"class folder(s) {', '.join(repr(n) for n in unmapped)} have no label; folders found: "
+            f"{', '.join(repr(n) for n in folders)}. Map every folder to one of {', '.join(LABELS)}, e.g. "
+            f"class_map={{{example}}} (command line: --class-map '{{{example}}}')")
+    return resolved
+
+
+def folder_source(root: str | Path, class_map: Mapping[str, str] | None = None) -> SourceResult:
+    """``<root>/<class>/...`` with any folder names (study A used ``1``, ``2``, ``3``) mapped to labels.
+
+    The patient is the Kermany id when the file name has one, else ``<folder>/<stem>``: the folder keeps
+    ``1/001.jpg`` and ``2/001.jpg`` apart, which a bare stem would wrongly merge into one patient.
+    """
+    root = Path(root)
+    folders = _subdirs(root)
+    if not folders:
+        raise ValueError(f"{root}: no class folders found (expected <root>/<class>/<image>)")
+    labels = resolve_class_map([d.name for d in folders], class_map)
+    skipped: list[tuple[str, str]] = []
+    for path in sorted(p for p in root.iterdir() if p.is_file() and not _is_hidden(p.name)):
+        skipped.append((str(path), "file outside any class folder"))
+    patient_of = _PatientFallback(str(root))
+    records = [
+        Record(path=str(path), label=labels[d.name], patient=patient_of(path, f"{d.name}/{path.stem}"))
+        for d in folders
+        for path in iter_image_files(d, skipped)
+    ]
+    patient_of.report()
+    return SourceResult(records, skipped)
+
+
+def _csv_path(root: Path, value: str, line: int, csv_path: Path, allow_outside_root: bool) -> Path:
+    """Resolve one manifest path; refuse ones that escape the CSV's folder (a manifest should not read /etc)."""
+    if not value.strip():
+        raise ValueError(f"{csv_path}:{line}: empty path")
+    path = (root / value.strip()).resolve()
+    if not allow_outside_root and not path.is_relative_to(root):
+        raise ValueError(
+            f"{csv_path}:{line}: path {value!r} points outside the CSV's folder {root}; "
+            "pass allow_outside_root=True (--allow-outside-root) if that is intended")
+    if not path.is_file():
+        raise ValueError(f"{csv_path}:{line}: file {value!r} not found ({path})")
+    return path
+
+
+def csv_source(csv_path: str | Path, *, keep_split: bool = False, allow_outside_root: bool = False) -> SourceResult:
+    """A manifest ``path,label[,patient_id][,split]``; paths are relative to the CSV's own folder.
+
+    Errors name the CSV line (1-based, header is line 1) so a user can fix the file.
+    """
+    csv_path = Path(csv_path)
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    frame.columns = [c.strip().lower() for c in frame.columns]
+    missing = {"path", "label"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
+                         f"expected path,label[,patient_id][,split], found {','.join(frame.columns)}")
+    patient_col = next((c for c in ("patient_id", "patient") if c in frame.columns), None)
+    if keep_split and "split" not in frame.columns:
+        raise ValueError(f"{csv_path}: keep_split=True but the CSV has no split column")
+    root = csv_path.parent.resolve()
+    patient_of = _PatientFallback(str(csv_path))
+    records: list[Record] = []
+    for i, row in enumerate(frame.itertuples(index=False), start=2):
+        values = row._asdict()
+        path = _csv_path(root, values["path"], i, csv_path, allow_outside_root)
+        label = normalise_label(values["label"])
+        if label is None:
+            raise ValueError(f"{csv_path}:{i}: label {values['label']!r} is not one of {', '.join(LABELS)}")
+        patient = values[patient_col].strip() if patient_col else ""
+        split = values.get("split", "").strip().lower() or None
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"{csv_path}:{i}: split {split!r} is not one of {', '.join(SPLITS)}")
+        if keep_split and split is None:
+            raise ValueError(f"{csv_path}:{i}: keep_split=True but this row has no split")
+        records.append(Record(path=str(path), label=label, patient=patient or patient_of(path, path.stem),
+                              split=split if keep_split else None))
+    patient_of.report()
+    return SourceResult(records, [])
+
+
+def synthetic_source(n: int = DEFAULT_SYNTHETIC_N, seed: int = 0) -> SourceResult:
+    """The procedural chest-X-ray-like set (see :mod:`cxrmodels.data.synthetic`) as in-memory records."""
+    from cxrmodels.data.synthetic import synthetic_records
+
+    return SourceResult(synthetic_records(n, seed), [])
+
+
+def load_records(spec: str | Path, *, keep_split: bool = False, class_map: Mapping[str, str] | None = None,
+                 allow_outside_root: bool = False, synthetic_n: int | None = None, seed: int = 0) -> SourceResult:
+    """Detect the source behind ``spec`` and list its records.
+
+    ``synthetic`` or ``synthetic:N``; a ``.csv`` manifest; a folder in the Kaggle layout; else class folders.
+    """
+    text = str(spec)
+    if text == "synthetic" or text.startswith("synthetic:"):
+        n = synthetic_n if synthetic_n is not None else DEFAULT_SYNTHETIC_N
+        if text.startswith("synthetic:"):
+            try:
+                n = int(text.split(":", 1)[1])
+            except ValueError as err:
+                raise ValueError(f"bad synthetic spec {text!r}; use 'synthetic' or 'synthetic:N'") from err
+        if n < 1:
+            raise ValueError(f"synthetic image count must be positive, got {n}")
+        if keep_split:
+            raise ValueError("keep_split=True needs a source that declares splits; synthetic data has none")
+        return synthetic_source(n, seed)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"data source {text!r} not found (expected 'synthetic', a .csv file or a folder)")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise ValueError(f"data source {text!r} is a file but not a .csv manifest")
+        result = csv_source(path, keep_split=keep_split, allow_outside_root=allow_outside_root)
+    elif is_kaggle_layout(path):
+        result = kaggle_source(path, keep_split=keep_split)
+    else:
+        if keep_split:
+            raise ValueError(f"{text}: keep_split=True needs a Kaggle layout or a CSV with a split column")
+        result = folder_source(path, class_map)
+    if not result.records:
+        raise ValueError(f"data source {text!r} holds no usable images ({len(result.skipped)} file(s) skipped)")
+    log.info("%s: %d images, %d skipped", text, len(result.records), len(result.skipped))
+    return result
