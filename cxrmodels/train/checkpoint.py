@@ -1,0 +1,48 @@
+"""Checkpoints that carry everything to rebuild and use a model, and that cannot run code when read back.
+
+Only tensors and plain containers go in (the config as a dict, class names as a list), so
+``torch.load(..., weights_only=True)`` can read them; a pickle smuggling an object with ``__reduce__`` is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write atomically (temp file + rename), so a trial killed mid-write never leaves a truncated checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; anything but tensors and plain containers raises."""
+    return torch.load(Path(path), map_location=map_location, weights_only=True)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from a :meth:`Trainer.checkpoint_payload` checkpoint (no pretrained download: the saved
+    weights replace them) -> (model in eval mode on ``device``, payload)."""
+    from cxrmodels.train.config import TrialConfig
+    from cxrmodels.train.loop import build_model
+
+    payload = load_checkpoint(path)
+    cfg = TrialConfig.from_dict({**payload["config"], "pretrained": False, "pretrained_path": None})
+    model = build_model(cfg)
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval(), payload

@@ -1,0 +1,509 @@
+"""One epoch at a time: pure ``train_one_epoch`` / ``evaluate`` functions and the :class:`Trainer` that a Tune
+trainable (or the CLI) drives, with transfer-learning phases, LR plateau, early stopping and exact resume.
+
+The whole uint8 image array goes to the training device once; batches are indexed there, then augmented and
+normalised there (the model owns its mean/std, see ``cxrmodels.models.heads.InputNorm``). On CUDA the forward pass
+runs under bf16 autocast with channels_last; on CPU it is plain fp32.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cxrmodels.data.augment import AugmentConfig, augment_batch, to_float
+from cxrmodels.models.freeze import set_trainable
+from cxrmodels.models.registry import CXRClassifier, create_model
+from cxrmodels.train.config import TrialConfig
+from cxrmodels.train.metrics import classification_metrics
+
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+NONFINITE_CHECK_EVERY = 16  # batches between loss checks: a per-batch .item() would stall the GPU every step
+CHECKPOINT_FORMAT = "cxrmodels.checkpoint/1"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite: the trial has diverged and should end cleanly, flagged, not crash a search."""
+
+    def __init__(self, epoch: int, batch: int | None, value: float, where: str = "training") -> None:
+        at = f"batch {batch}" if batch is not None else "the whole set"
+        super().__init__(f"non-finite {where} loss ({value}) at epoch {epoch}, {at}; lower the learning rate?")
+        self.epoch, self.batch, self.value, self.where = epoch, batch, value, where
+
+
+@dataclass
+class TrainData:
+    """The arrays of one trial: uint8 images (n, S, S) and int64 targets (n,), plus what is needed to use a model."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    class_names: tuple[str, ...]
+    preprocess: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.class_names = tuple(self.class_names)
+        for split in ("train", "val"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1] != x.shape[2]:
+                raise ValueError(f"{split}_x must be uint8 (n, S, S), got {x.dtype} {x.shape}")
+            if y.shape != (len(x),):
+                raise ValueError(f"{split}_y must have shape ({len(x)},), got {y.shape}")
+            if len(y) and (y.min() < 0 or y.max() >= len(self.class_names)):
+                raise ValueError(f"{split}_y has labels outside 0..{len(self.class_names) - 1}")
+
+
+# ----------------------------------------------------------------------------------------------- building blocks
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name is None or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_device_once(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The whole array on the device when it fits comfortably (a quarter of free GPU memory), else on the host
+    (pinned on CUDA machines, so batches copy asynchronously)."""
+    t = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if device.type != "cuda":
+        return t.to(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    if t.numel() * t.element_size() < free // 4:
+        return t.to(device)
+    logger.info("training images (%.1f GB) stay in host memory", t.numel() * t.element_size() / 1e9)
+    return t.pin_memory()
+
+
+def build_model(cfg: TrialConfig) -> CXRClassifier:
+    return create_model(
+        cfg.backbone, cfg.num_outputs, head=cfg.head, head_hidden=cfg.head_hidden, dropout=cfg.dropout,
+        in_chans=cfg.in_chans, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path,
+        image_size=cfg.image_size,
+    )  # fmt: skip
+
+
+def balanced_class_weights(y: np.ndarray, num_classes: int) -> torch.Tensor:
+    """scikit-learn's "balanced" weights n / (k * count), so rarer classes weigh more (study A); 0 for absent ones."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def build_loss(task: str, class_weights: torch.Tensor | None = None) -> LossFn:
+    """BCE-with-logits (one logit) or cross-entropy; class weights scale each sample's loss like Keras'
+    ``class_weight`` (the batch mean of weighted losses)."""
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if task == "binary":
+            per_sample = F.binary_cross_entropy_with_logits(logits.squeeze(1), y.float(), reduction="none")
+        else:
+            per_sample = F.cross_entropy(logits, y, reduction="none")
+        if class_weights is not None:
+            per_sample = per_sample * class_weights.to(per_sample.device)[y]
+        return per_sample.mean()
+
+    return loss_fn
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(n, k) class probabilities; one binary logit becomes the two columns [NORMAL, PNEUMONIA]."""
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits)
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+
+
+def trainable_param_groups(model: CXRClassifier, weight_decay: float) -> list[dict[str, Any]]:
+    """Head params with weight decay (study A's L2 on the dense layers), trainable backbone params without."""
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    body = [p for p in model.backbone.parameters() if p.requires_grad]
+    groups = [{"params": head, "weight_decay": weight_decay, "name": "head"}]
+    if body:
+        groups.append({"params": body, "weight_decay": 0.0, "name": "backbone"})
+    return groups
+
+
+def build_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    """Study B's optimizer grid: sgd, sgd_momentum (0.9), adam, adamw, rmsprop."""
+    if name == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr)
+    if name == "sgd_momentum":
+        return torch.optim.SGD(param_groups, lr=lr, momentum=0.9)
+    if name == "adam":
+        return torch.optim.Adam(param_groups, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(param_groups, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; valid: sgd, sgd_momentum, adam, adamw, rmsprop")
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def _prepare_batch(x: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    batch = x[idx.to(x.device)].to(device, non_blocking=True)
+    return batch.unsqueeze(1) if batch.ndim == 3 else batch
+
+
+def _to_model_layout(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
+
+
+def _raise_if_nonfinite(losses: list[torch.Tensor], first_batch: int, epoch: int) -> None:
+    if not losses:
+        return
+    finite = torch.isfinite(torch.stack(losses))
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0])
+        raise NonFiniteLossError(epoch, first_batch + bad, float(losses[bad]))
+
+
+# ----------------------------------------------------------------------------------------------- pure epoch functions
+
+
+def train_one_epoch(
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    *,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    batch_size: int,
+    device: str | torch.device,
+    augment: AugmentConfig | None = None,
+    generator: torch.Generator | None = None,
+    epoch: int = 0,
+) -> dict[str, float]:
+    """One pass over shuffled uint8 images (already on ``device`` ideally) -> {loss, accuracy, images, time_s,
+    images_per_s}. Raises :class:`NonFiniteLossError` naming the epoch and batch when the loss diverges.
+
+    A trailing batch of a single image is skipped: BatchNorm cannot train on one sample.
+    """
+    device = torch.device(device)
+    x = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
+    y = torch.as_tensor(y).to(device)
+    augment = augment or AugmentConfig(enabled=False)
+    model.train()
+    start = time.perf_counter()
+    order = torch.randperm(len(x), generator=generator)
+    losses: list[torch.Tensor] = []
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, checked = 0, 0
+    for b, lo in enumerate(range(0, len(x), batch_size)):
+        idx = order[lo : lo + batch_size]
+        if len(idx) < 2 and lo > 0:
+            break
+        images = _to_model_layout(augment_batch(_prepare_batch(x, idx, device), augment, generator), device)
+        targets = y[idx.to(device)]
+        with _autocast(device):
+            logits = model(images)
+        loss = loss_fn(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+        total_loss += loss.detach() * len(idx)
+        correct += (predicted_classes(logits.detach()) == targets).sum()
+        seen += len(idx)
+        if len(losses) >= NONFINITE_CHECK_EVERY:
+            _raise_if_nonfinite(losses, checked, epoch)
+            checked, losses = b + 1, []
+    _raise_if_nonfinite(losses, checked, epoch)
+    elapsed = time.perf_counter() - start
+    return {
+        "loss": float(total_loss) / max(seen, 1),
+        "accuracy": float(correct) / max(seen, 1),
+        "images": seen,
+        "time_s": elapsed,
+        "images_per_s": seen / elapsed if elapsed > 0 else float("nan"),
+    }
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int, device: str | torch.device
+) -> torch.Tensor:
+    """Logits (n, outputs) on the CPU, float32, for uint8 images (n, S, S); no augmentation."""
+    device = torch.device(device)
+    x = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
+    model.eval()
+    chunks = []
+    for lo in range(0, len(x), batch_size):
+        idx = torch.arange(lo, min(lo + batch_size, len(x)))
+        images = _to_model_layout(to_float(_prepare_batch(x, idx, device)), device)
+        with _autocast(device):
+            chunks.append(model(images).float().cpu())
+    return torch.cat(chunks) if chunks else torch.zeros(0, 1)
+
+
+def predict_proba(
+    model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 64, device: str | torch.device = "cpu"
+) -> np.ndarray:
+    """Class probabilities (n, k) for analysis (threshold studies, confusion matrices); binary gives 2 columns."""
+    return probabilities(predict_logits(model, x, batch_size=batch_size, device=device)).numpy()
+
+
+def evaluate(
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    *,
+    batch_size: int,
+    device: str | torch.device,
+    class_names: Sequence[str],
+    loss_fn: LossFn | None = None,
+) -> dict[str, float | bool]:
+    """Unweighted loss (what early stopping and the plateau watch) and :func:`classification_metrics`."""
+    logits = predict_logits(model, x, batch_size=batch_size, device=device)
+    y_cpu = torch.as_tensor(y).cpu().long()
+    task = "binary" if logits.shape[1] == 1 else "multiclass"
+    loss = float((loss_fn or build_loss(task))(logits, y_cpu)) if len(y_cpu) else float("nan")
+    return {"loss": loss, **classification_metrics(y_cpu.numpy(), probabilities(logits).numpy(), class_names)}
+
+
+# ----------------------------------------------------------------------------------------------- the trainer
+
+
+def _plain(obj: Any) -> Any:
+    """Built-in containers and scalars only, so the object survives ``torch.load(weights_only=True)`` and JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, str | int | float | bool | torch.Tensor):
+        return obj
+    return str(obj)
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+class Trainer:
+    """Build a model from a :class:`TrialConfig` and train it one epoch per :meth:`run_epoch` call.
+
+    Phases: with ``freeze_epochs > 0`` the first epochs train only the head ("frozen"), then the last
+    ``finetune_blocks`` backbone stages are unfrozen at ``lr * finetune_lr_ratio`` with a fresh optimizer and plateau
+    scheduler ("finetune"); the early-stopping counter restarts there (the studies ran it as a second ``fit``) while
+    the best weights are tracked across both phases. Without freezing the phase is "full" (or "finetune" when
+    ``finetune_blocks`` limits the trainable stages). Early stopping restores the best epoch's weights when done.
+    """
+
+    def __init__(self, cfg: TrialConfig, data: TrainData, device: str | None = None) -> None:
+        if len(data.class_names) != (2 if cfg.task == "binary" else 3):
+            raise ValueError(f"task {cfg.task!r} does not match class names {data.class_names}")
+        self.cfg, self.data = cfg, data
+        self.device = resolve_device(device or cfg.device)
+        torch.manual_seed(cfg.seed)  # model init and dropout
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation draws
+        self.model = build_model(cfg).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_x, self.val_x = to_device_once(data.train_x, self.device), to_device_once(data.val_x, self.device)
+        self.train_y = torch.as_tensor(data.train_y, dtype=torch.long).to(self.device)
+        self.val_y = torch.as_tensor(data.val_y, dtype=torch.long)
+        weights = balanced_class_weights(data.train_y, len(data.class_names)) if cfg.class_weights else None
+        self.loss_fn = build_loss(cfg.task, weights)
+        self.augment = AugmentConfig(cfg.shift, cfg.zoom, cfg.rotate_deg, enabled=cfg.augment)
+        self.epoch = 0
+        self.best_val_loss = math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.phase = ""
+        self.trainable: dict[str, int] = {}
+        self._enter_phase(self.phase_for(0))
+
+    # -- phases
+
+    def phase_for(self, epoch: int) -> str:
+        if epoch < self.cfg.freeze_epochs:
+            return "frozen"
+        if self.cfg.freeze_epochs > 0 or self.cfg.finetune_blocks != -1:
+            return "finetune"
+        return "full"
+
+    def _phase_lr(self, phase: str) -> float:
+        return (
+            self.cfg.lr * self.cfg.finetune_lr_ratio if phase == "finetune" and self.cfg.freeze_epochs else self.cfg.lr
+        )
+
+    def _enter_phase(self, phase: str) -> None:
+        """(Un)freeze, then a new optimizer and plateau scheduler over exactly the trainable parameters."""
+        self.trainable = set_trainable(self.model, 0 if phase == "frozen" else self.cfg.finetune_blocks)
+        lr = self._phase_lr(phase)
+        self.optimizer = build_optimizer(
+            self.cfg.optimizer, trainable_param_groups(self.model, self.cfg.weight_decay), lr
+        )
+        self.scheduler = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer,
+                factor=self.cfg.plateau_factor,
+                patience=self.cfg.plateau_patience,
+                min_lr=self.cfg.min_lr,
+            )  # fmt: skip
+            if self.cfg.plateau
+            else None
+        )
+        if self.phase:
+            self.bad_epochs = 0
+        logger.info("phase %s: lr %.3g, %s trainable parameters", phase, lr, f"{self.trainable['trainable_params']:,}")
+        self.phase = phase
+
+    # -- the epoch
+
+    @property
+    def done(self) -> bool:
+        return self.stopped_early or self.epoch >= self.cfg.epochs
+
+    @property
+    def lr(self) -> float:
+        return max(group["lr"] for group in self.optimizer.param_groups)
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, validate, step the plateau scheduler and early stopping; one flat metrics dict."""
+        if self.done:
+            raise RuntimeError(
+                f"training is done (epoch {self.epoch} of {self.cfg.epochs}, early stop: {self.stopped_early})"
+            )
+        if self.phase_for(self.epoch) != self.phase:
+            self._enter_phase(self.phase_for(self.epoch))
+        lr, number = self.lr, self.epoch + 1
+        train = train_one_epoch(
+            self.model, self.train_x, self.train_y, optimizer=self.optimizer, loss_fn=self.loss_fn,
+            batch_size=self.cfg.batch_size, device=self.device, augment=self.augment, generator=self.generator,
+            epoch=number,
+        )  # fmt: skip
+        val = evaluate(
+            self.model, self.val_x, self.val_y, batch_size=max(self.cfg.batch_size, 64), device=self.device,
+            class_names=self.data.class_names,
+        )  # fmt: skip
+        if not math.isfinite(val["loss"]) and len(self.val_y):
+            raise NonFiniteLossError(number, None, val["loss"], where="validation")
+        is_best = self._update_early_stopping(val["loss"])
+        self.epoch = number
+        if self.scheduler is not None:
+            self.scheduler.step(val["loss"])
+        if self.done and self.cfg.early_stopping_patience > 0 and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        metrics = self._epoch_metrics(lr, train, val, is_best)
+        self.history.append(metrics)
+        return metrics
+
+    def _update_early_stopping(self, val_loss: float) -> bool:
+        """Best weights by validation loss (kept on the CPU); returns whether this epoch is the best so far."""
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch + 1, 0
+            self.best_state = _cpu_copy(self.model.state_dict())
+            return True
+        self.bad_epochs += 1
+        patience = self.cfg.early_stopping_patience
+        self.stopped_early = patience > 0 and self.bad_epochs >= patience
+        return False
+
+    def _epoch_metrics(self, lr: float, train: dict, val: dict, is_best: bool) -> dict[str, Any]:
+        metrics: dict[str, Any] = {
+            "epoch": self.epoch, "phase": self.phase, "lr": lr,
+            "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+        }  # fmt: skip
+        metrics.update({f"val_{k}": v for k, v in val.items()})
+        metrics.update(
+            best_epoch=self.best_epoch, best_val_loss=self.best_val_loss, is_best=is_best,
+            should_stop=self.stopped_early, done=self.done, epoch_time_s=train["time_s"],
+            images_per_s=train["images_per_s"], trainable_params=self.trainable["trainable_params"],
+        )  # fmt: skip
+        return metrics
+
+    # -- checkpoint and resume
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this left off (tensors and plain containers only)."""
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "phase": self.phase,
+            "model": _cpu_copy(self.model.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "early_stopping": {
+                "best_val_loss": self.best_val_loss,
+                "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs,
+                "stopped_early": self.stopped_early,
+            },  # fmt: skip
+            "best_state": self.best_state or {},
+            "history": _plain(self.history),
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: same phase (so the optimizer's parameter groups line up), then every piece of state."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a trainer state ({state.get('format')!r}); expected {CHECKPOINT_FORMAT}")
+        if state["phase"] != self.phase:
+            self._enter_phase(state["phase"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        es = state["early_stopping"]
+        self.best_val_loss, self.best_epoch = float(es["best_val_loss"]), int(es["best_epoch"])
+        self.bad_epochs, self.stopped_early = int(es["bad_epochs"]), bool(es["stopped_early"])
+        self.best_state = dict(state["best_state"]) or None
+        self.history = copy.deepcopy(list(state["history"]))
+        self.epoch = int(state["epoch"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        """What a user of the model needs: best weights, config, class names, preprocessing, metrics history."""
+        weights = self.best_state if self.best_state is not None else _cpu_copy(self.model.state_dict())
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": weights,
+            "config": self.cfg.to_dict(),
+            "class_names": list(self.data.class_names),
+            "preprocess": _plain(self.data.preprocess),
+            "history": _plain(self.history),
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "epoch": self.epoch,
+        }
