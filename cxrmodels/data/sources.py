@@ -82,12 +82,15 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def iter_image_files(root: Path, skipped: list[tuple[str, str]]) -> Iterator[Path]:
+def iter_image_files(root: Path, skipped: list[tuple[str, str]],
+                     seen_dirs: set[tuple[int, int]] | None = None) -> Iterator[Path]:
     """Image files under ``root`` (recursively, sorted for determinism), following symlinks without looping.
 
     Hidden files and folders are ignored; other non-image files are appended to ``skipped`` with a reason.
+    ``seen_dirs`` (device, inode) is shared across the class folders of one source, so a link from one class
+    folder into another (or up to the root) cannot list an image twice under two labels.
     """
-    seen_dirs: set[tuple[int, int]] = set()
+    seen_dirs = set() if seen_dirs is None else seen_dirs
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
         if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop, or a folder linked twice
@@ -159,12 +162,15 @@ def kaggle_source(root: str | Path, *, keep_split: bool = False) -> SourceResult
         roots: list[tuple[str | None, Path]] = [(None, root)]
     else:
         roots = [(split, split_dirs[split]) for split in SPLITS if split in split_dirs]
+    if keep_split and roots[0][0] is None:
+        raise ValueError(f"{root}: keep_split=True but the Kaggle layout has no train/val/test folders")
     known = {p.resolve() for _, p in roots}
     for d in _subdirs(root):
         if d.resolve() not in known and d.name.upper() not in (NORMAL, PNEUMONIA):
             skipped.append((str(d), "unexpected folder in a Kaggle layout (expected train/val/test), ignored"))
     patient_of = _PatientFallback(str(root))
     records: list[Record] = []
+    seen: set[tuple[int, int]] = set()
     for split, split_root in roots:
         class_dirs = _find_named(split_root, (NORMAL, PNEUMONIA))
         for d in _subdirs(split_root):
@@ -173,7 +179,7 @@ def kaggle_source(root: str | Path, *, keep_split: bool = False) -> SourceResult
         for folder_label in (NORMAL, PNEUMONIA):
             if folder_label not in class_dirs:
                 continue
-            for path in iter_image_files(class_dirs[folder_label], skipped):
+            for path in iter_image_files(class_dirs[folder_label], skipped, seen):
                 records.append(Record(
                     path=str(path),
                     label=kermany_label(path.name, folder_label),
@@ -181,8 +187,6 @@ def kaggle_source(root: str | Path, *, keep_split: bool = False) -> SourceResult
                     split=split if keep_split else None,
                 ))
     patient_of.report()
-    if keep_split and roots and roots[0][0] is None:
-        raise ValueError(f"{root}: keep_split=True but the Kaggle layout has no train/val/test folders")
     return SourceResult(records, skipped)
 
 
@@ -224,10 +228,11 @@ def folder_source(root: str | Path, class_map: Mapping[str, str] | None = None) 
     for path in sorted(p for p in root.iterdir() if p.is_file() and not _is_hidden(p.name)):
         skipped.append((str(path), "file outside any class folder"))
     patient_of = _PatientFallback(str(root))
+    seen: set[tuple[int, int]] = set()
     records = [
         Record(path=str(path), label=labels[d.name], patient=patient_of(path, f"{d.name}/{path.stem}"))
         for d in folders
-        for path in iter_image_files(d, skipped)
+        for path in iter_image_files(d, skipped, seen)
     ]
     patient_of.report()
     return SourceResult(records, skipped)
