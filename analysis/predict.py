@@ -1,0 +1,288 @@
+"""Classify chest X-rays with a trained checkpoint: probabilities, thresholded decision, optional Grad-CAM.
+
+    python -m analysis.predict --model best.pt IMAGE_OR_FOLDER... [--threshold T] [--gradcam-dir DIR] [--csv OUT]
+
+Each image is decoded and preprocessed with the checkpoint's own preprocessing parameters (the same pixels the
+model was trained on). The decision threshold on P(PNEUMONIA) is ``--threshold``, else the one stored in the
+checkpoint (chosen on validation by the analysis), else 0.5. A folder in a labelled layout (Kaggle
+NORMAL/PNEUMONIA, or class folders) also gets accuracy and a confusion matrix. Unreadable images are reported with
+the reason and skipped; a checkpoint that cannot be loaded is a one-line error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from cxrmodels.data.records import NORMAL, PNEUMONIA, task_labels
+from cxrmodels.evaluate import binary_metrics, multiclass_report, pneumonia_probability
+
+log = logging.getLogger("analysis.predict")
+
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to classify; ``label`` is known when it came from a labelled folder layout."""
+
+    path: Path
+    label: str | None = None
+
+
+class CheckpointError(RuntimeError):
+    """The model checkpoint is missing or unusable (the CLI turns this into exit code 2)."""
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def _unlabelled_images(folder: Path, skipped: list[tuple[str, str]]) -> list[Item]:
+    from cxrmodels.data.sources import iter_image_files
+
+    return [Item(p) for p in iter_image_files(folder, skipped)]
+
+
+def collect_items(inputs: Sequence[str]) -> tuple[list[Item], list[tuple[str, str]]]:
+    """Files as given; folders through the data engineer's layout detection, so labels come for free.
+
+    A folder with sub-folders is read as a labelled layout (Kaggle or class folders); when its folders are not
+    class names, or it has none, its images are classified without labels.
+    """
+    from cxrmodels.data.sources import load_records
+
+    items: list[Item] = []
+    skipped: list[tuple[str, str]] = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_file():
+            items.append(Item(path))
+        elif path.is_dir():
+            has_subdirs = any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
+            if not has_subdirs:
+                items += _unlabelled_images(path, skipped)
+                continue
+            try:
+                result = load_records(path)
+            except ValueError as err:
+                log.warning("%s: not a labelled layout (%s); classifying its images without labels", path, err)
+                items += _unlabelled_images(path, skipped)
+                continue
+            items += [Item(Path(r.path), r.label) for r in result.records]
+            skipped += result.skipped
+        else:
+            skipped.append((text, "no such file or folder"))
+    return items, skipped
+
+
+# ----------------------------------------------------------------------------------------------- the model
+
+
+def load_predictor(path: str, device: str):
+    """(model, payload) through the models engineer's ``load_model`` (``weights_only=True``: no code runs)."""
+    from cxrmodels.train.checkpoint import load_model
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        return load_model(p, device)
+    except Exception as err:  # any failure here means "not a usable checkpoint"; say which and why in one line
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {reason[:300]}") from err
+
+
+def preprocess_config(payload: dict):
+    """The checkpoint's preprocessing; an old checkpoint without it falls back to the defaults at its image size."""
+    from cxrmodels.data.preprocess import PreprocessConfig
+
+    stored = payload.get("preprocess") or {}
+    if stored:
+        return PreprocessConfig.from_dict(dict(stored))
+    size = int(payload.get("config", {}).get("image_size", PreprocessConfig().size))
+    log.warning("checkpoint has no preprocessing parameters; using the defaults at size %d", size)
+    return PreprocessConfig(size=size)
+
+
+def resolve_threshold(cli_threshold: float | None, payload: dict) -> tuple[float, str]:
+    """(threshold, where it came from): the command line, else the checkpoint's validation choice, else 0.5."""
+    if cli_threshold is not None:
+        return float(cli_threshold), "--threshold"
+    stored = payload.get("threshold")
+    if stored is not None:
+        return float(stored), "checkpoint"
+    return DEFAULT_THRESHOLD, "default"
+
+
+def load_images(items: Sequence[Item], cfg) -> tuple[list[Item], np.ndarray, list[tuple[str, str]]]:
+    """Decode + preprocess each image; unreadable ones go to the skipped list with the reason."""
+    from cxrmodels.data.decode import UnreadableImage, decode_image
+    from cxrmodels.data.preprocess import preprocess
+
+    kept: list[Item] = []
+    arrays: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    for item in items:
+        try:
+            arrays.append(preprocess(decode_image(item.path), cfg))
+            kept.append(item)
+        except (UnreadableImage, ValueError, OSError) as err:
+            skipped.append((str(item.path), str(err) or type(err).__name__))
+    x = np.stack(arrays) if arrays else np.zeros((0, cfg.size, cfg.size), np.uint8)
+    return kept, x, skipped
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+
+
+def prediction_table(items: Sequence[Item], probs: np.ndarray, class_names: Sequence[str],
+                     threshold: float) -> pd.DataFrame:
+    """One row per image: P(class) columns, P(PNEUMONIA), the thresholded decision, and the arg-max class."""
+    names = list(class_names)
+    p_pneu = pneumonia_probability(probs, names)
+    table = pd.DataFrame({"image": [i.path.name for i in items], "path": [str(i.path) for i in items],
+                          "label": [i.label for i in items]})
+    for k, name in enumerate(names):
+        table[f"p_{name}"] = probs[:, k]
+    table["p_pneumonia"] = p_pneu
+    table["decision"] = np.where(p_pneu >= threshold, PNEUMONIA, NORMAL)
+    table["predicted_class"] = [names[k] for k in probs.argmax(axis=1)] if len(probs) else []
+    return table
+
+
+def _redundant_columns(table: pd.DataFrame, class_names: Sequence[str]) -> list[str]:
+    """Columns the terminal view leaves out (the CSV keeps them all, for a stable schema)."""
+    drop = ["path"]
+    if table["label"].isna().all():
+        drop.append("label")
+    if PNEUMONIA in class_names:  # binary: p_pneumonia repeats p_PNEUMONIA, the arg-max is the 0.5 decision
+        drop += ["p_pneumonia", "predicted_class"]
+    return drop
+
+
+def labelled_summary(table: pd.DataFrame, probs: np.ndarray, class_names: Sequence[str],
+                     threshold: float) -> str | None:
+    """Accuracy and confusion for the labelled images: 3-class when the labels have subtypes and the model too,
+    else NORMAL vs PNEUMONIA at the threshold."""
+    mask = table["label"].notna().to_numpy()
+    if not mask.any():
+        return None
+    labels = table.loc[mask, "label"].tolist()
+    names = list(class_names)
+    lines = [f"{int(mask.sum())} labelled image(s)"]
+    if len(names) == 3 and PNEUMONIA not in labels:
+        rep = multiclass_report(task_labels(labels, "multiclass"), probs[mask], names)
+        lines += [f"3-class accuracy (arg-max): {rep['accuracy']:.3f}   macro-F1: {rep['macro_f1']:.3f}",
+                  "confusion matrix (rows true, columns predicted):", rep["confusion"].to_string()]
+        if rep["collapsed"]:
+            lines.append("WARNING: every image is predicted as the same class (majority-class collapse?)")
+    y = task_labels(labels, "binary")
+    m = binary_metrics(y, table.loc[mask, "p_pneumonia"].to_numpy(), threshold)
+    cm = pd.DataFrame([[m["tn"], m["fp"]], [m["fn"], m["tp"]]], index=pd.Index([NORMAL, PNEUMONIA], name="true"),
+                      columns=pd.Index([NORMAL, PNEUMONIA], name="predicted"))
+    lines += [f"NORMAL vs PNEUMONIA at threshold {threshold:.2f}: accuracy {m['accuracy']:.3f}, "
+              f"sensitivity {m['recall']:.3f}, specificity {m['specificity']:.3f}, precision {m['precision']:.3f}, "
+              f"F1 {m['f1']:.3f}", "confusion matrix (rows true, columns predicted):", cm.to_string()]
+    return "\n".join(lines)
+
+
+def write_gradcams(model, x: np.ndarray, table: pd.DataFrame, class_names: Sequence[str], out_dir: Path,
+                   device: str) -> list[Path]:
+    """One overlay PNG per image, explaining the decision that was printed (thresholded for binary models)."""
+    import torch
+
+    from cxrmodels.data.augment import to_float
+    from cxrmodels.explain import grad_cam, overlay
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    binary = len(class_names) == 2
+    written: list[Path] = []
+    used: set[str] = set()
+    for i, row in enumerate(table.itertuples(index=False)):
+        target = int(row.decision == PNEUMONIA) if binary else list(class_names).index(row.predicted_class)
+        inp = to_float(torch.from_numpy(x[i : i + 1])).to(device)
+        heat = grad_cam(model, inp, target=target)
+        name = Path(row.image).stem
+        unique, k = name, 1
+        while unique in used:  # same file name in two class folders
+            k += 1
+            unique = f"{name}_{k}"
+        used.add(unique)
+        path = out_dir / f"{unique}_gradcam.png"
+        cv2.imwrite(str(path), cv2.cvtColor(overlay(x[i], heat), cv2.COLOR_RGB2BGR))
+        written.append(path)
+    return written
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be strictly between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="checkpoint (.pt) saved by training or the analysis")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
+                        help="image files, or folders (Kaggle NORMAL/PNEUMONIA or class folders give labels)")
+    parser.add_argument("--threshold", type=_threshold, default=None,
+                        help="decision threshold on P(PNEUMONIA) (default: the checkpoint's, else 0.5)")
+    parser.add_argument("--gradcam-dir", type=Path, default=None, help="write one Grad-CAM overlay PNG per image")
+    parser.add_argument("--csv", type=Path, default=None, help="write the per-image predictions to this CSV")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from cxrmodels.train.loop import predict_proba, resolve_device
+
+    device = str(resolve_device(args.device))
+    try:
+        model, payload = load_predictor(args.model, device)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    class_names = tuple(payload.get("class_names") or ())
+    threshold, source = resolve_threshold(args.threshold, payload)
+    items, skipped = collect_items(args.inputs)
+    items, x, unreadable = load_images(items, preprocess_config(payload))
+    for path, reason in [*skipped, *unreadable]:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not items:
+        print("error: no readable images to classify", file=sys.stderr)
+        return 1
+    probs = predict_proba(model, x, batch_size=args.batch_size, device=device)
+    table = prediction_table(items, probs, class_names, threshold)
+    print(f"model {args.model} ({', '.join(class_names)}); threshold {threshold:.2f} on P(PNEUMONIA) ({source})")
+    shown = table.drop(columns=_redundant_columns(table, class_names))
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    summary = labelled_summary(table, probs, class_names, threshold)
+    if summary:
+        print(summary)
+    if args.csv is not None:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        table.assign(threshold=threshold).to_csv(args.csv, index=False)
+        print(f"predictions written to {args.csv}")
+    if args.gradcam_dir is not None:
+        written = write_gradcams(model, x, table, class_names, args.gradcam_dir, device)
+        print(f"{len(written)} Grad-CAM overlay(s) written to {args.gradcam_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
