@@ -197,27 +197,26 @@ def labelled_summary(table: pd.DataFrame, probs: np.ndarray, class_names: Sequen
 def write_gradcams(model, x: np.ndarray, table: pd.DataFrame, class_names: Sequence[str], out_dir: Path,
                    device: str) -> list[Path]:
     """One overlay PNG per image, explaining the decision that was printed (thresholded for binary models)."""
-    import torch
-
-    from cxrmodels.data.augment import to_float
-    from cxrmodels.explain import grad_cam, overlay
+    from cxrmodels.explain import grad_cam_images, overlay
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    binary = len(class_names) == 2
+    names = list(class_names)
+    if PNEUMONIA in names:
+        targets = [int(d == PNEUMONIA) for d in table["decision"]]
+    else:
+        targets = [names.index(c) for c in table["predicted_class"]]
+    maps = grad_cam_images(model, x, targets, device=device)
     written: list[Path] = []
     used: set[str] = set()
-    for i, row in enumerate(table.itertuples(index=False)):
-        target = int(row.decision == PNEUMONIA) if binary else list(class_names).index(row.predicted_class)
-        inp = to_float(torch.from_numpy(x[i : i + 1])).to(device)
-        heat = grad_cam(model, inp, target=target)
-        name = Path(row.image).stem
-        unique, k = name, 1
+    for i, image_name in enumerate(table["image"]):
+        stem = unique = Path(image_name).stem
+        k = 1
         while unique in used:  # same file name in two class folders
             k += 1
-            unique = f"{name}_{k}"
+            unique = f"{stem}_{k}"
         used.add(unique)
         path = out_dir / f"{unique}_gradcam.png"
-        cv2.imwrite(str(path), cv2.cvtColor(overlay(x[i], heat), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(path), cv2.cvtColor(overlay(x[i], maps[i]), cv2.COLOR_RGB2BGR))
         written.append(path)
     return written
 

@@ -134,6 +134,8 @@ def test_multiclass_report_flags_collapse_and_absent_class():
     assert rep["collapsed"]
     assert rep["confusion"].to_numpy().sum() == 4
     assert np.isnan(rep["confusion_normalised"].loc["VIRAL"]).all()  # no VIRAL image: undefined, not 0%
+    # One true class and one predicted class is a perfect score, not a collapse.
+    assert not multiclass_report(np.zeros(3, int), np.tile([0.9, 0.05, 0.05], (3, 1)), names)["collapsed"]
 
 
 def test_select_examples_picks_confident_right_and_worst_wrong():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from cxrmodels.explain import class_score, find_last_conv, grad_cam, overlay
+from cxrmodels.explain import class_score, find_last_conv, grad_cam, grad_cam_images, overlay
 
 
 class BrightnessNet(nn.Module):
@@ -109,3 +109,18 @@ def test_overlay_is_rgb_uint8_at_image_size():
     assert out[0, 0, 0] > out[0, 0, 2]  # JET hot is red (RGB order), not blue
     with pytest.raises(ValueError):
         overlay(gray.astype(np.float32), heat)
+
+
+def test_gradcam_images_on_uint8_batch():
+    model = BrightnessNet()
+    images = np.zeros((2, 32, 32), np.uint8)
+    images[0, 4:12, 20:28] = 255
+    images[1, 20:28, 2:10] = 255
+    maps = grad_cam_images(model, images, [1, 1])
+    assert maps.shape == (2, 32, 32) and maps.dtype == np.float32
+    assert np.unravel_index(maps[0].argmax(), (32, 32))[1] >= 20  # each map follows its own square
+    assert np.unravel_index(maps[1].argmax(), (32, 32))[1] < 10
+    with pytest.raises(ValueError, match="targets for"):
+        grad_cam_images(model, images, [1])
+    with pytest.raises(ValueError, match="uint8"):
+        grad_cam_images(model, images.astype(np.float32))

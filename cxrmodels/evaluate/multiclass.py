@@ -35,7 +35,8 @@ def multiclass_report(y_true: Sequence[int] | np.ndarray, probs: np.ndarray, cla
     columns the predicted class; it always includes every class (labels fixed), so a class the model never predicts
     shows as a zero column instead of vanishing. ``confusion_normalised`` divides each row by its support (NaN for
     a class absent from ``y_true``: 0% recall would be a lie). ``collapsed`` is True when every prediction is the
-    same class: the majority-class collapse that study B reported as a result and that must be flagged instead.
+    same class while the truth has several (the rule of ``cxrmodels.train.metrics``): the majority-class collapse
+    that study B reported as a result and that must be flagged instead.
     """
     y, p = _check_inputs(y_true, probs, class_names)
     names = list(class_names)
@@ -60,7 +61,7 @@ def multiclass_report(y_true: Sequence[int] | np.ndarray, probs: np.ndarray, cla
         "macro_f1": float(f1.mean()),
         "weighted_f1": float((f1 * weights).sum()),
         "n": int(len(y)),
-        "collapsed": bool(len(y) > 0 and len(np.unique(pred)) == 1),
+        "collapsed": bool(len(np.unique(pred)) == 1 and len(np.unique(y)) > 1),
         "per_class": per_class,
         "confusion": pd.DataFrame(counts, index=true_index, columns=pred_columns),
         "confusion_normalised": pd.DataFrame(normalised, index=true_index, columns=pred_columns),

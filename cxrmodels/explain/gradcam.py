@@ -12,6 +12,7 @@ NORMAL (index 0). A multiclass model uses the logit of the class index (default:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import cv2
@@ -107,6 +108,29 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None,
     top = float(cam.max())
     heat = (cam / top) if top > 0 else torch.zeros_like(cam)
     return heat.clamp_(0.0, 1.0).cpu().numpy().astype(np.float32)
+
+
+def grad_cam_images(model: nn.Module, images: np.ndarray, targets: Sequence[int | None] | None = None,
+                    layer: nn.Module | str | None = None, device: str | torch.device = "cpu") -> np.ndarray:
+    """Grad-CAM maps (n, S, S) for preprocessed uint8 images (n, S, S), the arrays the data pipeline caches.
+
+    Images are scaled to [0, 1] exactly as the training loop's evaluation path does (the model normalises them
+    itself), so the map explains the prediction the model really makes. ``targets[i]`` as in :func:`grad_cam`.
+    One image at a time: Grad-CAM needs one backward pass per image and class anyway.
+    """
+    from cxrmodels.data.augment import to_float
+
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(f"expected uint8 images (n, S, S), got {images.dtype} {images.shape}")
+    targets = [None] * len(images) if targets is None else list(targets)
+    if len(targets) != len(images):
+        raise ValueError(f"{len(targets)} targets for {len(images)} images")
+    maps = np.zeros(images.shape, dtype=np.float32)
+    for i, target in enumerate(targets):
+        x = to_float(torch.from_numpy(images[i : i + 1])).to(device)
+        maps[i] = grad_cam(model, x, target=target, layer=layer)
+    return maps
 
 
 def overlay(gray_uint8: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
