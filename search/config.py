@@ -1,0 +1,285 @@
+"""The search configuration: presets (YAML), command-line overrides, validation, and the resolved file.
+
+A preset is a YAML mapping with the keys of :data:`DEFAULTS`; a preset may name another with ``base:``. Overrides
+(``--set space.lr.high=0.1``, explicit flags) are applied on top, then :func:`validate` checks everything the
+driver can check before a trial starts, and raises :class:`SearchConfigError` with one readable paragraph.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+OBJECTIVES_MIN: tuple[str, ...] = ("val_loss", "train_loss")
+SEARCHERS: tuple[str, ...] = ("optuna", "random", "grid")
+SCHEDULERS: tuple[str, ...] = ("asha", "none")
+
+# Keys of the search space that are integers, and the ones sampled on a log scale unless the preset says otherwise.
+INT_KEYS: frozenset[str] = frozenset({"epochs", "freeze_epochs", "finetune_blocks", "batch_size", "image_size"})
+LOG_KEYS: frozenset[str] = frozenset({"lr", "weight_decay", "finetune_lr_ratio"})
+# Searched only when the trial's backbone is pretrained (transfer learning); absent otherwise.
+TRANSFER_KEYS: tuple[str, ...] = ("freeze_epochs", "finetune_blocks", "finetune_lr_ratio")
+
+DEFAULTS: dict[str, Any] = {
+    "description": "",
+    "data": "synthetic",  # "synthetic", a folder (Kaggle layout or class folders) or a CSV manifest
+    "synthetic_n": None,  # images of the synthetic source (None: the data pipeline's default)
+    "keep_split": False,  # keep the split the source declares instead of a fresh patient-grouped one
+    "class_map": None,  # folder name -> label, for class-folder layouts with other names
+    "cache_dir": None,  # preprocessed-image cache (None: the data pipeline's default)
+    "preprocess": {},  # PreprocessConfig keywords other than size (resize_mode, clahe, blur, ...)
+    "split": {},  # SplitConfig keywords (fractions, per-class minimums, seed)
+    "task": "binary",
+    "objective": "val_macro_f1",
+    "mode": None,  # None: min for losses, max otherwise
+    "searcher": "optuna",
+    "scheduler": "asha",
+    "num_samples": 8,
+    "seed": 0,
+    "asha": {"grace_period": 1, "reduction_factor": 2},
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": None},
+    "max_failures": 0,  # retries of a trial that raised (node lost, spot preemption); a diverged loss is not retried
+    "storage_path": "./experiments",
+    "name": None,
+    "top_k": 5,
+    "fixed": {},  # constant TrialConfig keys for every trial (pretrained, early_stopping_patience, plateau, ...)
+    "space": {},  # searched TrialConfig keys: a list = choices, {low, high[, log]} = a range, a scalar = constant
+    "grid": {},  # searcher=grid: key -> list of values, the full cross product is run
+}
+
+
+class SearchConfigError(ValueError):
+    """A configuration problem found before any trial starts; the message is meant for the user as is."""
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key not in ("space", "grid"):
+            out[key] = _deep_merge(out[key], value)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            # space/grid: merge key by key, but each key's spec is replaced whole (a list replaces a range).
+            out[key] = {**out[key], **copy.deepcopy(dict(value))}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SearchConfigError(f"cannot read preset {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise SearchConfigError(f"preset {path} must be a YAML mapping, not {type(data).__name__}")
+    return data
+
+
+def load_preset(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset by name (search/presets/NAME.yaml) or by path, merged over its ``base`` and :data:`DEFAULTS`."""
+    path = Path(name_or_path)
+    if not (name_or_path.endswith((".yaml", ".yml")) or path.is_file()):
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise SearchConfigError(
+            f"preset {name_or_path!r} not found; built-in presets: {', '.join(list_presets())}, or a path to a "
+            ".yaml file"
+        )
+    data = _read_yaml(path)
+    base_name = data.pop("base", None)
+    if base_name:
+        if base_name in _seen:
+            raise SearchConfigError(f"preset {name_or_path!r}: circular 'base' chain {' -> '.join(_seen)}")
+        base = load_preset(base_name, (*_seen, name_or_path))
+    else:
+        base = copy.deepcopy(DEFAULTS)
+    unknown = sorted(set(data) - set(DEFAULTS))
+    if unknown:
+        raise SearchConfigError(
+            f"preset {path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(DEFAULTS)}"
+        )
+    merged = _deep_merge(base, data)
+    merged["preset"] = path.stem if path.parent == PRESET_DIR else str(path.resolve())
+    return merged
+
+
+def parse_set(items: Iterable[str]) -> dict[str, Any]:
+    """``key.sub=value`` strings into a nested dict; values are parsed as YAML (``0.1``, ``[a, b]``, ``null``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SearchConfigError(f"--set {item!r}: expected key=value, e.g. --set space.lr.high=0.05")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise SearchConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SearchConfigError(f"--set {item!r}: {part!r} was already set to a value")
+        node[parts[-1]] = value
+    return out
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides win; nested keys merge (``space.lr.high`` changes only the upper bound of lr)."""
+    unknown = sorted(set(overrides) - set(DEFAULTS) - {"preset"})
+    if unknown:
+        raise SearchConfigError(f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(DEFAULTS)}")
+    out = copy.deepcopy(dict(config))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            merged = dict(out[key])
+            for sub, subvalue in value.items():
+                if isinstance(subvalue, Mapping) and isinstance(merged.get(sub), Mapping):
+                    merged[sub] = {**merged[sub], **subvalue}
+                else:
+                    merged[sub] = copy.deepcopy(subvalue)
+            out[key] = merged
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def objective_mode(config: Mapping[str, Any]) -> str:
+    mode = config.get("mode")
+    if mode:
+        return mode
+    return "min" if config["objective"] in OBJECTIVES_MIN else "max"
+
+
+def is_range(spec: Any) -> bool:
+    return isinstance(spec, Mapping) and "low" in spec and "high" in spec
+
+
+def spec_values(spec: Any) -> list[Any]:
+    """The values a spec can take, for checks: the choices, the two ends of a range, or the constant."""
+    if isinstance(spec, list):
+        return list(spec)
+    if is_range(spec):
+        return [spec["low"], spec["high"]]
+    return [spec]
+
+
+def max_epochs(config: Mapping[str, Any]) -> int:
+    """ASHA's max_t: the most epochs any trial may run (the upper end of the searched ``epochs``)."""
+    if config["searcher"] == "grid" and "epochs" in config["grid"]:
+        return int(max(config["grid"]["epochs"]))
+    spec = config["space"].get("epochs", config["fixed"].get("epochs", 15))
+    return int(max(spec_values(spec)))
+
+
+def image_sizes(config: Mapping[str, Any]) -> list[int]:
+    """Every image size any trial may use: the data set is prepared once per size on the driver."""
+    for section in ("grid", "space", "fixed"):
+        if config["searcher"] != "grid" and section == "grid":
+            continue
+        if "image_size" in config[section]:
+            values = spec_values(config[section]["image_size"])
+            if is_range(config[section]["image_size"]):
+                raise SearchConfigError("space.image_size must be a list of sizes, not a range")
+            return sorted({int(v) for v in values})
+    return [224]
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Check everything that can be checked without data or Ray; fill ``mode``. Returns the config."""
+    from cxrmodels.train.config import TrialConfig
+
+    problems: list[str] = []
+    if config["task"] not in ("binary", "multiclass"):
+        problems.append(f"task {config['task']!r} is not binary or multiclass")
+    if config["searcher"] not in SEARCHERS:
+        problems.append(f"searcher {config['searcher']!r} is not one of {', '.join(SEARCHERS)}")
+    if config["scheduler"] not in SCHEDULERS:
+        problems.append(f"scheduler {config['scheduler']!r} is not one of {', '.join(SCHEDULERS)}")
+    if config.get("mode") not in (None, "min", "max"):
+        problems.append(f"mode {config['mode']!r} is not min or max")
+    if not str(config["objective"]).startswith(("val_", "train_")):
+        problems.append(f"objective {config['objective']!r} must be a reported metric such as val_macro_f1, val_auc, "
+                        "val_balanced_accuracy or val_loss")
+    if not isinstance(config["num_samples"], int) or config["num_samples"] < 1:
+        problems.append(f"num_samples {config['num_samples']!r} must be an integer >= 1")
+    if not config.get("data"):
+        problems.append("no data: give --data PATH (a Kaggle-layout folder, class folders or a CSV) or "
+                        "--data synthetic")
+    res = config["resources"]
+    gpus = res.get("gpus_per_trial", 0)
+    if not (gpus == "auto" or (isinstance(gpus, (int, float)) and gpus >= 0)):
+        problems.append(f"resources.gpus_per_trial {gpus!r} must be a number >= 0 (fractions allowed) or 'auto'")
+    elif isinstance(gpus, float) and gpus > 1 and not gpus.is_integer():
+        problems.append(f"resources.gpus_per_trial {gpus!r}: above 1 it must be a whole number")
+    cpus = res.get("cpus_per_trial", 1)
+    if not isinstance(cpus, (int, float)) or cpus <= 0:
+        problems.append(f"resources.cpus_per_trial {cpus!r} must be a number > 0")
+    asha = config["asha"]
+    if config["scheduler"] == "asha" and (asha.get("grace_period", 1) < 1 or asha.get("reduction_factor", 2) < 2):
+        problems.append("asha.grace_period must be >= 1 and asha.reduction_factor >= 2")
+    if config["searcher"] == "grid" and not config["grid"]:
+        problems.append("searcher grid needs a 'grid' section (key -> list of values) in the preset")
+
+    # Every key that reaches TrialConfig must be one of its fields, and every end of every range a valid value:
+    # the checks run through TrialConfig itself so they can never drift from what a trial accepts.
+    trial_fields = set(TrialConfig.__dataclass_fields__)
+    for section in ("fixed", "space", "grid"):
+        unknown = sorted(set(config[section]) - trial_fields)
+        if unknown:
+            problems.append(f"{section}: unknown trial setting(s) {', '.join(unknown)}; valid: "
+                            f"{', '.join(sorted(trial_fields))}")
+    for key in ("task",):
+        if key in config["fixed"] or key in config["space"] or key in config["grid"]:
+            problems.append(f"'{key}' is set at the top level (--{key}), not in fixed/space/grid")
+    if not problems:
+        for section in ("space", "grid") if config["searcher"] == "grid" else ("space",):
+            for key, spec in config[section].items():
+                if is_range(spec) and not spec["low"] <= spec["high"]:
+                    problems.append(f"{section}.{key}: low {spec['low']} > high {spec['high']}")
+                if isinstance(spec, list) and not spec:
+                    problems.append(f"{section}.{key}: an empty list of choices")
+                if is_range(spec) and spec.get("log", key in LOG_KEYS) and spec["low"] <= 0:
+                    problems.append(f"{section}.{key}: a log-scale range needs low > 0 (use a small floor like 1e-6)")
+                for value in spec_values(spec):
+                    problem = _check_trial_value(config, key, value)
+                    if problem:
+                        problems.append(f"{section}.{key}: {problem}")
+        problem = _check_trial_value(config, "task", config["task"])
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise SearchConfigError("invalid search configuration: " + "; ".join(dict.fromkeys(problems)))
+    config["mode"] = objective_mode(config)
+    return config
+
+
+def _check_trial_value(config: Mapping[str, Any], key: str, value: Any) -> str | None:
+    from cxrmodels.train.config import TrialConfig
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not finite"
+    d = {**config["fixed"], "task": config["task"], key: value}
+    if "pretrained" in d and d.get("pretrained") and d.get("backbone", "custom_cnn") == "custom_cnn":
+        d.pop("pretrained")
+        d.pop("pretrained_path", None)
+    try:
+        TrialConfig.from_dict(d)
+    except (ValueError, TypeError, ImportError) as exc:
+        return str(exc)
+    return None
+
+
+def dump(config: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None, width=118)

@@ -1,0 +1,149 @@
+"""The results table: one row per trial, written as results.csv into the experiment folder, and the top-k summary.
+
+Status is one of ``completed`` (ran to its own epoch cap or stopped itself early), ``stopped_early`` (stopped by
+ASHA), ``stopped`` (stopped by a stopper without a scheduler), ``failed`` (diverged loss, out-of-memory, or an
+exception; ``failure_reason`` says which) and ``interrupted`` (the search was interrupted; ``--resume`` goes on).
+Collapsed trials (predicting one class, ``val_collapsed``) are kept in the table, flagged, and never ranked.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+LAST_METRICS: tuple[str, ...] = (
+    "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_auc", "train_loss",
+)
+LEAD_COLUMNS: tuple[str, ...] = (
+    "rank", "trial_id", "status", "failure_reason", "collapsed", "objective", "best_objective", "best_epoch",
+    "epochs_run", "max_epochs", "time_total_s", "node_id", "trial_path", "best_checkpoint", "latest_checkpoint",
+)
+PARAM_COLUMNS: tuple[str, ...] = ("backbone", "optimizer", "lr", "batch_size", "epochs", "image_size", "dropout",
+                                  "weight_decay", "freeze_epochs", "finetune_blocks", "finetune_lr_ratio")
+
+
+def _error_reason(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    text = str(error).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    return last[:500]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _trial_statuses(grid: Any) -> dict[str, str]:
+    """Tune's own status of each trial (TERMINATED, ERROR, PENDING, ...), from the ResultGrid's trials."""
+    trials = getattr(grid, "_trials", None) or []
+    return {t.trial_id: t.status for t in trials}
+
+
+def _status(last: Mapping[str, Any], error: Any, tune_status: str | None, scheduler: str) -> tuple[str, str]:
+    if error is not None:
+        return "failed", _error_reason(error)
+    if last.get("failed"):
+        return "failed", str(last.get("failure_reason", ""))
+    if last.get("finished"):
+        return "completed", ""
+    if tune_status in ("PENDING", "RUNNING", "PAUSED") or not last:
+        return "interrupted", ""
+    return ("stopped_early" if scheduler == "asha" else "stopped"), ""
+
+
+def trial_row(result: Any, search_config: Mapping[str, Any], tune_status: str | None, base: Mapping[str, Any]) -> dict:
+    """One row of results.csv from one ``ray.tune.Result``."""
+    objective, mode = search_config["objective"], search_config["mode"]
+    last = dict(result.metrics or {})
+    history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+    if "failed" in history.columns:
+        history = history[history["failed"].fillna(0) == 0]
+    trial_id = last.get("trial_id") or Path(result.path).name
+    status, reason = _status(last, result.error, tune_status, search_config["scheduler"])
+
+    best_value, best_epoch, best_row = math.nan, math.nan, {}
+    if objective in history.columns and len(history):
+        values = pd.to_numeric(history[objective], errors="coerce")
+        if values.notna().any():
+            index = values.idxmax() if mode == "max" else values.idxmin()
+            best_row = history.loc[index].to_dict()
+            best_value, best_epoch = float(values[index]), best_row.get("epoch", math.nan)
+    collapsed = bool(best_row.get("val_collapsed", 0)) or (not last.get("failed") and bool(last.get("val_collapsed")))
+
+    config = {**base, **(result.config or {})}
+    best_ckpt = None
+    if result.best_checkpoints:
+        scored = [(c, m) for c, m in result.best_checkpoints if _finite(m.get(objective))]
+        if scored:
+            pick = max if mode == "max" else min
+            best_ckpt = pick(scored, key=lambda cm: cm[1][objective])[0]
+    row: dict[str, Any] = {
+        "trial_id": trial_id,
+        "status": status,
+        "failure_reason": reason,
+        "collapsed": collapsed,
+        "objective": objective,
+        "best_objective": best_value,
+        "best_epoch": best_epoch,
+        "epochs_run": int(history["epoch"].max()) if "epoch" in history.columns and len(history) else 0,
+        "max_epochs": config.get("epochs"),
+        "time_total_s": round(float(last.get("time_total_s", math.nan)), 2),
+        "node_id": last.get("node_id", ""),
+        "trial_path": result.path,
+        "best_checkpoint": best_ckpt.path if best_ckpt is not None else "",
+        "latest_checkpoint": result.checkpoint.path if result.checkpoint is not None else "",
+    }
+    for key in LAST_METRICS:
+        row[f"last_{key}"] = last.get(key, math.nan) if not last.get("failed") else math.nan
+    for key, value in sorted(config.items()):
+        row[f"config/{key}"] = value
+    return row
+
+
+def build_results_table(grid: Any, search_config: Mapping[str, Any], base: Mapping[str, Any]) -> pd.DataFrame:
+    """All trials, ranked by best objective among the usable ones (not failed, not collapsed)."""
+    statuses = _trial_statuses(grid)
+    rows = []
+    for i in range(len(grid)):
+        result = grid[i]
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_")[-1]
+        rows.append(trial_row(result, search_config, statuses.get(trial_id), base))
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=list(LEAD_COLUMNS))
+    usable = (table["status"] != "failed") & (~table["collapsed"]) & table["best_objective"].notna()
+    ascending = search_config["mode"] == "min"
+    ranked = table[usable].sort_values("best_objective", ascending=ascending)
+    table["rank"] = pd.Series(range(1, len(ranked) + 1), index=ranked.index, dtype="Int64")
+    table = table.sort_values(["rank", "trial_id"], na_position="last").reset_index(drop=True)
+    lead = [c for c in LEAD_COLUMNS if c in table.columns]
+    return table[lead + [c for c in table.columns if c not in lead]]
+
+
+def format_top_k(table: pd.DataFrame, k: int) -> str:
+    """A short table of the k best usable trials, then a count of the rest by status."""
+    if table.empty:
+        return "no trials"
+    top = table[table["rank"].notna()].head(k)
+    params = [f"config/{p}" for p in PARAM_COLUMNS if f"config/{p}" in table.columns]
+    columns = ["rank", "trial_id", "best_objective", "best_epoch", "epochs_run", "status", *params]
+    shown = top[columns].rename(columns=lambda c: c.removeprefix("config/"))
+    counts = table["status"].value_counts().to_dict()
+    flags = int(table["collapsed"].sum())
+    objective = table["objective"].iloc[0]
+    lines = [f"top {len(top)} trials by {objective} (failed and collapsed trials are not ranked):",
+             shown.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(top) else "(none usable)",
+             "trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; {flags} collapsed"]
+    failed = table[table["status"] == "failed"]
+    for _, row in failed.head(10).iterrows():
+        lines.append(f"  failed {row['trial_id']}: {row['failure_reason']}")
+    return "\n".join(lines)

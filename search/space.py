@@ -1,0 +1,122 @@
+"""The search space, the searcher and the scheduler, built from the resolved search configuration.
+
+The space is one Optuna define-by-run function: the transfer-learning keys (``freeze_epochs``, ``finetune_blocks``,
+``finetune_lr_ratio``) are asked for only when the trial's backbone is pretrained, so TPE never models settings
+that do nothing. ``--searcher random`` uses the same function with Optuna's RandomSampler (a fair baseline over the
+identical space); ``--searcher grid`` is Tune's grid over the preset's ``grid`` section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from search.config import INT_KEYS, LOG_KEYS, TRANSFER_KEYS, is_range, max_epochs
+
+SCRATCH_BACKBONES: frozenset[str] = frozenset({"custom_cnn"})
+
+
+def uses_pretrained(backbone: str, fixed: Mapping[str, Any]) -> bool:
+    """Transfer learning applies when the preset asks for pretrained weights and the backbone has them."""
+    return bool(fixed.get("pretrained")) and backbone not in SCRATCH_BACKBONES
+
+
+def constant_trial_keys(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Keys every trial shares (task, the preset's ``fixed`` section, scalar ``space`` entries)."""
+    base = {"task": config["task"], **config["fixed"]}
+    for key, spec in config["space"].items():
+        if not isinstance(spec, list) and not is_range(spec):
+            base[key] = spec
+    if "seed" not in base:
+        base["seed"] = config["seed"]
+    return base
+
+
+def trial_dict(base: Mapping[str, Any], sampled: Mapping[str, Any]) -> dict[str, Any]:
+    """Exactly the TrialConfig keys of one trial: constants, then the sampled values; ``pretrained`` (and its
+    path) only where the backbone has pretrained weights."""
+    d = {**base, **sampled}
+    if not uses_pretrained(str(d.get("backbone", "custom_cnn")), d):
+        d.pop("pretrained", None)
+        d.pop("pretrained_path", None)
+        for key in TRANSFER_KEYS:
+            if key not in sampled:
+                d.pop(key, None)
+    return d
+
+
+def _suggest(trial: Any, key: str, spec: Any) -> Any:
+    if isinstance(spec, list):
+        return trial.suggest_categorical(key, spec)
+    if is_range(spec):
+        log = bool(spec.get("log", key in LOG_KEYS))
+        if key in INT_KEYS:
+            return trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=log)
+        return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=log)
+    return None  # a constant: passed to the trainable, not searched
+
+
+class DefineByRunSpace:
+    """The Optuna define-by-run space. A class, not a closure, because Tune pickles the searcher (with this space)
+    into the experiment folder so that ``--resume`` restores the study; the order of suggestions is fixed so a
+    seeded sampler is reproducible."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.space = {k: v for k, v in config["space"].items() if isinstance(v, list) or is_range(v)}
+        self.fixed = dict(config["fixed"])
+        self.default_backbone = self.fixed.get("backbone", config["space"].get("backbone", "custom_cnn"))
+
+    def __call__(self, trial: Any) -> None:
+        space = self.space
+        backbone = _suggest(trial, "backbone", space["backbone"]) if "backbone" in space else self.default_backbone
+        for key, spec in space.items():
+            if key == "backbone" or key in TRANSFER_KEYS:
+                continue
+            _suggest(trial, key, spec)
+        if uses_pretrained(str(backbone), self.fixed):
+            for key in TRANSFER_KEYS:
+                if key in space:
+                    _suggest(trial, key, space[key])
+        return None
+
+
+def build_define_by_run(config: Mapping[str, Any]) -> Callable[[Any], None]:
+    return DefineByRunSpace(config)
+
+
+def build_searcher(config: Mapping[str, Any]) -> Any:
+    """OptunaSearch (TPE or random sampler, seeded) or Tune's BasicVariantGenerator for the grid."""
+    seed = int(config["seed"])
+    if config["searcher"] == "grid":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=seed)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    if config["searcher"] == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, config["num_samples"] // 3)))
+    return OptunaSearch(space=build_define_by_run(config), metric=config["objective"], mode=config["mode"],
+                        sampler=sampler)
+
+
+def build_param_space(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Tune's param_space: empty for Optuna (the define-by-run function owns the space), the grid otherwise."""
+    if config["searcher"] != "grid":
+        return {}
+    from ray import tune
+
+    return {key: tune.grid_search(list(values)) for key, values in config["grid"].items()}
+
+
+def build_scheduler(config: Mapping[str, Any]) -> Any:
+    """ASHA on the epoch: max_t is the most epochs any trial may run; a trial's searched ``epochs`` is its own cap."""
+    if config["scheduler"] == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    asha = config["asha"]
+    return ASHAScheduler(time_attr="epoch", max_t=max_epochs(config), grace_period=int(asha.get("grace_period", 1)),
+                         reduction_factor=float(asha.get("reduction_factor", 2)))

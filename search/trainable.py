@@ -1,0 +1,195 @@
+"""The Tune trainable: one trial = one :class:`cxrmodels.train.loop.Trainer`, one report per epoch.
+
+Thin on purpose (Ray's mnist_pytorch shape): build the config, the data and the Trainer, resume from Tune's
+checkpoint if there is one, then ``run_epoch()`` / ``tune.report()`` until the Trainer says it is done.
+
+Checkpoints. Every epoch reports a checkpoint folder (Tune's ``<trial>/checkpoint_NNNNNN/``) with
+
+- ``trainer_state.pt``: ``Trainer.state_dict()`` (model, optimizer, LR plateau, early stopping, RNG): what
+  ``--resume`` needs to continue the trial exactly where it stopped;
+- ``model.pt``: ``Trainer.checkpoint_payload()`` with this epoch's weights (config, class names, preprocessing,
+  history, plus ``objective``/``objective_value``), written with ``cxrmodels.train.checkpoint.save_checkpoint``:
+  what analysis loads with ``cxrmodels.train.checkpoint.load_model``;
+- ``metrics.json``: that epoch's metrics.
+
+The run keeps ``CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=<objective>)``: Tune keeps the single
+best checkpoint by the objective **and never deletes the latest one**, so at most two folders per trial exist on
+disk, the best one is there for analysis and the latest one for resume. Checkpointing only on ``is_best`` would be
+cheaper but would make a resumed trial repeat (and re-report) every epoch after its best one.
+
+Failures. A loss that turns NaN/inf (``NonFiniteLossError``) or a CUDA out-of-memory ends the trial cleanly: one last
+report with ``failed=1``, ``failure_reason`` and the worst possible objective (0 for a maximised metric, a large
+finite loss for a minimised one), so ASHA and Optuna see a bad trial, never a NaN, and the search goes on. Any other
+exception propagates: Tune marks the trial ERROR (retried ``max_failures`` times from its last checkpoint), Optuna
+records it as FAIL, and the results table shows the exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from search.space import trial_dict
+
+logger = logging.getLogger(__name__)
+
+TRAINER_STATE = "trainer_state.pt"
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+WORST_LOSS = 1.0e6
+
+
+def worst_objective(mode: str) -> float:
+    return 0.0 if mode == "max" else WORST_LOSS
+
+
+def _plain(value: Any) -> Any:
+    """Built-in scalars for Tune's loggers and JSON; non-finite floats are kept (the loop flags them)."""
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", 0) == 0:
+        value = item()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _report(metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
+    from ray import tune
+
+    checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+    tune.report(dict(metrics), checkpoint=checkpoint)
+
+
+def epoch_payload(trainer: Any, objective: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``Trainer.checkpoint_payload()`` with **this epoch's** weights, so the model in a checkpoint is the one that
+    scored the checkpoint's metrics (Tune keeps the checkpoint with the best objective; the Trainer's own best
+    weights are chosen by validation loss and stay in ``trainer_state.pt``)."""
+    payload = trainer.checkpoint_payload()
+    payload["model"] = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
+    payload["epoch"] = int(trainer.epoch)
+    payload["objective"] = objective
+    payload["objective_value"] = float(metrics[objective])
+    return payload
+
+
+def _save_epoch_checkpoint(folder: str, trainer: Any, objective: str, metrics: Mapping[str, Any]) -> None:
+    from cxrmodels.train.checkpoint import save_checkpoint
+
+    save_checkpoint(os.path.join(folder, TRAINER_STATE), trainer.state_dict())
+    save_checkpoint(os.path.join(folder, MODEL_FILE), epoch_payload(trainer, objective, metrics))
+    Path(folder, METRICS_FILE).write_text(json.dumps(dict(metrics), default=str, indent=1))
+
+
+def _restore(trainer: Any) -> bool:
+    """Load the trainer state from Tune's latest checkpoint of this trial, if any (a resumed or retried trial)."""
+    from ray import tune
+
+    from cxrmodels.train.checkpoint import load_checkpoint
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return False
+    with checkpoint.as_directory() as folder:
+        state = load_checkpoint(os.path.join(folder, TRAINER_STATE))
+    trainer.load_state_dict(state)
+    logger.info("resumed from checkpoint after epoch %s", getattr(trainer, "epoch", "?"))
+    return True
+
+
+def _set_threads() -> None:
+    """Use the CPUs Tune gave this trial, not every core of the node (trials share a node)."""
+    import ray
+    import torch
+
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    except Exception:  # noqa: BLE001 - outside Ray (a direct call in a test)
+        cpus = 1
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return oom is not None and isinstance(exc, oom)
+
+
+def train_cxr(
+    config: dict[str, Any],
+    *,
+    base: Mapping[str, Any],
+    datasets: Mapping[int, Mapping[str, Any]],
+    objective: str,
+    mode: str,
+) -> None:
+    """One trial. ``config`` holds the sampled keys, ``base`` the constant ones, ``datasets`` the uint8 train/val
+    arrays per image size (put in the object store once by ``tune.with_parameters``; never the test split)."""
+    import ray
+
+    from cxrmodels.train.config import TrialConfig
+    from cxrmodels.train.loop import NonFiniteLossError, TrainData, Trainer
+
+    _set_threads()
+    # The arrays come read-only from the object store (zero-copy); the Trainer only reads them.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    cfg = TrialConfig.from_dict(trial_dict(base, config))
+    arrays = datasets[cfg.image_size]
+    data = TrainData(
+        train_x=arrays["train_x"],
+        train_y=arrays["train_y"],
+        val_x=arrays["val_x"],
+        val_y=arrays["val_y"],
+        class_names=arrays["class_names"],
+        preprocess=arrays["preprocess"].to_dict(),
+    )
+    trainer = Trainer(cfg, data)
+    _restore(trainer)
+    node_id = ray.get_runtime_context().get_node_id()
+
+    while not trainer.done:
+        try:
+            metrics = trainer.run_epoch()
+        except Exception as exc:  # noqa: BLE001 - only the two "bad configuration" failures end cleanly
+            if not (isinstance(exc, NonFiniteLossError) or _is_oom(exc)):
+                raise
+            _report_failure(trainer, exc, objective, mode, node_id)
+            return
+        metrics = {key: _plain(value) for key, value in metrics.items()}
+        value = metrics.get(objective)
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            metrics[objective] = worst_objective(mode)
+        metrics.pop("done", None)  # Tune's reserved key; "finished" says the same
+        metrics.update(failed=0, failure_reason="", finished=int(bool(trainer.done)), node_id=node_id)
+        if trainer.done and trainer.stopped_early and cfg.early_stopping_patience > 0:
+            # Early stopping has put the best-val-loss weights back: they are not the weights that scored this
+            # epoch, and a finished trial needs no resume state, so this last epoch is reported without checkpoint.
+            _report(metrics)
+            break
+        with tempfile.TemporaryDirectory(prefix="cxr-ckpt-") as folder:
+            _save_epoch_checkpoint(folder, trainer, objective, metrics)
+            _report(metrics, folder)
+
+
+def _report_failure(trainer: Any, exc: BaseException, objective: str, mode: str, node_id: str) -> None:
+    """End the trial with a flagged, finite result, and give the GPU memory back before the actor goes."""
+    reason = f"{type(exc).__name__}: {exc}".strip()[:500]
+    logger.warning("trial failed: %s", reason)
+    epoch = int(getattr(trainer, "epoch", 0)) + 1
+    del trainer
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass
+    _report({"epoch": epoch, objective: worst_objective(mode), "failed": 1, "failure_reason": reason,
+             "finished": 1, "node_id": node_id})
