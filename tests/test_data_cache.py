@@ -115,3 +115,12 @@ def test_cache_load_is_much_faster_than_build(tmp_path: Path, kaggle_dir: Path) 
     load_or_build(records, cfg, tmp_path)
     load = time.perf_counter() - t0
     assert load * 5 < build, (build, load)  # loose on a busy 2-core CI box; the benchmark measures the real ratio
+
+
+def test_cached_split_follows_split_config(tmp_path: Path) -> None:
+    a = prepare("synthetic:60", CFG, cache_dir=tmp_path, split=SplitConfig(seed=1, folds=0))
+    b = prepare("synthetic:60", CFG, cache_dir=tmp_path, split=SplitConfig(seed=2, folds=0))
+    again = prepare("synthetic:60", CFG, cache_dir=tmp_path, split=SplitConfig(seed=1, folds=0))
+    assert not a.manifest.split.equals(b.manifest.split)
+    pd.testing.assert_frame_equal(a.manifest, again.manifest)
+    assert len(list(tmp_path.glob("split-*.csv"))) == 2
