@@ -217,6 +217,10 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     if not config.get("data"):
         problems.append("no data: give --data PATH (a Kaggle-layout folder, class folders or a CSV) or "
                         "--data synthetic")
+    elif config["data"] != "synthetic" and "://" not in str(config["data"]) and not Path(
+            str(config["data"])).expanduser().exists():
+        problems.append(f"--data {config['data']}: no such file or folder (give a Kaggle-layout folder, a folder "
+                        "with one sub-folder per class, a CSV manifest, or 'synthetic')")
     res = config["resources"]
     gpus = res.get("gpus_per_trial", 0)
     if not (gpus == "auto" or (isinstance(gpus, (int, float)) and gpus >= 0)):

@@ -487,7 +487,6 @@ def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[Any] = ()) ->
     try:
         return run_search(args, callbacks)
     except SearchConfigError as exc:
-        logger.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG_ERROR
 

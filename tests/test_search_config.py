@@ -1,0 +1,153 @@
+"""Presets, overrides, the search space and configuration errors: fast, no Ray."""
+
+from __future__ import annotations
+
+import pytest
+
+from search import config as sc
+from search import run
+from search.space import DefineByRunSpace, build_scheduler, constant_trial_keys, trial_dict
+
+
+def _config(*argv: str) -> dict:
+    return run.build_config(run.build_parser().parse_args(list(argv)))
+
+
+@pytest.mark.parametrize("preset", sc.list_presets())
+def test_every_preset_loads_and_validates(preset: str) -> None:
+    config = _config("--preset", preset, "--data", "synthetic")
+    assert config["mode"] in ("min", "max")
+    assert sc.max_epochs(config) >= 1 and sc.image_sizes(config)
+
+
+def test_builtin_presets_cover_the_brief() -> None:
+    assert {"default", "gpu", "study-b-grid", "smoke"} <= set(sc.list_presets())
+    gpu = _config("--preset", "gpu", "--data", "synthetic")
+    assert gpu["fixed"]["pretrained"] is True and gpu["resources"]["gpus_per_trial"] == 0.25
+    assert sc.image_sizes(gpu) == [224] and len(gpu["space"]["backbone"]) >= 8
+    assert gpu["split"]["min_test"] == {"NORMAL": 200, "BACTERIAL": 100, "VIRAL": 100}
+    grid = _config("--preset", "study-b-grid", "--data", "synthetic")
+    assert grid["searcher"] == "grid" and grid["scheduler"] == "none"
+    counts = [len(v) for v in grid["grid"].values()]
+    assert counts == [4, 3, 3] and grid["fixed"]["early_stopping_patience"] == 0
+
+
+def test_flags_and_set_override_the_preset() -> None:
+    config = _config("--num-samples", "3", "--objective", "val_loss", "--set", "space.lr.high=0.05",
+                     "--set", "asha.grace_period=2", "--gpus-per-trial", "0.25", "--backbones", "custom_cnn",
+                     "--max-epochs", "9", "--set", "fixed.early_stopping_patience=0")
+    assert config["num_samples"] == 3 and config["mode"] == "min"
+    assert config["space"]["lr"] == {"low": 1.0e-4, "high": 0.05, "log": True}  # only the upper bound changed
+    assert config["asha"] == {"grace_period": 2, "reduction_factor": 2}
+    assert config["resources"]["gpus_per_trial"] == 0.25 and config["space"]["backbone"] == ["custom_cnn"]
+    assert sc.max_epochs(config) == 9 and config["fixed"]["early_stopping_patience"] == 0
+    assert build_scheduler(config)._max_t == 9
+
+
+def test_smoke_test_shrinks_any_preset() -> None:
+    config = _config("--preset", "gpu", "--smoke-test")
+    assert config["data"] == "synthetic" and config["num_samples"] <= 3 and sc.max_epochs(config) <= 2
+    assert config["space"]["backbone"] == ["custom_cnn"] and config["split"] == {}
+
+
+def test_define_by_run_space_is_conditional_on_pretrained_backbones() -> None:
+    optuna = pytest.importorskip("optuna")
+    config = _config("--preset", "gpu", "--data", "synthetic")
+    space = DefineByRunSpace(config)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+    seen = {"custom_cnn": 0, "pretrained": 0}
+    base = constant_trial_keys(config)
+    from cxrmodels.train.config import TrialConfig
+
+    for _ in range(40):
+        trial = study.ask()
+        space(trial)
+        params = trial.params
+        transfer = {"freeze_epochs", "finetune_blocks", "finetune_lr_ratio"} & set(params)
+        if params["backbone"] == "custom_cnn":
+            assert not transfer
+            seen["custom_cnn"] += 1
+        else:
+            assert len(transfer) == 3
+            seen["pretrained"] += 1
+        d = trial_dict(base, params)
+        assert d.get("pretrained", False) == (params["backbone"] != "custom_cnn")
+        TrialConfig.from_dict(d)  # exactly TrialConfig's keys, all valid
+        study.tell(trial, 0.5)
+    assert seen["custom_cnn"] and seen["pretrained"]
+
+
+def test_unknown_preset_key_is_an_error(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: default\nnum_sample: 3\n")
+    with pytest.raises(sc.SearchConfigError, match="num_sample"):
+        sc.load_preset(str(bad))
+    good = tmp_path / "mine.yaml"
+    good.write_text("base: default\nnum_samples: 2\nspace: {backbone: [custom_cnn]}\n")
+    config = sc.validate(sc.load_preset(str(good)))
+    assert config["num_samples"] == 2 and config["space"]["backbone"] == ["custom_cnn"]
+    assert config["space"]["optimizer"] == ["sgd", "sgd_momentum", "adam", "adamw", "rmsprop"]  # from the base
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--backbones", "custom_cnn", "no_such_net"], "no_such_net"),
+        (["--set", "space.optimizer=[adam, nadamax]"], "nadamax"),
+        (["--data", "/no/such/folder"], "/no/such/folder"),
+        (["--preset", "no-such-preset"], "no-such-preset"),
+        (["--set", "space.lr.low=-1"], "lr"),
+        (["--gpus-per-trial", "lots"], "gpus-per-trial"),
+        (["--set", "space.colour=[red]"], "colour"),
+        (["--preset", "gpu"], "--data"),
+    ],
+)
+def test_bad_configuration_exits_before_ray_starts(argv: list[str], message: str, tmp_path, capsys) -> None:
+    import ray
+
+    assert not ray.is_initialized()
+    code = run.main([*argv, "--storage-path", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == run.EXIT_CONFIG_ERROR
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1  # one paragraph
+    assert not ray.is_initialized() and not any(tmp_path.iterdir())
+
+
+def test_unwritable_storage_path_is_an_error(tmp_path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = run.main(["--smoke-test", "--storage-path", str(blocker / "experiments")])
+    assert code == run.EXIT_CONFIG_ERROR
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_dashboard_failure_degrades_with_a_warning(monkeypatch, caplog) -> None:
+    import ray
+
+    calls = []
+
+    class Context:
+        dashboard_url = ""
+
+    def fake_init(**kwargs):
+        calls.append(kwargs)
+        if kwargs.get("include_dashboard"):
+            raise RuntimeError("dashboard dependencies missing")
+        return Context()
+
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert run.init_ray(None, dashboard=True) is True
+    assert calls[0]["dashboard_host"] == "127.0.0.1" and calls[1]["include_dashboard"] is False
+    assert "dashboard could not start" in caplog.text
+
+
+def test_help_explains_every_option(capsys) -> None:
+    with pytest.raises(SystemExit):
+        run.main(["--help"])
+    out = capsys.readouterr().out
+    for flag in ("--preset", "--smoke-test", "--data", "--storage-path", "--name", "--resume", "--set", "--searcher",
+                 "--scheduler", "--gpus-per-trial", "--address", "--no-dashboard"):
+        assert flag in out

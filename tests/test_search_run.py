@@ -1,0 +1,162 @@
+"""The search end to end, in-process on a local 2-CPU Ray: ASHA, Optuna, the experiment folder, failures, resume."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from search import run
+
+pytestmark = pytest.mark.ray
+
+# A few synthetic images at 48 px (the smallest size study B's from-scratch CNN takes), custom_cnn only.
+TINY = ["--smoke-test", "--no-dashboard", "--set", "synthetic_n=80", "--set", "space.batch_size=[32]"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _trial_dirs(experiment: Path) -> list[Path]:
+    return sorted(p for p in experiment.iterdir() if p.is_dir() and p.name.startswith("trial_"))
+
+
+def _epochs(trial_dir: Path) -> list[int]:
+    return pd.read_csv(trial_dir / "progress.csv")["epoch"].tolist()
+
+
+@pytest.mark.slow
+def test_search_runs_asha_stops_trials_and_optuna_learns(tmp_path: Path, capsys) -> None:
+    code = run.main([*TINY, "--storage-path", str(tmp_path), "--name", "e2e", "--num-samples", "6",
+                     "--objective", "val_loss", "--set", "space.epochs={low: 3, high: 3}",
+                     "--set", "space.lr={low: 0.001, high: 0.01}", "--max-concurrent-trials", "2"])
+    out = capsys.readouterr().out
+    experiment = tmp_path / "e2e"
+    assert code == 0, out
+    assert f"experiment: {experiment}" in out and "top " in out
+    for name in ("results.csv", "search_config.yaml", "split_manifest.csv", "skipped_files.csv",
+                 "data_summary.txt"):
+        assert (experiment / name).is_file(), name
+
+    table = pd.read_csv(experiment / "results.csv")
+    assert len(table) == 6 and set(table["status"]) <= {"completed", "stopped_early"}
+    assert (table["status"] == "stopped_early").sum() >= 1, table[["trial_id", "status", "epochs_run"]]
+    assert (table.loc[table["status"] == "stopped_early", "epochs_run"] < 3).all()
+    assert (table.loc[table["status"] == "completed", "epochs_run"] == 3).all()
+    assert table["best_objective"].notna().all() and table["objective"].eq("val_loss").all()
+    assert table["rank"].notna().any()
+    for column in ("config/optimizer", "config/lr", "config/task", "last_val_macro_f1", "time_total_s",
+                   "collapsed", "failure_reason", "best_checkpoint", "node_id"):
+        assert column in table.columns
+
+    # Checkpoints: at most the best and the latest per trial, each with resume state and the model payload.
+    from cxrmodels.train.checkpoint import load_checkpoint, load_model
+
+    for trial_dir in _trial_dirs(experiment):
+        checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+        assert 1 <= len(checkpoints) <= 2
+        for ckpt in checkpoints:
+            assert {"trainer_state.pt", "model.pt", "metrics.json"} <= {p.name for p in ckpt.iterdir()}
+    best = table.iloc[0]
+    model, payload = load_model(Path(best["best_checkpoint"]) / "model.pt")
+    assert payload["objective"] == "val_loss"
+    assert payload["objective_value"] == pytest.approx(best["best_objective"])
+    assert load_checkpoint(Path(best["best_checkpoint"]) / "trainer_state.pt")["epoch"] == best["best_epoch"]
+
+    # Optuna was told every trial, the ASHA-stopped ones too (with their last score), never a NaN.
+    with open(next(experiment.glob("searcher-state-*.pkl")), "rb") as fh:
+        study = pickle.load(fh)["_ot_study"]
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 6, states
+    assert all(t.value == t.value for t in study.trials)  # no NaN
+
+    # The test split never reached a trial: train+val images are fewer than the whole manifest.
+    manifest = pd.read_csv(experiment / "split_manifest.csv")
+    assert (manifest["split"] == "test").sum() > 0
+
+
+@pytest.mark.slow
+def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path: Path, capsys) -> None:
+    # Grid: at 32 px the CNN cannot be built (an exception in the trial); lr 1e30 makes the loss non-finite.
+    code = run.main([*TINY, "--storage-path", str(tmp_path), "--name", "fail", "--searcher", "grid",
+                     "--scheduler", "none", "--set", "grid={image_size: [32, 48], lr: [0.001, 1.0e+30], "
+                     "optimizer: [sgd], epochs: [2]}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    table = pd.read_csv(tmp_path / "fail" / "results.csv").set_index(["config/image_size", "config/lr"])
+    assert len(table) == 4
+    assert table.loc[(48, 0.001), "status"] == "completed"
+    diverged = table.loc[(48, 1e30)]
+    assert diverged["status"] == "failed" and "non-finite" in diverged["failure_reason"]
+    assert pd.isna(diverged["rank"])
+    for lr in (0.001, 1e30):
+        row = table.loc[(32, lr)]
+        assert row["status"] == "failed" and "too small" in row["failure_reason"]
+    assert "failed" in out
+
+
+def _interrupt_after(n_results: int):
+    from ray.tune import Callback
+
+    class InterruptAfter(Callback):
+        """Ctrl-C, as a user would press it, after a few results."""
+
+        def __init__(self) -> None:
+            self.results = 0
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.results += 1
+            if self.results == n_results:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    return InterruptAfter()
+
+
+@pytest.mark.slow
+def test_interrupted_search_is_finished_by_resume(tmp_path: Path, capsys) -> None:
+    argv = [*TINY, "--storage-path", str(tmp_path), "--name", "resume", "--num-samples", "4", "--scheduler", "none",
+            "--set", "space.epochs=3", "--max-concurrent-trials", "2"]
+    code = run.main(argv, callbacks=[_interrupt_after(4)])
+    out = capsys.readouterr().out
+    experiment = tmp_path / "resume"
+    assert code == run.EXIT_INTERRUPTED, out
+    assert f"--resume {experiment}" in out
+    first = pd.read_csv(experiment / "results.csv").set_index("trial_id")
+    assert (first["status"] == "interrupted").any()
+    finished_before = {t: _epochs(experiment / f"trial_{t}") for t in first.index[first["status"] == "completed"]}
+    mtimes = {t: (experiment / f"trial_{t}" / "progress.csv").stat().st_mtime for t in finished_before}
+
+    code = run.main(["--resume", str(experiment), "--no-dashboard"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    final = pd.read_csv(experiment / "results.csv").set_index("trial_id")
+    assert len(final) == 4 and (final["status"] == "completed").all(), final["status"]
+    assert set(first.index) <= set(final.index)
+    for trial_id, epochs in finished_before.items():  # kept, not re-run
+        assert _epochs(experiment / f"trial_{trial_id}") == epochs
+        assert (experiment / f"trial_{trial_id}" / "progress.csv").stat().st_mtime == mtimes[trial_id]
+    for trial_dir in _trial_dirs(experiment):  # unfinished ones continued from their checkpoints: no epoch twice
+        assert _epochs(trial_dir) == [1, 2, 3], trial_dir.name
+
+
+def test_gpus_requested_where_there_are_none_is_an_error(tmp_path: Path, capsys) -> None:
+    code = run.main([*TINY, "--storage-path", str(tmp_path), "--name", "gpu", "--gpus-per-trial", "1"])
+    assert code == run.EXIT_CONFIG_ERROR
+    assert "no GPU" in capsys.readouterr().err
+    assert not list((tmp_path / "gpu").glob("trial_*"))
+
+
+def test_resume_of_a_folder_that_is_no_experiment_is_an_error(tmp_path: Path, capsys) -> None:
+    code = run.main(["--resume", str(tmp_path / "nothing"), "--no-dashboard"])
+    assert code == run.EXIT_CONFIG_ERROR
+    assert "cannot resume" in capsys.readouterr().err
