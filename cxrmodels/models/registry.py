@@ -177,6 +177,8 @@ def _backbone_output_shape(backbone: nn.Module, in_chans: int, image_size: int) 
     try:
         with torch.no_grad():
             out = backbone.forward_features(torch.zeros(1, in_chans, image_size, image_size))
+    except RuntimeError as err:
+        raise ValueError(f"image_size {image_size} is too small for this backbone ({err})") from err
     finally:
         for h in hooks:
             h.remove()

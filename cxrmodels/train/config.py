@@ -27,7 +27,8 @@ class TrialConfig:
     study A's global-average-pool head; ``head_hidden=None`` means 128 units for ``flatten`` and 1024 for ``gap``.
     ``weight_decay`` applies to the head only (study A's L2 0.01 on the dense layers). ``freeze_epochs`` > 0 trains
     the head alone first, then unfreezes the last ``finetune_blocks`` backbone stages (-1: all) at
-    ``lr * finetune_lr_ratio``. ``early_stopping_patience=0`` and ``plateau=False`` switch those callbacks off.
+    ``lr * finetune_lr_ratio``. ``early_stopping_patience=0`` and ``plateau=False`` switch those callbacks off;
+    both patiences count like Keras (act after that many epochs without a lower validation loss).
     """
 
     task: str = "binary"
@@ -182,7 +183,7 @@ def _validate(cfg: TrialConfig) -> None:
     _check_range("finetune_blocks", cfg.finetune_blocks >= -1, cfg.finetune_blocks, "-1 (all) or >= 0")
     _check_range("finetune_lr_ratio", 0 < cfg.finetune_lr_ratio <= 1, cfg.finetune_lr_ratio, "0 < ratio <= 1")
     _check_range("plateau_factor", 0 < cfg.plateau_factor < 1, cfg.plateau_factor, "0 < factor < 1")
-    _check_range("plateau_patience", cfg.plateau_patience >= 0, cfg.plateau_patience, "an integer >= 0")
+    _check_range("plateau_patience", cfg.plateau_patience >= 1, cfg.plateau_patience, "an integer >= 1")
     _check_range("min_lr", _finite(cfg.min_lr) and cfg.min_lr >= 0, cfg.min_lr, ">= 0")
     _check_range("early_stopping_patience", cfg.early_stopping_patience >= 0, cfg.early_stopping_patience, ">= 0")
     _check_range("shift", 0 <= cfg.shift < 0.5, cfg.shift, "0 <= shift < 0.5")

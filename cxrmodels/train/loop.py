@@ -371,7 +371,7 @@ class Trainer:
             torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer,
                 factor=self.cfg.plateau_factor,
-                patience=self.cfg.plateau_patience,
+                patience=self.cfg.plateau_patience - 1,  # Keras reduces after `patience` bad epochs, torch after +1
                 min_lr=self.cfg.min_lr,
             )  # fmt: skip
             if self.cfg.plateau

@@ -1,0 +1,190 @@
+"""The training loop: learning, early stopping with restore, divergence, phases, determinism and exact resume."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cxrmodels.train import loop
+from cxrmodels.train.config import TrialConfig
+from cxrmodels.train.loop import NonFiniteLossError, TrainData, Trainer, evaluate, predict_proba, train_one_epoch
+
+BINARY = ("NORMAL", "PNEUMONIA")
+TIMING_KEYS = {"epoch_time_s", "images_per_s"}
+
+
+def structured_arrays(n: int, size: int = 64, seed: int = 0, classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Noise images where class k has a bright patch at a class-specific place: learnable in a couple of epochs."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    rng.shuffle(y)
+    x = rng.integers(0, 80, size=(n, size, size), dtype=np.uint8)
+    q = size // 4
+    for k in range(1, classes):
+        x[y == k, q : 2 * q, (k - 1) * q + 4 : k * q + 4] += 150
+    return x, y.astype(np.int64)
+
+
+def tiny_data(n_train: int = 64, n_val: int = 32, size: int = 48, classes: int = 2) -> TrainData:
+    tx, ty = structured_arrays(n_train, size, seed=0, classes=classes)
+    vx, vy = structured_arrays(n_val, size, seed=1, classes=classes)
+    names = BINARY if classes == 2 else ("NORMAL", "BACTERIAL", "VIRAL")
+    return TrainData(tx, ty, vx, vy, names, preprocess={"size": size, "clahe": True})
+
+
+def tiny_cfg(**changes: object) -> TrialConfig:
+    base = {"backbone": "custom_cnn", "image_size": 48, "batch_size": 32, "epochs": 2, "lr": 2e-3, "seed": 0}
+    return TrialConfig.from_dict({**base, **changes})
+
+
+def without_timing(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
+
+
+def assert_same_metrics(a: dict, b: dict) -> None:
+    a, b = without_timing(a), without_timing(b)
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], float) and math.isnan(a[key]):
+            assert math.isnan(b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+def test_two_epochs_lower_the_training_loss() -> None:
+    data = tiny_data()
+    trainer = Trainer(tiny_cfg(epochs=2, augment=False, batch_size=8), data)
+    before = evaluate(trainer.model, data.train_x, data.train_y, batch_size=64, device="cpu", class_names=BINARY)
+    history = [trainer.run_epoch(), trainer.run_epoch()]
+    after = evaluate(trainer.model, data.train_x, data.train_y, batch_size=64, device="cpu", class_names=BINARY)
+    assert after["loss"] < before["loss"] - 0.05
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert trainer.done and trainer.epoch == 2
+
+
+def test_run_epoch_returns_the_documented_flat_metrics() -> None:
+    trainer = Trainer(tiny_cfg(epochs=1), tiny_data())
+    m = trainer.run_epoch()
+    for key in (
+        "epoch", "phase", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy",
+        "val_macro_f1", "val_auc", "val_recall_NORMAL", "val_recall_PNEUMONIA", "val_collapsed", "best_epoch",
+        "is_best", "should_stop", "done", "epoch_time_s", "images_per_s", "trainable_params",
+    ):  # fmt: skip
+        assert key in m, key
+    assert all(isinstance(v, int | float | bool | str) for v in m.values())
+    assert m["epoch"] == 1 and m["phase"] == "full" and m["is_best"] and m["best_epoch"] == 1 and m["done"]
+    with pytest.raises(RuntimeError, match="done"):
+        trainer.run_epoch()
+
+
+def test_early_stopping_restores_the_best_epochs_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripted validation losses: best at epoch 2, patience 2 -> stops after epoch 4 with epoch 2's weights."""
+    scripted = iter([0.50, 0.40, 0.45, 0.60, 0.30])
+    real_evaluate = loop.evaluate
+
+    def fake_evaluate(*args: object, **kwargs: object) -> dict:
+        return {**real_evaluate(*args, **kwargs), "loss": next(scripted)}
+
+    monkeypatch.setattr(loop, "evaluate", fake_evaluate)
+    trainer = Trainer(tiny_cfg(epochs=10, early_stopping_patience=2, plateau=False), tiny_data(32, 16))
+    snapshots = {}
+    while not trainer.done:
+        m = trainer.run_epoch()
+        if not trainer.done:
+            snapshots[m["epoch"]] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert m["epoch"] == 4 and m["should_stop"] and m["best_epoch"] == 2 and not m["is_best"]
+    final = trainer.model.state_dict()
+    assert all(torch.equal(final[k], snapshots[2][k]) for k in final)
+    assert not all(torch.equal(final[k], snapshots[3][k]) for k in final)
+    payload = trainer.checkpoint_payload()
+    assert payload["best_epoch"] == 2 and all(torch.equal(payload["model"][k], snapshots[2][k]) for k in final)
+
+
+def test_non_finite_loss_raises_with_epoch_and_batch() -> None:
+    trainer = Trainer(tiny_cfg(), tiny_data(64, 16))
+    trainer.loss_fn = lambda logits, y: logits.float().mean() * float("inf")
+    with pytest.raises(NonFiniteLossError, match="epoch 1, batch 0") as info:
+        trainer.run_epoch()
+    assert info.value.epoch == 1 and info.value.batch == 0
+
+
+def test_divergent_learning_rate_raises_non_finite() -> None:
+    trainer = Trainer(tiny_cfg(optimizer="sgd", lr=1e12, epochs=3, class_weights=False), tiny_data(64, 16))
+    with pytest.raises(NonFiniteLossError):
+        while not trainer.done:
+            trainer.run_epoch()
+
+
+def test_same_config_twice_gives_the_same_metrics() -> None:
+    data = tiny_data(48, 16)
+    runs = []
+    for _ in range(2):
+        trainer = Trainer(tiny_cfg(epochs=2, dropout=0.5), data)
+        runs.append([trainer.run_epoch(), trainer.run_epoch()])
+    for a, b in zip(*runs, strict=True):
+        assert_same_metrics(a, b)
+
+
+def test_resume_from_state_dict_matches_an_uninterrupted_run() -> None:
+    """Phase switch, augmentation, dropout, plateau and early-stopping state all survive a weights_only round trip."""
+    data = tiny_data(48, 24, size=32, classes=3)
+    cfg = tiny_cfg(
+        task="multiclass", backbone="test_resnet", image_size=32, epochs=3, freeze_epochs=1, finetune_blocks=1,
+        head_hidden=16,
+    )  # fmt: skip
+    straight = Trainer(cfg, data)
+    first = straight.run_epoch()
+    buffer = io.BytesIO()
+    torch.save(straight.state_dict(), buffer)
+    expected = [straight.run_epoch(), straight.run_epoch()]
+
+    buffer.seek(0)
+    resumed = Trainer(cfg, data)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert resumed.epoch == 1 and resumed.history[0]["val_loss"] == first["val_loss"]
+    got = [resumed.run_epoch(), resumed.run_epoch()]
+    for a, b in zip(expected, got, strict=True):
+        assert_same_metrics(a, b)
+    assert [m["phase"] for m in [first, *got]] == ["frozen", "finetune", "finetune"]
+
+
+def test_transfer_learning_phases_freeze_then_unfreeze_at_a_lower_lr() -> None:
+    cfg = tiny_cfg(backbone="test_resnet", image_size=32, epochs=2, freeze_epochs=1, finetune_blocks=1, lr=1e-3,
+                   finetune_lr_ratio=0.1, head_hidden=16)  # fmt: skip
+    trainer = Trainer(cfg, tiny_data(32, 16, size=32))
+    head = sum(p.numel() for p in trainer.model.head.parameters())
+    m1 = trainer.run_epoch()
+    assert m1["phase"] == "frozen" and m1["lr"] == pytest.approx(1e-3) and m1["trainable_params"] == head
+    m2 = trainer.run_epoch()
+    assert m2["phase"] == "finetune" and m2["lr"] == pytest.approx(1e-4) and m2["trainable_params"] > head
+    trainable = {n.split(".")[1] for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable <= {"layer4", "0", "1", "2", "3", "4"}  # last backbone stage + head indices
+
+
+def test_plateau_reduces_the_learning_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    losses = iter([0.5, 0.6, 0.7, 0.8])
+    real_evaluate = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: {**real_evaluate(*a, **k), "loss": next(losses)})
+    trainer = Trainer(tiny_cfg(epochs=4, plateau_patience=1, early_stopping_patience=0, lr=1e-3), tiny_data(32, 16))
+    lrs = [trainer.run_epoch()["lr"] for _ in range(4)]
+    assert lrs == pytest.approx([1e-3, 1e-3, 2e-4, 4e-5])
+
+
+def test_pure_functions_and_predict_proba() -> None:
+    data = tiny_data(32, 16)
+    model = loop.build_model(tiny_cfg())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    out = train_one_epoch(model, data.train_x, data.train_y, optimizer=opt, loss_fn=loop.build_loss("binary"),
+                          batch_size=8, device="cpu", generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert out["images"] == 32 and 0 <= out["accuracy"] <= 1 and out["loss"] > 0
+    probs = predict_proba(model, data.val_x, batch_size=5)
+    assert probs.shape == (16, 2) and np.allclose(probs.sum(1), 1, atol=1e-6)
+
+
+def test_class_weights_balanced() -> None:
+    w = loop.balanced_class_weights(np.array([0, 0, 0, 1]), 2)
+    assert w.tolist() == pytest.approx([4 / 6, 2.0])
