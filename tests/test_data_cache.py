@@ -124,3 +124,19 @@ def test_cached_split_follows_split_config(tmp_path: Path) -> None:
     assert not a.manifest.split.equals(b.manifest.split)
     pd.testing.assert_frame_equal(a.manifest, again.manifest)
     assert len(list(tmp_path.glob("split-*.csv"))) == 2
+
+
+def test_concurrent_builders_share_one_entry(tmp_path: Path, kaggle_dir: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    records = load_records(str(kaggle_dir)).records
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: load_or_build(records, CFG, tmp_path, workers=1), range(2)))
+    np.testing.assert_array_equal(np.asarray(results[0].images), np.asarray(results[1].images))
+    assert sorted(p.suffix for p in tmp_path.iterdir() if p.name.startswith("s32")) == [".json", ".npy"]
+
+
+def test_prepare_keeps_the_given_split(tmp_path: Path, kaggle_dir: Path) -> None:
+    data = prepare(str(kaggle_dir), CFG, cache_dir=tmp_path, keep_split=True, split=SplitConfig(folds=0))
+    assert set(data.manifest.split) == {"train"}
+    assert len(data.arrays("train", "binary")[0]) == 60 and len(data.arrays("test", "binary")[0]) == 0

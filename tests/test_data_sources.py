@@ -185,3 +185,10 @@ def test_synthetic_spec() -> None:
     assert len(result.records) == 12
     assert result.records[0].path == "synthetic://3/0"
     assert all(r.image is not None and r.image.dtype == np.uint8 for r in result.records)
+
+
+def test_wrapper_folders_lead_to_the_kaggle_layout(kaggle_root: Path) -> None:
+    wrapper = kaggle_root.parent
+    (wrapper / "__MACOSX").mkdir()
+    result = load_records(str(wrapper))
+    assert len(result.records) == len(KAGGLE_FILES)

@@ -295,6 +295,26 @@ def synthetic_source(n: int = DEFAULT_SYNTHETIC_N, seed: int = 0) -> SourceResul
     return SourceResult(synthetic_records(n, seed), [])
 
 
+def unwrap_single_folder(root: Path) -> Path:
+    """Descend through wrapper folders (``archive/chest_xray/train/...``, as zips unpack) to a Kaggle layout.
+
+    Only a chain of folders that each hold exactly one visible sub-folder and no files is followed, and only when
+    it ends in a Kaggle layout; anything else is returned unchanged.
+    """
+    current = root
+    for _ in range(4):
+        if is_kaggle_layout(current):
+            if current != root:
+                log.info("%s: using the Kaggle layout found in %s", root, current)
+            return current
+        subdirs = _subdirs(current)
+        files = [p for p in current.iterdir() if p.is_file() and not _is_hidden(p.name)]
+        if len(subdirs) != 1 or files:
+            break
+        current = subdirs[0]
+    return root
+
+
 def load_records(spec: str | Path, *, keep_split: bool = False, class_map: Mapping[str, str] | None = None,
                  allow_outside_root: bool = False, synthetic_n: int | None = None, seed: int = 0) -> SourceResult:
     """Detect the source behind ``spec`` and list its records.
@@ -321,8 +341,8 @@ def load_records(spec: str | Path, *, keep_split: bool = False, class_map: Mappi
         if path.suffix.lower() != ".csv":
             raise ValueError(f"data source {text!r} is a file but not a .csv manifest")
         result = csv_source(path, keep_split=keep_split, allow_outside_root=allow_outside_root)
-    elif is_kaggle_layout(path):
-        result = kaggle_source(path, keep_split=keep_split)
+    elif is_kaggle_layout(unwrap_single_folder(path)):
+        result = kaggle_source(unwrap_single_folder(path), keep_split=keep_split)
     else:
         if keep_split:
             raise ValueError(f"{text}: keep_split=True needs a Kaggle layout or a CSV with a split column")
