@@ -162,6 +162,8 @@ def kaggle_source(root: str | Path, *, keep_split: bool = False) -> SourceResult
         roots: list[tuple[str | None, Path]] = [(None, root)]
     else:
         roots = [(split, split_dirs[split]) for split in SPLITS if split in split_dirs]
+    if not roots:
+        raise ValueError(f"{root}: not a Kaggle layout (no NORMAL/PNEUMONIA folders, at the top or in train/val/test)")
     if keep_split and roots[0][0] is None:
         raise ValueError(f"{root}: keep_split=True but the Kaggle layout has no train/val/test folders")
     known = {p.resolve() for _, p in roots}
@@ -209,7 +211,7 @@ def resolve_class_map(folders: list[str], class_map: Mapping[str, str] | None) -
         raise ValueError(
             f"class folder(s) {', '.join(repr(n) for n in unmapped)} have no label; folders found: "
             f"{', '.join(repr(n) for n in folders)}. Map every folder to one of {', '.join(LABELS)}, e.g. "
-            f"class_map={{{example}}} (command line: --class-map '{{{example}}}')")
+            f"class_map={{{example}}}")
     return resolved
 
 
