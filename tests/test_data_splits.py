@@ -145,3 +145,9 @@ def test_manifest_roundtrip(tmp_path: Path) -> None:
 def test_bad_fractions() -> None:
     with pytest.raises(ValueError, match="sum to 1"):
         SplitConfig(train=0.5, val=0.1, test=0.1)
+
+
+def test_kept_split_checks_minimums() -> None:
+    records = [Record(f"/x/{i}", NORMAL, f"p{i}", split="test" if i < 3 else "train") for i in range(10)]
+    with pytest.raises(ValueError, match=r"test has 3 NORMAL \(needs 5\)"):
+        make_splits(records, SplitConfig(folds=0, min_test={NORMAL: 5}), keep_split=True)

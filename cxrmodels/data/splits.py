@@ -148,6 +148,15 @@ def assign_splits(labels: Sequence[str], groups: np.ndarray, cfg: SplitConfig) -
     return np.array([split_of_group[int(g)] for g in groups], dtype=object)
 
 
+def check_minimums(labels: Sequence[str], splits: Sequence[str], cfg: SplitConfig) -> None:
+    """Raise when a split holds fewer images of a class than ``cfg`` demands (also for a kept, given split)."""
+    counts = Counter(zip(splits, labels, strict=True))
+    short = [f"{s} has {counts[(s, label)]} {label} (needs {need})"
+             for s in ("val", "test") for label, need in getattr(cfg, f"min_{s}").items() if counts[(s, label)] < need]
+    if short:
+        raise ValueError("split minimums not met: " + "; ".join(short))
+
+
 def assign_folds(labels: Sequence[str], groups: np.ndarray, splits: Sequence[str], folds: int, seed: int) -> np.ndarray:
     """Held-out fold index per train/val image (StratifiedGroupKFold on train+val); test rows get -1."""
     out = np.full(len(labels), NO_FOLD, dtype=np.int64)
@@ -187,6 +196,7 @@ def make_splits(records: Sequence[Record], cfg: SplitConfig | None = None, *, ke
         leaking = int((frame.groupby("g")["s"].nunique() > 1).sum())
         if leaking:
             log.warning("kept split: %d patient group(s) have images in more than one split", leaking)
+        check_minimums(labels, splits, cfg)
     else:
         splits = assign_splits(labels, groups, cfg)
     folds = assign_folds(labels, groups, splits, cfg.folds, cfg.seed)
