@@ -80,17 +80,7 @@ def resolve_config(args: argparse.Namespace) -> TrialConfig:
         raw["pretrained"] = True
     if args.smoke_test:
         raw.update({k: min(int(raw.get(k, v)), v) if k != "image_size" else v for k, v in SMOKE.items()})
-    for key in ("lr", "dropout", "weight_decay", "finetune_lr_ratio", "plateau_factor", "min_lr", "shift", "zoom"):
-        if isinstance(raw.get(key), str):
-            raw[key] = _number(key, raw[key])
-    return TrialConfig.from_dict(raw)
-
-
-def _number(key: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise UsageError(f"--set {key}={text!r}: not a number") from None
+    return TrialConfig.from_dict(raw)  # --set values are strings: from_dict converts them per field type
 
 
 def load_data(args: argparse.Namespace, cfg: TrialConfig):  # -> (TrainData, PreparedData)
