@@ -43,9 +43,31 @@ def _finite(value: Any) -> bool:
 
 
 def _trial_statuses(grid: Any) -> dict[str, str]:
-    """Tune's own status of each trial (TERMINATED, ERROR, PENDING, ...), from the ResultGrid's trials."""
-    trials = getattr(grid, "_trials", None) or []
-    return {t.trial_id: t.status for t in trials}
+    """Each trial's status in the experiment state Tune saved last, before it stopped the actors. After Ctrl-C the
+    in-memory trials all read TERMINATED; the saved state still says RUNNING/PENDING for the ones ``--resume`` will
+    continue, which is what tells an interrupted trial from one that ASHA stopped."""
+    import json
+
+    import pyarrow.fs
+
+    try:
+        fs = grid.filesystem or pyarrow.fs.LocalFileSystem()
+        selector = pyarrow.fs.FileSelector(grid.experiment_path, recursive=False)
+        states = sorted(f.path for f in fs.get_file_info(selector)
+                        if f.base_name.startswith("experiment_state-") and f.base_name.endswith(".json"))
+        if not states:
+            return {}
+        with fs.open_input_stream(states[-1]) as fh:
+            saved = json.loads(fh.read().decode())
+        statuses = {}
+        for trial_json, _ in saved["trial_data"]:
+            trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
+            statuses[trial["trial_id"]] = trial["status"]
+        return statuses
+    except Exception as exc:  # noqa: BLE001 - a newer Tune layout: fall back to the in-memory statuses
+        logger.debug("cannot read the saved experiment state: %s", exc)
+        analysis = getattr(grid, "_experiment_analysis", None)
+        return {t.trial_id: t.status for t in getattr(analysis, "trials", None) or []}
 
 
 def _status(last: Mapping[str, Any], error: Any, tune_status: str | None, scheduler: str) -> tuple[str, str]:

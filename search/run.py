@@ -132,6 +132,8 @@ def apply_smoke_test(config: dict[str, Any]) -> dict[str, Any]:
     config["grid"] = dict(smoke.get("grid", {}))
     config["split"] = dict(smoke.get("split", {}))  # a preset's per-class minimums do not fit a few images
     config["fixed"] = {k: v for k, v in config["fixed"].items() if k not in ("backbone", "image_size", "epochs")}
+    if config["searcher"] == "grid":
+        config["num_samples"] = 1  # the smoke grid once
     return config
 
 
@@ -321,10 +323,14 @@ def build_reporter(config: dict[str, Any]) -> Any:
 
     objective = config["objective"]
     params = ["backbone", "optimizer", "lr", "batch_size", "epochs", "image_size", "dropout"]
+    if config["searcher"] == "grid":
+        searched = set(config["grid"])
+    else:  # only keys every trial samples (a missing column breaks Tune's reporter)
+        searched = {k for k, v in config["space"].items() if isinstance(v, list) or search_config.is_range(v)}
     return tune.CLIReporter(
         metric_columns={objective: objective.removeprefix("val_"), "epoch": "ep", "val_loss": "val_loss",
                         "val_collapsed": "collapsed", "failed": "failed"},
-        parameter_columns=[p for p in params if p in config["space"] or p in config["grid"]],
+        parameter_columns=[p for p in params if p in searched],
         sort_by_metric=True, max_report_frequency=20, max_progress_rows=15,
     )
 
@@ -461,6 +467,15 @@ def run_search(args: argparse.Namespace, callbacks: Sequence[Any]) -> int:
             ray.shutdown()
 
 
+def expected_trials(config: dict[str, Any]) -> int:
+    if config["searcher"] != "grid":
+        return int(config["num_samples"])
+    total = int(config["num_samples"])
+    for values in config["grid"].values():
+        total *= len(values)
+    return total
+
+
 def summarise(grid: Any, config: dict[str, Any], storage: str, name: str) -> int:
     from search.results import build_results_table, format_top_k
     from search.space import constant_trial_keys
@@ -471,8 +486,9 @@ def summarise(grid: Any, config: dict[str, Any], storage: str, name: str) -> int
     print(f"results: {path}", flush=True)
     experiment = f"{storage.rstrip('/')}/{name}"
     interrupted = int((table["status"] == "interrupted").sum()) if len(table) else 0
+    interrupted += max(0, expected_trials(config) - len(table))  # not even started
     if interrupted:
-        print(f"experiment interrupted with {interrupted} unfinished trial(s); continue it with:\n"
+        print(f"experiment interrupted with {interrupted} unfinished or unstarted trial(s); continue it with:\n"
               f"  python -m search.run --resume {experiment}", flush=True)
         print(f"experiment: {experiment}", flush=True)
         return EXIT_INTERRUPTED
