@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from search.space import trial_dict
+
 logger = logging.getLogger(__name__)
 
 LAST_METRICS: tuple[str, ...] = (
@@ -27,6 +29,11 @@ LEAD_COLUMNS: tuple[str, ...] = (
 )
 PARAM_COLUMNS: tuple[str, ...] = ("backbone", "optimizer", "lr", "batch_size", "epochs", "image_size", "dropout",
                                   "weight_decay", "freeze_epochs", "finetune_blocks", "finetune_lr_ratio")
+
+
+def _trial_id_from_path(path: str) -> str:
+    """``.../trial_<id>`` (search.run's trial folders) -> ``<id>``."""
+    return Path(path).name.removeprefix("trial_")
 
 
 def _error_reason(error: BaseException | None) -> str:
@@ -89,7 +96,7 @@ def trial_row(result: Any, search_config: Mapping[str, Any], tune_status: str | 
     history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
     if "failed" in history.columns:
         history = history[history["failed"].fillna(0) == 0]
-    trial_id = last.get("trial_id") or Path(result.path).name
+    trial_id = last.get("trial_id") or _trial_id_from_path(result.path)
     status, reason = _status(last, result.error, tune_status, search_config["scheduler"])
 
     best_value, best_epoch, best_row = math.nan, math.nan, {}
@@ -101,7 +108,7 @@ def trial_row(result: Any, search_config: Mapping[str, Any], tune_status: str | 
             best_value, best_epoch = float(values[index]), best_row.get("epoch", math.nan)
     collapsed = bool(best_row.get("val_collapsed", 0)) or (not last.get("failed") and bool(last.get("val_collapsed")))
 
-    config = {**base, **(result.config or {})}
+    config = trial_dict(base, result.config or {})  # exactly the keys the trial's TrialConfig received
     best_ckpt = None
     if result.best_checkpoints:
         scored = [(c, m) for c, m in result.best_checkpoints if _finite(m.get(objective))]
@@ -137,7 +144,7 @@ def build_results_table(grid: Any, search_config: Mapping[str, Any], base: Mappi
     rows = []
     for i in range(len(grid)):
         result = grid[i]
-        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_")[-1]
+        trial_id = (result.metrics or {}).get("trial_id") or _trial_id_from_path(result.path)
         rows.append(trial_row(result, search_config, statuses.get(trial_id), base))
     table = pd.DataFrame(rows)
     if table.empty:

@@ -246,19 +246,20 @@ def build_datasets(config: dict[str, Any], storage: str, name: str) -> dict[int,
 
 
 # ---------------------------------------------------------------------------------------------------------- Ray
-def init_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) -> bool:
-    """Connect to a running cluster (``--address``/``RAY_ADDRESS``) or start a local instance with the dashboard on
-    127.0.0.1. Returns True when this call started Ray (and so should shut it down)."""
+def init_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) -> tuple[bool, bool]:
+    """Connect to a running cluster (``--address``/``RAY_ADDRESS``/``ray start`` on this node) or start a local
+    instance with the dashboard on 127.0.0.1. Returns (this call initialised Ray and should shut it down, connected
+    to a cluster rather than a local instance)."""
     import ray
 
     if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
+        return False, False
+    address = address or os.environ.get("RAY_ADDRESS") or _running_cluster_on_this_node()
     if address:
         context = ray.init(address=address, logging_level=logging.WARNING)
         logger.info("connected to the Ray cluster at %s", address)
         _print_dashboard(context, remote=True)
-        return True
+        return True, True
     kwargs: dict[str, Any] = {"num_cpus": num_cpus, "logging_level": logging.WARNING}
     if dashboard:
         try:
@@ -271,7 +272,16 @@ def init_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) 
     else:
         context = ray.init(include_dashboard=False, **kwargs)
     _print_dashboard(context, remote=False)
-    return True
+    return True, False
+
+
+def _running_cluster_on_this_node() -> str | None:
+    """'auto' when `ray start` runs a cluster here (e.g. on the head after `ray up`/`ray submit`): connect to it
+    instead of starting a second Ray."""
+    if Path(tempfile.gettempdir(), "ray", "ray_current_cluster").is_file():
+        logger.info("found a running Ray cluster on this node; connecting to it (address 'auto')")
+        return "auto"
+    return None
 
 
 def _print_dashboard(context: Any, remote: bool) -> None:
@@ -443,8 +453,7 @@ def run_search(args: argparse.Namespace, callbacks: Sequence[Any]) -> int:
 
     import ray
 
-    connected = bool(args.address or os.environ.get("RAY_ADDRESS"))
-    started = init_ray(args.address, args.dashboard)
+    started, connected = init_ray(args.address, args.dashboard)
     try:
         resources = resolve_resources(config, connected_to_cluster=connected)
         if not resuming:

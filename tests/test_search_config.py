@@ -139,7 +139,8 @@ def test_dashboard_failure_degrades_with_a_warning(monkeypatch, caplog) -> None:
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert run.init_ray(None, dashboard=True) is True
+    monkeypatch.setattr(run, "_running_cluster_on_this_node", lambda: None)
+    assert run.init_ray(None, dashboard=True) == (True, False)
     assert calls[0]["dashboard_host"] == "127.0.0.1" and calls[1]["include_dashboard"] is False
     assert "dashboard could not start" in caplog.text
 
