@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "task": "binary",
     "objective": "val_macro_f1",
     "mode": None,  # None: min for losses, max otherwise
+    "collapsed_is_worst": True,  # rank an epoch that predicts one class as the worst score (ASHA, Optuna, checkpoints)
     "searcher": "optuna",
     "scheduler": "asha",
     "num_samples": 8,

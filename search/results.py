@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from search.space import trial_dict
+from search.trainable import SCORE
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +83,12 @@ def _status(last: Mapping[str, Any], error: Any, tune_status: str | None, schedu
         return "failed", _error_reason(error)
     if last.get("failed"):
         return "failed", str(last.get("failure_reason", ""))
+    if tune_status in ("PENDING", "RUNNING", "PAUSED") or not last:
+        # Tune's saved state has it unfinished (even if its last epoch's result got in during the shutdown):
+        # --resume continues it from its latest checkpoint.
+        return "interrupted", ""
     if last.get("finished"):
         return "completed", ""
-    if tune_status in ("PENDING", "RUNNING", "PAUSED") or not last:
-        return "interrupted", ""
     return ("stopped_early" if scheduler == "asha" else "stopped"), ""
 
 
@@ -99,22 +102,24 @@ def trial_row(result: Any, search_config: Mapping[str, Any], tune_status: str | 
     trial_id = last.get("trial_id") or _trial_id_from_path(result.path)
     status, reason = _status(last, result.error, tune_status, search_config["scheduler"])
 
+    # The best epoch by the search score (the objective, with collapsed epochs ranked worst), reported as the objective.
     best_value, best_epoch, best_row = math.nan, math.nan, {}
-    if objective in history.columns and len(history):
-        values = pd.to_numeric(history[objective], errors="coerce")
+    rank_by = SCORE if SCORE in history.columns else objective
+    if rank_by in history.columns and objective in history.columns and len(history):
+        values = pd.to_numeric(history[rank_by], errors="coerce")
         if values.notna().any():
             index = values.idxmax() if mode == "max" else values.idxmin()
             best_row = history.loc[index].to_dict()
-            best_value, best_epoch = float(values[index]), best_row.get("epoch", math.nan)
-    collapsed = bool(best_row.get("val_collapsed", 0)) or (not last.get("failed") and bool(last.get("val_collapsed")))
+            best_value, best_epoch = float(best_row[objective]), best_row.get("epoch", math.nan)
+    collapsed = bool(best_row.get("val_collapsed", 0))  # the trial's best model predicts one class
 
     config = trial_dict(base, result.config or {})  # exactly the keys the trial's TrialConfig received
     best_ckpt = None
     if result.best_checkpoints:
-        scored = [(c, m) for c, m in result.best_checkpoints if _finite(m.get(objective))]
+        scored = [(c, m) for c, m in result.best_checkpoints if _finite(m.get(rank_by))]
         if scored:
             pick = max if mode == "max" else min
-            best_ckpt = pick(scored, key=lambda cm: cm[1][objective])[0]
+            best_ckpt = pick(scored, key=lambda cm: cm[1][rank_by])[0]
     row: dict[str, Any] = {
         "trial_id": trial_id,
         "status": status,

@@ -19,6 +19,7 @@ from typing import Any
 
 from search import config as search_config
 from search.config import SearchConfigError
+from search.trainable import SCORE
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +325,8 @@ def build_trainable(config: dict[str, Any], datasets: dict[int, dict[str, Any]],
     from search.trainable import train_cxr
 
     trainable = tune.with_parameters(train_cxr, base=constant_trial_keys(config), datasets=datasets,
-                                     objective=config["objective"], mode=config["mode"])
+                                     objective=config["objective"], mode=config["mode"],
+                                     collapsed_is_worst=bool(config["collapsed_is_worst"]))
     return tune.with_resources(trainable, resources)
 
 
@@ -338,7 +340,7 @@ def build_reporter(config: dict[str, Any]) -> Any:
     else:  # only keys every trial samples (a missing column breaks Tune's reporter)
         searched = {k for k, v in config["space"].items() if isinstance(v, list) or search_config.is_range(v)}
     return tune.CLIReporter(
-        metric_columns={objective: objective.removeprefix("val_"), "epoch": "ep", "val_loss": "val_loss",
+        metric_columns={objective: objective.removeprefix("val_"), SCORE: SCORE, "epoch": "ep", "val_loss": "val_loss",
                         "val_collapsed": "collapsed", "failed": "failed"},
         parameter_columns=[p for p in params if p in searched],
         sort_by_metric=True, max_report_frequency=20, max_progress_rows=15,
@@ -351,7 +353,7 @@ def build_run_config(config: dict[str, Any], storage: str, name: str, callbacks:
     return tune.RunConfig(
         name=name,
         storage_path=storage,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=config["objective"],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
                                                 checkpoint_score_order=config["mode"]),
         failure_config=tune.FailureConfig(max_failures=int(config["max_failures"])),
         progress_reporter=build_reporter(config),
@@ -371,7 +373,7 @@ def build_tuner(config: dict[str, Any], trainable: Any, storage: str, name: str,
             logger.info("searcher=grid: the searched space keys %s are not part of the grid and keep their trial "
                         "defaults", ", ".join(ignored))
     tune_config = tune.TuneConfig(
-        metric=config["objective"],
+        metric=SCORE,
         mode=config["mode"],
         search_alg=build_searcher(config),
         scheduler=build_scheduler(config),

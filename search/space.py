@@ -98,7 +98,9 @@ def build_searcher(config: Mapping[str, Any]) -> Any:
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, config["num_samples"] // 3)))
-    return OptunaSearch(space=build_define_by_run(config), metric=config["objective"], mode=config["mode"],
+    from search.trainable import SCORE
+
+    return OptunaSearch(space=build_define_by_run(config), metric=SCORE, mode=config["mode"],
                         sampler=sampler)
 
 

@@ -12,8 +12,13 @@ Checkpoints. Every epoch reports a checkpoint folder (Tune's ``<trial>/checkpoin
   what analysis loads with ``cxrmodels.train.checkpoint.load_model``;
 - ``metrics.json``: that epoch's metrics.
 
-The run keeps ``CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=<objective>)``: Tune keeps the single
-best checkpoint by the objective **and never deletes the latest one**, so at most two folders per trial exist on
+Every result also carries ``score``: the objective, or the worst possible value when the epoch predicts one class
+(``val_collapsed``; study B's majority-class collapse scores a deceptively good F1) or the trial failed. Tune's
+metric, ASHA, Optuna and checkpoint retention all rank by ``score``, so a collapsed model is never preferred; the
+objective itself is reported unchanged.
+
+The run keeps ``CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="score")``: Tune keeps the single
+best checkpoint by score **and never deletes the latest one**, so at most two folders per trial exist on
 disk, the best one is there for analysis and the latest one for resume. Checkpointing only on ``is_best`` would be
 cheaper but would make a resumed trial repeat (and re-report) every epoch after its best one.
 
@@ -44,6 +49,7 @@ TRAINER_STATE = "trainer_state.pt"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 WORST_LOSS = 1.0e6
+SCORE = "score"  # what Tune, ASHA, Optuna and checkpoint retention rank by
 
 
 def worst_objective(mode: str) -> float:
@@ -129,6 +135,7 @@ def train_cxr(
     datasets: Mapping[int, Mapping[str, Any]],
     objective: str,
     mode: str,
+    collapsed_is_worst: bool = True,
 ) -> None:
     """One trial. ``config`` holds the sampled keys, ``base`` the constant ones, ``datasets`` the uint8 train/val
     arrays per image size (put in the object store once by ``tune.with_parameters``; never the test split)."""
@@ -166,6 +173,8 @@ def train_cxr(
         value = metrics.get(objective)
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             metrics[objective] = worst_objective(mode)
+        collapsed = collapsed_is_worst and bool(metrics.get("val_collapsed"))
+        metrics[SCORE] = worst_objective(mode) if collapsed else metrics[objective]
         metrics.pop("done", None)  # Tune's reserved key; "finished" says the same
         metrics.update(failed=0, failure_reason="", finished=int(bool(trainer.done)), node_id=node_id)
         if trainer.done and trainer.stopped_early and cfg.early_stopping_patience > 0:
@@ -191,5 +200,5 @@ def _report_failure(trainer: Any, exc: BaseException, objective: str, mode: str,
             torch.cuda.empty_cache()
     except Exception:  # noqa: BLE001
         pass
-    _report({"epoch": epoch, objective: worst_objective(mode), "failed": 1, "failure_reason": reason,
-             "finished": 1, "node_id": node_id})
+    _report({"epoch": epoch, objective: worst_objective(mode), SCORE: worst_objective(mode), "failed": 1,
+             "failure_reason": reason, "finished": 1, "node_id": node_id})
