@@ -152,3 +152,23 @@ def test_help_explains_every_option(capsys) -> None:
     for flag in ("--preset", "--smoke-test", "--data", "--storage-path", "--name", "--resume", "--set", "--searcher",
                  "--scheduler", "--gpus-per-trial", "--address", "--no-dashboard"):
         assert flag in out
+
+
+def test_searchers_and_grid_space() -> None:
+    pytest.importorskip("ray.tune")
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.space import build_param_space, build_searcher
+
+    random = build_searcher(_config("--searcher", "random"))
+    assert isinstance(random, OptunaSearch) and type(random._sampler).__name__ == "RandomSampler"
+    tpe = build_searcher(_config())
+    assert isinstance(tpe, OptunaSearch) and type(tpe._sampler).__name__ == "TPESampler"
+    assert tpe.metric == "score" and tpe.mode == "max"
+    grid = _config("--preset", "study-b-grid", "--data", "synthetic")
+    assert isinstance(build_searcher(grid), BasicVariantGenerator)
+    space = build_param_space(grid)
+    assert sorted(space) == ["epochs", "lr", "optimizer"]
+    assert run.expected_trials(grid) == 36 and sc.max_epochs(grid) == 15 and sc.image_sizes(grid) == [160]
+    assert build_scheduler(grid) is None
