@@ -107,3 +107,12 @@ def test_config_roundtrip_key_and_validation() -> None:
         PreprocessConfig(blur_ksize=4)
     with pytest.raises(ValueError, match="resize_mode"):
         PreprocessConfig(resize_mode="pad")
+
+
+def test_default_clahe_tiles_keep_study_a_tile_size_at_every_image_size():
+    from cxrmodels.data.preprocess import tile_grid_for
+
+    assert PreprocessConfig(size=224).effective_tile_grid == 16  # study A's 16x16 at 224 px
+    assert PreprocessConfig(size=64).effective_tile_grid == tile_grid_for(64) == 5
+    assert PreprocessConfig(size=64, tile_grid=16).effective_tile_grid == 16
+    assert PreprocessConfig.from_dict(PreprocessConfig(size=96).to_dict()) == PreprocessConfig(size=96)

@@ -16,6 +16,14 @@ import cv2
 import numpy as np
 
 RESIZE_MODES: tuple[str, ...] = ("letterbox", "crop", "squash")
+# Study A used 16x16 CLAHE tiles at 224 px: 14 px per tile. Keeping the tile size in pixels (not the tile count)
+# is what preserves the method at other sizes: 16 tiles at 64 px are 4 px wide and flatten consolidations.
+CLAHE_TILE_PX = 224 / 16
+
+
+def tile_grid_for(size: int) -> int:
+    """The CLAHE tile count that gives study A's ~14 px tiles at ``size`` (16 at 224 px, 5 at 64 px)."""
+    return max(1, round(size / CLAHE_TILE_PX))
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class PreprocessConfig:
     resize_mode: str = "squash"
     clahe: bool = True
     clip_limit: float = 2.0
-    tile_grid: int = 16
+    tile_grid: int | None = None  # None: scale with size (see tile_grid_for); an int fixes the count
     blur: bool = True
     blur_ksize: int = 3
 
@@ -41,10 +49,15 @@ class PreprocessConfig:
             raise ValueError(f"resize_mode {self.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
         if self.clip_limit <= 0:
             raise ValueError(f"clip_limit must be positive, got {self.clip_limit}")
-        if self.tile_grid < 1:
+        if self.tile_grid is not None and self.tile_grid < 1:
             raise ValueError(f"tile_grid must be >= 1, got {self.tile_grid}")
         if self.blur_ksize < 1 or self.blur_ksize % 2 == 0:
             raise ValueError(f"blur_ksize must be odd and positive, got {self.blur_ksize}")
+
+    @property
+    def effective_tile_grid(self) -> int:
+        """The tile count CLAHE actually uses."""
+        return self.tile_grid if self.tile_grid is not None else tile_grid_for(self.size)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for checkpoints and JSON."""
@@ -149,7 +162,7 @@ def preprocess(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     check_gray_uint8(image)
     out = resize_square(image, cfg.size, cfg.resize_mode)
     if cfg.clahe:
-        out = apply_clahe(out, cfg.clip_limit, cfg.tile_grid)
+        out = apply_clahe(out, cfg.clip_limit, cfg.effective_tile_grid)
     if cfg.blur:
         out = gaussian_blur(out, cfg.blur_ksize)
     return np.ascontiguousarray(out)
