@@ -87,8 +87,9 @@ def iter_image_files(root: Path, skipped: list[tuple[str, str]],
     """Image files under ``root`` (recursively, sorted for determinism), following symlinks without looping.
 
     Hidden files and folders are ignored; other non-image files are appended to ``skipped`` with a reason.
-    ``seen_dirs`` (device, inode) is shared across the class folders of one source, so a link from one class
-    folder into another (or up to the root) cannot list an image twice under two labels.
+    ``seen_dirs`` (device, inode) of folders and files is shared across the class folders of one source, so a link
+    from one class folder into another (or up to the root), or a link to a single image, cannot list an image twice
+    under two labels.
     """
     seen_dirs = set() if seen_dirs is None else seen_dirs
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -108,6 +109,11 @@ def iter_image_files(root: Path, skipped: list[tuple[str, str]],
             elif not path.is_file():
                 skipped.append((str(path), "not a regular file (broken link?)"))
             else:
+                fst = path.stat()
+                if (fst.st_dev, fst.st_ino) in seen_dirs:  # a link (soft or hard) to an image already listed
+                    skipped.append((str(path), "image already listed (a link to a file seen before)"))
+                    continue
+                seen_dirs.add((fst.st_dev, fst.st_ino))
                 yield path
 
 
