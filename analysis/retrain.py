@@ -1,0 +1,238 @@
+"""Retrain the winners from scratch with several seeds (or patient-grouped folds) and evaluate every run.
+
+    python -m analysis.retrain EXPERIMENT --out DIR [--top-k 3] [--seeds 3] [--folds] [--epochs N] [--no-ray]
+
+Each run trains on the saved train split with the saved validation split for early stopping and for choosing
+the threshold; the test split is scored once per run, at the end. ``--folds`` instead rotates the manifest's
+``fold`` column over train+val (k-fold CV as in study A; the test split stays the same). Runs go to Ray tasks
+(``num_cpus``/``num_gpus`` each) when the machine has more than one CPU or a GPU, else run one after another.
+Every figure is reported as mean +/- std over the runs of a winner. The representative run of each winner (best
+on validation) is saved as ``winner_<k>/model.pt`` with its threshold; ``best_model.pt`` is winner 1's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.evaluation import evaluate_run, summarise, validation_score, write_winner_outputs
+from analysis.experiment import Experiment, SplitArrays, trial_config
+from analysis.leaderboard import select_winners
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One retraining run: which winner, with which seed, on which fold (None: the saved train/val split)."""
+
+    winner: int
+    trial_id: str
+    seed: int
+    fold: int | None
+    config: dict[str, Any]
+
+    @property
+    def label(self) -> dict[str, Any]:
+        return {"winner": self.winner, "trial_id": self.trial_id, "seed": self.seed,
+                "fold": -1 if self.fold is None else self.fold}
+
+
+def build_run_specs(winners: pd.DataFrame, seeds: Sequence[int], folds: Sequence[int] = (), task: str | None = None,
+                    epochs: int | None = None, device: str = "cpu") -> list[RunSpec]:
+    """Seeds x winners, or folds x winners (one seed per fold) when ``folds`` is given."""
+    specs = []
+    for k, (_, row) in enumerate(winners.iterrows(), start=1):
+        cfg = trial_config(row)
+        cfg["device"] = device
+        if task:
+            cfg["task"] = task
+        if epochs:
+            cfg["epochs"] = int(epochs)
+        for i, (seed, fold) in enumerate(((s, None) for s in seeds) if not folds else
+                                         ((seeds[0] + j, f) for j, f in enumerate(folds))):
+            del i
+            specs.append(RunSpec(k, str(row["trial_id"]), int(seed), fold, {**cfg, "seed": int(seed)}))
+    return specs
+
+
+def run_arrays(arrays: SplitArrays, fold: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train_x, train_y, val_x, val_y): the saved split, or fold ``fold`` of train+val held out as validation."""
+    if fold is None:
+        return arrays.x["train"], arrays.y["train"], arrays.x["val"], arrays.y["val"]
+    x = np.concatenate([arrays.x["train"], arrays.x["val"]])
+    y = np.concatenate([arrays.y["train"], arrays.y["val"]])
+    f = pd.concat([arrays.rows("train"), arrays.rows("val")])["fold"].to_numpy()
+    if fold not in set(f.tolist()):
+        raise ValueError(f"fold {fold} is not in the manifest's fold column ({sorted(set(f.tolist()))})")
+    held = f == fold
+    return x[~held], y[~held], x[held], y[held]
+
+
+def train_run(spec: RunSpec, arrays: SplitArrays, threads: int | None = None) -> dict[str, Any]:
+    """Train one run to its end (early stopping on validation), then predict validation and test probabilities."""
+    import torch
+
+    from cxrmodels.train.config import TrialConfig
+    from cxrmodels.train.loop import TrainData, Trainer, predict_proba
+
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    cfg = TrialConfig.from_dict(spec.config)
+    train_x, train_y, val_x, val_y = run_arrays(arrays, spec.fold)
+    data = TrainData(train_x, train_y, val_x, val_y, arrays.class_names, preprocess=arrays.preprocess)
+    trainer = Trainer(cfg, data)
+    while not trainer.done:
+        trainer.run_epoch()
+    payload = trainer.checkpoint_payload()  # best-val-loss weights
+    trainer.model.load_state_dict(payload["model"])
+    device = trainer.device
+    probs_val = predict_proba(trainer.model, val_x, device=device)
+    probs_test = predict_proba(trainer.model, arrays.x["test"], device=device)
+    return {"spec": spec, "y_val": val_y, "probs_val": probs_val, "probs_test": probs_test, "payload": payload,
+            "history": pd.DataFrame(trainer.history), "epochs_run": trainer.epoch,
+            "time_s": time.perf_counter() - start}
+
+
+def should_use_ray(no_ray: bool) -> bool:
+    """Ray only pays off with something to run in parallel: more than one CPU or any GPU."""
+    if no_ray:
+        return False
+    import torch
+
+    return (os.cpu_count() or 1) > 1 or torch.cuda.is_available()
+
+
+def run_all(specs: Sequence[RunSpec], arrays_by_size: dict[int, SplitArrays], use_ray: bool, cpus_per_run: int = 1,
+            gpus_per_run: float = 0.0) -> list[dict[str, Any]]:
+    """All runs, on Ray tasks (``num_cpus``/``num_gpus`` each) or one after another."""
+    if not use_ray:
+        return [train_run(s, arrays_by_size[int(s.config["image_size"])]) for s in specs]
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        refs = {size: ray.put(a) for size, a in arrays_by_size.items()}
+        task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run)(train_run)
+        log.info("retraining %d run(s) on Ray (%s CPU, %s GPU each)", len(specs), cpus_per_run, gpus_per_run)
+        return ray.get([task.remote(s, refs[int(s.config["image_size"])], cpus_per_run) for s in specs])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def load_arrays_by_size(exp: Experiment, specs: Sequence[RunSpec], task: str) -> dict[int, SplitArrays]:
+    sizes = sorted({int(s.config["image_size"]) for s in specs})
+    return {size: exp.load_arrays(size, task) for size in sizes}
+
+
+def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, seeds: Sequence[int] = (0, 1, 2),
+                         folds: bool = False, task: str | None = None, epochs: int | None = None, device: str = "cpu",
+                         no_ray: bool = False, cpus_per_run: int = 1, gpus_per_run: float = 0.0) -> dict[str, Any]:
+    """Retrain every winner, evaluate every run, write per-winner outputs; returns what the report shows."""
+    out.mkdir(parents=True, exist_ok=True)
+    task = task or exp.task
+    fold_ids: list[int] = []
+    if folds:
+        fold_ids = sorted(int(f) for f in exp.manifest["fold"].unique() if int(f) >= 0)
+        if not fold_ids:
+            raise ValueError("--folds: the split manifest has no fold column values (folds=0 at search time)")
+    specs = build_run_specs(winners, list(seeds), fold_ids, task, epochs, device)
+    arrays_by_size = load_arrays_by_size(exp, specs, task)
+    start = time.perf_counter()
+    runs = run_all(specs, arrays_by_size, should_use_ray(no_ray), cpus_per_run, gpus_per_run)
+    wall = time.perf_counter() - start
+    rows, winners_out = [], []
+    for k in sorted({s.winner for s in specs}):
+        mine = [r for r in runs if r["spec"].winner == k]
+        arrays = arrays_by_size[int(mine[0]["spec"].config["image_size"])]
+        evals = [evaluate_run(r["y_val"], r["probs_val"], arrays.y["test"], r["probs_test"], arrays.class_names)
+                 for r in mine]
+        best = int(np.argmax([validation_score(e) for e in evals]))
+        labels = [r["spec"].label for r in mine]
+        wdir = out / f"winner_{k}"
+        files = write_winner_outputs(wdir, evals, labels, best, arrays.class_names, arrays.y["test"],
+                                     f"winner {k} ({mine[0]['spec'].trial_id})")
+        payload = {**mine[best]["payload"], "threshold": float(evals[best]["metrics"]["threshold"]),
+                   "threshold_chosen_on": "validation", "source_trial": mine[0]["spec"].trial_id}
+        from cxrmodels.train.checkpoint import save_checkpoint
+
+        files["model"] = save_checkpoint(wdir / "model.pt", payload)
+        history = pd.concat([r["history"].assign(**r["spec"].label) for r in mine], ignore_index=True)
+        files["history"] = wdir / "history.csv"
+        history.to_csv(files["history"], index=False)
+        summary = summarise(evals)
+        files["summary"] = wdir / "summary.csv"
+        summary.to_csv(files["summary"])
+        for r, e in zip(mine, evals, strict=True):
+            rows.append({**r["spec"].label, **e["metrics"], "epochs_run": r["epochs_run"], "time_s": r["time_s"]})
+        winners_out.append({"winner": k, "trial_id": mine[0]["spec"].trial_id, "config": mine[0]["spec"].config,
+                            "evals": evals, "best": best, "summary": summary, "files": files, "history": history,
+                            "class_names": arrays.class_names, "size": int(mine[0]["spec"].config["image_size"])})
+    runs_table = pd.DataFrame(rows)
+    runs_table.to_csv(out / "runs.csv", index=False)
+    if winners_out:
+        shutil.copyfile(winners_out[0]["files"]["model"], out / "best_model.pt")
+    return {"runs": runs_table, "winners": winners_out, "arrays": arrays_by_size, "wall_s": wall,
+            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray)}
+
+
+def add_retrain_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--top-k", type=int, default=3, help="winners to retrain (default 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="runs per winner, seeds 0..N-1 (default 3)")
+    parser.add_argument("--folds", action="store_true",
+                        help="patient-grouped k-fold over train+val using the manifest's fold column, not seeds")
+    parser.add_argument("--epochs", type=int, default=None, help="override each winner's epoch cap (quick checks)")
+    parser.add_argument("--task", choices=("binary", "multiclass"), default=None,
+                        help="retrain for this task instead of the experiment's (e.g. 3-class from a binary search)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    parser.add_argument("--no-ray", action="store_true", help="run one after another, without Ray")
+    parser.add_argument("--cpus-per-run", type=int, default=1)
+    parser.add_argument("--gpus-per-run", type=float, default=0.0)
+    parser.add_argument("--allow-collapsed", action="store_true",
+                        help="let collapsed trials win when nothing else can (flagged in the report)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis.retrain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiment", type=Path, help="experiment folder written by python -m search.run")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    add_retrain_args(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    exp = Experiment(args.experiment)
+    winners = select_winners(exp.results, args.top_k, exp.mode, args.allow_collapsed)
+    if winners.empty:
+        print("error: no eligible trial (all failed or collapsed); --allow-collapsed lets collapsed ones through",
+              file=sys.stderr)
+        return 1
+    res = retrain_and_evaluate(exp, args.out, winners, seeds=range(args.seeds), folds=args.folds, task=args.task,
+                               epochs=args.epochs, device=args.device, no_ray=args.no_ray,
+                               cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+    for w in res["winners"]:
+        print(f"winner {w['winner']} ({w['trial_id']}):")
+        print(w["summary"]["mean_std"].to_string())
+    print(f"{len(res['runs'])} run(s) in {res['wall_s']:.1f} s; outputs in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
