@@ -184,6 +184,18 @@ def max_epochs(config: Mapping[str, Any]) -> int:
     return int(max(spec_values(spec)))
 
 
+def batch_sizes(config: Mapping[str, Any]) -> list[int]:
+    """Every batch size any trial may use (the grid, the space or the fixed keys; TrialConfig's default else)."""
+    from cxrmodels.train.config import TrialConfig
+
+    for section in ("grid", "space", "fixed"):
+        if config["searcher"] != "grid" and section == "grid":
+            continue
+        if "batch_size" in config[section]:
+            return sorted({int(v) for v in spec_values(config[section]["batch_size"])})
+    return [int(TrialConfig.__dataclass_fields__["batch_size"].default)]
+
+
 def image_sizes(config: Mapping[str, Any]) -> list[int]:
     """Every image size any trial may use: the data set is prepared once per size on the driver."""
     for section in ("grid", "space", "fixed"):

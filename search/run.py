@@ -231,6 +231,11 @@ def build_datasets(config: dict[str, Any], storage: str, name: str) -> dict[int,
         if len(train_x) == 0 or len(val_x) == 0:
             raise SearchConfigError(f"the data {data} gives {len(train_x)} training and {len(val_x)} validation "
                                     "images; both must be non-empty")
+        too_big = [b for b in search_config.batch_sizes(config) if b > len(train_x)]
+        if too_big:
+            raise SearchConfigError(f"batch size(s) {', '.join(map(str, too_big))} exceed the {len(train_x)} training "
+                                    f"images of {data} at {size} px (one batch would be the whole set, or less); use a "
+                                    "smaller batch_size (e.g. --set 'space.batch_size=[16, 32]') or more data")
         if first_manifest is None:
             first_manifest = prepared.manifest
             write_file(storage, name, MANIFEST_FILE, lambda p, m=prepared.manifest: write_manifest(m, p))
