@@ -1,0 +1,311 @@
+"""The whole analysis of one experiment in one go: leaderboard, winners, search plots, retraining with seeds (or
+folds), threshold study chosen on validation and reported on test, 3-class report, Grad-CAM, and a report.
+
+    python -m analysis.report EXPERIMENT --out DIR [--top-k 3] [--seeds 3] [--folds] [--epochs N] [--task T]
+                                                   [--no-ray] [--device cpu] [--allow-collapsed]
+
+Writes ``DIR/report.md`` and a self-contained ``DIR/report.html`` (images embedded as base64) next to every CSV
+and PNG they show. The retrained best model is ``DIR/retrain/best_model.pt`` (with its validation-chosen
+threshold): ``python -m analysis.predict --model DIR/retrain/best_model.pt IMAGES...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.experiment import Experiment
+from analysis.leaderboard import build_leaderboard, select_winners, top_table, winner_rule
+from analysis.retrain import add_retrain_args, retrain_and_evaluate
+from analysis.search_plots import write_search_plots
+
+log = logging.getLogger(__name__)
+
+#: SPEC.md's reported numbers, on other data and splits: context, not a like-for-like comparison.
+ANCHORS: tuple[dict[str, str], ...] = (
+    {"source": "Study A, VGG16 (Keras)", "data / split": "251 images, 3 classes, ~51 test images",
+     "metric": "accuracy / F1 (weighted)", "value": "0.9804 / 0.9804"},
+    {"source": "Study A, DenseNet121 (Keras)", "data / split": "251 images, 3 classes, ~51 test images",
+     "metric": "accuracy / F1 (weighted)", "value": "0.8824 / 0.8864"},
+    {"source": "Study B, fine-tuned ResNet152V2", "data / split": "Kermany, own split; threshold chosen on TEST",
+     "metric": "binary best F1 @ threshold", "value": "0.8946 @ 0.90"},
+    {"source": "Study B, from-scratch CNN, 3-class", "data / split": "Kermany, own split",
+     "metric": "3-class validation accuracy", "value": "0.8114"},
+    {"source": "Kermany et al. 2018 (InceptionV3)", "data / split": "Kaggle test split, 624 images",
+     "metric": "accuracy / sensitivity / specificity / AUC", "value": "0.928 / 0.932 / 0.901 / 0.968"},
+)
+
+
+# ------------------------------------------------------------------------------------------------ the document
+
+
+@dataclass
+class Report:
+    """Blocks of a report (headings, text, tables, images) rendered to Markdown and to self-contained HTML."""
+
+    out: Path
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def h(self, text: str, level: int = 2) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, df: pd.DataFrame, index: bool = False) -> None:
+        self.blocks.append(("table", df.reset_index() if index else df))
+
+    def image(self, path: Path, caption: str) -> None:
+        if path is not None and Path(path).is_file():
+            self.blocks.append(("img", (Path(path), caption)))
+
+    def markdown(self) -> str:
+        lines: list[str] = []
+        for kind, val in self.blocks:
+            if kind == "h":
+                lines += [f"{'#' * val[0]} {val[1]}", ""]
+            elif kind == "p":
+                lines += [val, ""]
+            elif kind == "table":
+                lines += [markdown_table(val), ""]
+            elif kind == "img":
+                lines += [f"![{val[1]}]({val[0].relative_to(self.out).as_posix()})", ""]
+        return "\n".join(lines)
+
+    def html(self, title: str) -> str:
+        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+                 "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+                 "table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;"
+                 "padding:2px 6px}img{max-width:100%}figcaption{color:#555;font-size:13px}</style></head><body>"]
+        for kind, val in self.blocks:
+            if kind == "h":
+                parts.append(f"<h{val[0]}>{html.escape(val[1])}</h{val[0]}>")
+            elif kind == "p":
+                parts.append(f"<p>{html.escape(val)}</p>")
+            elif kind == "table":
+                parts.append(val.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0))
+            elif kind == "img":
+                data = base64.b64encode(val[0].read_bytes()).decode()
+                parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(val[1])}'>"
+                             f"<figcaption>{html.escape(val[1])}</figcaption></figure>")
+        parts.append("</body></html>")
+        return "\n".join(parts)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if np.isnan(v) else f"{v:.4g}"
+    return "" if v is None or v is pd.NA else str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table (pandas' ``to_markdown`` needs tabulate, which the project does not depend on)."""
+    head = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    rule = "|" + "---|" * len(df.columns)
+    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])
+
+
+# ------------------------------------------------------------------------------------------------ Grad-CAM
+
+
+def write_gradcam(winner: dict[str, Any], arrays, path: Path, n_wrong: int = 2) -> Path | None:
+    """Test-set Grad-CAM of a winner's saved model: per class its most confident correct image and worst misses."""
+    from analysis.plots import plot_gradcam_grid
+    from cxrmodels.evaluate import select_examples
+    from cxrmodels.explain import grad_cam_images, overlay
+    from cxrmodels.train.checkpoint import load_model
+    from cxrmodels.train.loop import predict_proba
+
+    model, payload = load_model(winner["files"]["model"])
+    x, y = arrays.x["test"], arrays.y["test"]
+    if not len(x):
+        return None
+    probs = predict_proba(model, x)
+    names = list(payload["class_names"])
+    examples = select_examples(y, probs, names, n_wrong=n_wrong)
+    if examples.empty:
+        return None
+    idx = examples["index"].to_numpy()
+    maps = grad_cam_images(model, x[idx], [names.index(p) for p in examples["pred"]])
+    images = [overlay(x[i], m) for i, m in zip(idx, maps, strict=True)]
+    return plot_gradcam_grid(images, examples, path,
+                             title=f"winner {winner['winner']} ({winner['trial_id']}): Grad-CAM on test images")
+
+
+# ------------------------------------------------------------------------------------------------ sections
+
+
+def build_results_table(winners: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per winner, mean ± std over its runs of the headline test metrics."""
+    keys = ("threshold", "val_f1", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
+            "test_f1", "test_auc", "test_accuracy_3class", "test_macro_f1_3class")
+    rows = []
+    for w in winners:
+        s = w["summary"]
+        rows.append({"winner": w["winner"], "trial": w["trial_id"], "runs": int(s["n"].max()),
+                     **{k: s.loc[k, "mean_std"] for k in keys if k in s.index}})
+    return pd.DataFrame(rows)
+
+
+def build_anchor_table(winners: list[dict[str, Any]], data_label: str) -> pd.DataFrame:
+    rows = [dict(a) for a in ANCHORS]
+    if winners:
+        s = winners[0]["summary"]["mean_std"]
+        label = f"This report, winner 1 ({winners[0]['trial_id']})"
+        split = f"{data_label}; threshold chosen on validation"
+        rows.append({"source": label, "data / split": split, "metric": "binary F1 @ threshold (test)",
+                     "value": f"{s['test_f1']} @ {s['threshold']}"})
+        rows.append({"source": label, "data / split": split, "metric": "accuracy / sensitivity / specificity / AUC",
+                     "value": " / ".join(s[k] for k in ("test_accuracy", "test_sensitivity", "test_specificity",
+                                                        "test_auc"))})
+        if "test_accuracy_3class" in s:
+            rows.append({"source": label, "data / split": split, "metric": "3-class accuracy / macro-F1 (test)",
+                         "value": f"{s['test_accuracy_3class']} / {s['test_macro_f1_3class']}"})
+    return pd.DataFrame(rows)
+
+
+def split_sizes(exp: Experiment) -> pd.DataFrame:
+    return pd.crosstab(exp.manifest["label"], exp.manifest["split"], margins=True, margins_name="total")
+
+
+def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Run every step and write report.md / report.html; returns the pieces (for tests and timings)."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    rep = Report(out)
+    winners = select_winners(exp.results, args.top_k, exp.mode, args.allow_collapsed)
+    board = build_leaderboard(exp, winners)
+    board.to_csv(out / "leaderboard.csv", index=False)
+    timings["leaderboard"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    search_files = write_search_plots(exp, out / "search", list(winners["trial_id"]))
+    timings["search_plots"] = time.perf_counter() - t
+    cfg = exp.config
+    data_label = f"data {cfg.get('data')} (n={len(exp.manifest)}, split seed {exp.split_config().seed})"
+    rep.h(f"Analysis of experiment {exp.path.name}", 1)
+    rep.p(f"Experiment folder: {exp.path}. Task {exp.task}; objective {exp.objective} ({exp.mode}); "
+          f"searcher {cfg.get('searcher')}, scheduler {cfg.get('scheduler')}, {len(exp.results)} trials; "
+          f"search seed {cfg.get('seed')}. Data source: {cfg.get('data')}; preprocessing {cfg.get('preprocess')}; "
+          f"split settings {cfg.get('split')} (read from split_manifest.csv, never re-derived).")
+    rep.h("Split sizes")
+    rep.table(split_sizes(exp), index=True)
+    rep.h("Leaderboard")
+    rep.p(f"Status counts: {board['status'].value_counts().to_dict()}; collapsed trials: "
+          f"{int(board['collapsed'].astype(str).str.lower().isin(('true', '1')).sum())}. Full table: leaderboard.csv.")
+    rep.table(top_table(board, max(10, args.top_k)))
+    rep.p(winner_rule(args.top_k, exp.objective, exp.mode, args.allow_collapsed))
+    rep.h("The search")
+    captions = {"learning_curves": "Train/val loss and accuracy of every trial; winners in colour",
+                "optimizer_lr_heatmap": "Best validation score per optimizer x learning-rate decade",
+                "parallel_coordinates": "Parallel coordinates of the searched hyperparameters and the objective",
+                "param_importance": "Hyperparameter importance: Optuna fANOVA on a study rebuilt from results.csv",
+                "asha_rungs": "Trials reaching each ASHA rung, and epochs reached by status"}
+    for name, caption in captions.items():
+        rep.image(search_files[name], caption)
+    result: dict[str, Any] = {"winners": winners, "leaderboard": board, "search_files": search_files,
+                              "timings": timings}
+    if winners.empty:
+        rep.p("No eligible trial: every trial failed or collapsed. Nothing was retrained. "
+              "Re-run with --allow-collapsed to analyse collapsed trials anyway (they will be flagged).")
+    else:
+        t = time.perf_counter()
+        rt = retrain_and_evaluate(exp, out / "retrain", winners, seeds=range(args.seeds), folds=args.folds,
+                                  task=args.task, epochs=args.epochs, device=args.device, no_ray=args.no_ray,
+                                  cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+        timings["retrain_evaluate"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for w in rt["winners"]:
+            w["files"]["gradcam"] = write_gradcam(w, rt["arrays"][w["size"]], out / "retrain" /
+                                                  f"winner_{w['winner']}" / "gradcam.png")
+        timings["gradcam"] = time.perf_counter() - t
+        write_retrain_sections(rep, rt, args, data_label)
+        result["retrain"] = rt
+    t = time.perf_counter()
+    timings["total_before_writing"] = time.perf_counter() - t0
+    rep.h("Timings (seconds)")
+    rep.table(pd.DataFrame({"step": list(timings), "seconds": [round(v, 1) for v in timings.values()]}))
+    (out / "report.md").write_text(rep.markdown())
+    (out / "report.html").write_text(rep.html(f"Analysis of {exp.path.name}"))
+    return result
+
+
+def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Namespace, data_label: str) -> None:
+    how = (f"patient-grouped {len(rt['folds'])}-fold cross-validation over train+val (manifest fold column), "
+           f"seed {rt['seeds'][0]}+fold" if rt["folds"] else f"seeds {rt['seeds']} on the saved train split")
+    rep.h("Retrained winners")
+    rep.p(f"Each winner retrained from scratch ({how}), task {rt['task']}, the validation split for early stopping "
+          f"and for choosing the threshold (F1-best of 0.10..0.90 by 0.05 on validation, ties to the threshold "
+          f"nearest 0.5); the test split scored once per run at that threshold. Figures are mean ± std over runs. "
+          f"{len(rt['runs'])} runs in {rt['wall_s']:.0f} s ({'Ray tasks' if rt['used_ray'] else 'sequential'}).")
+    rep.table(build_results_table(rt["winners"]))
+    rep.h("Beside the published anchors")
+    rep.p("Different data, splits and protocols: the anchors are context, not a like-for-like comparison. Study B "
+          "chose its threshold on the test set; here it is chosen on validation.")
+    rep.table(build_anchor_table(rt["winners"], data_label))
+    for w in rt["winners"]:
+        rep.h(f"Winner {w['winner']}: trial {w['trial_id']}", 3)
+        shown = {k: v for k, v in w["config"].items() if k in ("backbone", "optimizer", "lr", "batch_size", "epochs",
+                                                                 "image_size", "dropout", "weight_decay")}
+        rep.p(f"Config: {shown}. Saved model (run best on validation): {w['files']['model'].name}, threshold "
+              f"{w['evals'][w['best']]['metrics']['threshold']:.2f}.")
+        rep.table(w["summary"].reset_index()[["metric", "mean_std", "min", "max", "n"]])
+        sweep = pd.read_csv(w["files"]["threshold_sweep"])
+        cols = ["threshold", "val_f1_mean", "test_precision_mean", "test_recall_mean", "test_specificity_mean",
+                "test_f1_mean", "test_f1_std", "runs_choosing"]
+        rep.p("Threshold sweep (mean over runs; threshold_sweep.csv has the std of every column):")
+        rep.table(sweep[cols].round(3))
+        if "per_class" in w["files"]:
+            rep.p("3-class per-class metrics on test (mean ± std over runs):")
+            rep.table(pd.read_csv(w["files"]["per_class"]))
+        rep.image(w["files"]["pr_curve"], "Test precision-recall, every threshold marked with its F1; ringed: the "
+                                          "threshold chosen on validation (representative run)")
+        rep.image(w["files"]["roc_curve"], "Test ROC with AUC (representative run)")
+        rep.image(w["files"]["confusion_png"], "Test confusion matrix, counts and row-normalised (representative run)")
+        if w["files"].get("gradcam"):
+            rep.image(w["files"]["gradcam"], "Grad-CAM on test images: per class a correct one and the worst misses")
+        from analysis.plots import plot_learning_curves
+
+        curves = plot_learning_curves(w["history"].assign(run=lambda d: "seed" + d["seed"].astype(str) +
+                                                          d["fold"].map(lambda f: "" if f < 0 else f"/fold{f}")),
+                                      w["files"]["model"].parent / "retrain_curves.png",
+                                      title=f"winner {w['winner']}: retraining runs")
+        rep.image(curves, "Learning curves of the retraining runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiment", type=Path, help="experiment folder written by python -m search.run")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for the report and its files")
+    add_retrain_args(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("cxrmodels.evaluate.binary").setLevel(logging.WARNING)
+    exp = Experiment(args.experiment)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = build_report(exp, args.out, args)
+    print(f"report written to {args.out / 'report.md'} and {args.out / 'report.html'} "
+          f"in {time.perf_counter() - start:.1f} s; winners {list(result['winners']['trial_id'])}")
+    if "retrain" in result:
+        print(f"retrained best model: {args.out / 'retrain' / 'best_model.pt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
