@@ -44,6 +44,8 @@ def evaluate_run(y_val: np.ndarray, probs_val: np.ndarray, y_test: np.ndarray, p
     metrics: dict[str, Any] = {
         "threshold": binary["threshold"], "val_f1": binary["val_f1"], "val_auc": binary["val_auc"],
         **{f"test_{k}": binary[k] for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc")},
+        # one class predicted for every test image at the chosen threshold: study B's collapse, flagged
+        "test_collapsed": float(binary["tp"] + binary["fp"] == 0 or binary["tn"] + binary["fn"] == 0),
     }
     out: dict[str, Any] = {"metrics": metrics, "binary": binary, "p_val": p_val, "p_test": p_test}
     if len(names) == 3:

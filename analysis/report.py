@@ -150,7 +150,7 @@ def write_gradcam(winner: dict[str, Any], arrays, path: Path, n_wrong: int = 2) 
 def build_results_table(winners: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per winner, mean ± std over its runs of the headline test metrics."""
     keys = ("threshold", "val_f1", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
-            "test_f1", "test_auc", "test_accuracy_3class", "test_macro_f1_3class")
+            "test_f1", "test_auc", "test_collapsed", "test_accuracy_3class", "test_macro_f1_3class")
     rows = []
     for w in winners:
         s = w["summary"]

@@ -1,0 +1,252 @@
+"""The analysis package on a tiny synthetic experiment made in-process once per session (search.run --smoke-test).
+
+Slow parts are shared: one search (~1 min with Ray's start), one report (1 winner, 2 seeds, 1 epoch, no Ray).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import leaderboard, report, retrain, search_plots
+from analysis.evaluation import binary_targets, evaluate_run
+from analysis.experiment import Experiment, ManifestMismatch, last_per_epoch
+from cxrmodels.evaluate import THRESHOLDS, choose_threshold, pneumonia_probability, threshold_sweep
+
+
+@pytest.fixture(scope="session")
+def experiment(tmp_path_factory) -> Path:
+    import ray
+
+    from search import run
+
+    storage = tmp_path_factory.mktemp("exp")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")  # as tests/test_search_run.py does
+    try:
+        assert run.main(["--smoke-test", "--storage-path", str(storage), "--name", "x", "--no-dashboard"]) == 0
+    finally:
+        ray.shutdown()
+    results = pd.read_csv(storage / "x" / "results.csv")
+    assert (results["status"] != "failed").all(), results[["trial_id", "status", "failure_reason"]]
+    return storage / "x"
+
+
+@pytest.fixture(scope="session")
+def built_report(experiment, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("report")
+    args = report.build_parser().parse_args([str(experiment), "--out", str(out), "--top-k", "1", "--seeds", "2",
+                                             "--epochs", "1", "--no-ray", "--allow-collapsed"])
+    return out, report.build_report(Experiment(experiment), out, args)
+
+
+# ------------------------------------------------------------------------------------------- winners (no Ray)
+
+
+def _results(**cols) -> pd.DataFrame:
+    base = {
+        "rank": [1, None, None, 2, None, 3],
+        "trial_id": ["a", "b", "c", "d", "e", "f"],
+        "status": ["completed", "failed", "completed", "stopped_early", "completed", "completed"],
+        "collapsed": [False, False, True, False, False, False],
+        "best_objective": [0.70, 0.99, 0.95, 0.80, float("nan"), 0.60],
+    }
+    base.update(cols)
+    return pd.DataFrame(base)
+
+
+def test_winners_exclude_failed_and_collapsed():
+    res = _results()
+    winners = leaderboard.select_winners(res, k=3, mode="max")
+    assert list(winners["trial_id"]) == ["d", "a", "f"]  # b failed (0.99), c collapsed (0.95), e unscored
+    allowed = leaderboard.select_winners(res, k=2, mode="max", allow_collapsed=True)
+    assert list(allowed["trial_id"]) == ["c", "d"]
+    assert list(leaderboard.select_winners(res, k=2, mode="min")["trial_id"]) == ["f", "a"]
+    rule = leaderboard.winner_rule(3, "val_macro_f1", "max")
+    assert "collapsed" in rule and "failed" in rule and "top 3" in rule
+
+
+def test_winners_read_collapsed_as_text():
+    res = _results(collapsed=["False", "False", "True", "False", "False", "False"])
+    assert "c" not in set(leaderboard.select_winners(res, k=5)["trial_id"])
+
+
+def test_last_row_per_epoch_kept():
+    prog = pd.DataFrame({"epoch": [1, 2, 2, 3], "val_loss": [0.9, 0.8, 0.7, 0.6]})
+    out = last_per_epoch(prog)
+    assert list(out["epoch"]) == [1, 2, 3] and out.loc[1, "val_loss"] == 0.7
+
+
+def test_importance_and_rungs_from_a_constructed_table():
+    rng = np.random.default_rng(0)
+    n = 12
+    lr = 10 ** rng.uniform(-4, -2, n)
+    res = pd.DataFrame({
+        "trial_id": [f"t{i}" for i in range(n)], "status": ["completed"] * 6 + ["stopped_early"] * 6,
+        "collapsed": [False] * n, "best_objective": 0.5 + 10 * lr + rng.normal(0, 0.001, n),
+        "epochs_run": [4] * 6 + [1, 1, 1, 2, 2, 2], "max_epochs": [4] * n,
+        "config/lr": lr, "config/optimizer": ["adam", "sgd"] * 6, "config/dropout": rng.uniform(0, 0.5, n),
+        "config/seed": [0] * n,
+    })
+    imp = search_plots.param_importance(res, "max")
+    assert set(imp["param"]) == {"lr", "optimizer", "dropout"}
+    assert imp.iloc[0]["param"] == "lr" and imp["importance"].sum() == pytest.approx(1.0)
+    rungs = search_plots.rung_table(res, {"scheduler": "asha", "asha": {"grace_period": 1, "reduction_factor": 2}})
+    assert list(rungs["rung_epoch"]) == [1, 2, 4]
+    assert list(rungs["trials_reaching"]) == [12, 9, 6]
+    table = search_plots.optimizer_lr_table(res)
+    assert set(table.index) == {"adam", "sgd"} and table.columns.str.startswith("1e").all()
+
+
+# ------------------------------------------------------------------------------------------- the experiment
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_arrays_follow_the_saved_manifest(experiment, tmp_path):
+    exp = Experiment(experiment)
+    arrays = exp.load_arrays(48)
+    for split in ("train", "val", "test"):
+        assert len(arrays.x[split]) == len(arrays.y[split]) == int((exp.manifest["split"] == split).sum())
+    assert list(arrays.rows("test")["path"]) == list(exp.manifest.loc[exp.manifest["split"] == "test", "path"])
+    # a manifest naming an image the data do not have is refused, not silently re-split
+    broken = tmp_path / "broken"
+    shutil.copytree(experiment, broken, ignore=shutil.ignore_patterns("trial_*"))
+    manifest = pd.read_csv(broken / "split_manifest.csv")
+    manifest.loc[0, "path"] = "synthetic://0/999999"
+    manifest.to_csv(broken / "split_manifest.csv", index=False)
+    with pytest.raises(ManifestMismatch):
+        Experiment(broken).load_arrays(48)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_leaderboard_cli(experiment, tmp_path, capsys):
+    assert leaderboard.main([str(experiment), "--out", str(tmp_path), "--allow-collapsed"]) == 0
+    board = pd.read_csv(tmp_path / "leaderboard.csv", dtype={"trial_id": str})
+    results = pd.read_csv(experiment / "results.csv", dtype={"trial_id": str})
+    assert set(board["trial_id"]) == set(results["trial_id"])
+    assert {"status", "failure_reason", "collapsed", "best_objective", "last_val_loss", "epochs_run",
+            "time_total_s", "config/lr", "winner"} <= set(board.columns)
+    assert "Winners: the top 3" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------- the report
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_report_writes_every_output(built_report):
+    out, result = built_report
+    for name in ("report.md", "report.html", "leaderboard.csv", "retrain/runs.csv", "retrain/best_model.pt"):
+        assert (out / name).is_file(), name
+    for name in ("learning_curves", "optimizer_lr_heatmap", "parallel_coordinates", "param_importance", "asha_rungs"):
+        assert (out / "search" / f"{name}.png").stat().st_size > 1000, name
+    w = out / "retrain" / "winner_1"
+    for name in ("threshold_sweep.csv", "threshold_sweep_runs.csv", "pr_curve.png", "roc_curve.png", "confusion.csv",
+                 "confusion_normalised.csv", "confusion.png", "gradcam.png", "summary.csv", "model.pt"):
+        assert (w / name).is_file(), name
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 9 and "<img src='search/" not in html
+    md = (out / "report.md").read_text()
+    assert "Kermany et al. 2018" in md and "0.8946" in md and "not a like-for-like" in md
+    assert "Split sizes" in md and "collapsed trials (one class predicted" in md
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_sweep_has_17_rows_and_confusion_sums_to_test_size(built_report, experiment):
+    out, result = built_report
+    sweep = pd.read_csv(out / "retrain" / "winner_1" / "threshold_sweep.csv")
+    assert len(sweep) == 17 and np.allclose(sweep["threshold"], THRESHOLDS)
+    assert {"test_precision_mean", "test_recall_mean", "test_specificity_mean", "test_f1_mean", "test_f1_std"} <= set(
+        sweep.columns)
+    assert sweep["runs_choosing"].sum() == 2
+    n_test = int((pd.read_csv(experiment / "split_manifest.csv")["split"] == "test").sum())
+    confusion = pd.read_csv(out / "retrain" / "winner_1" / "confusion.csv", index_col=0)
+    assert int(confusion.to_numpy().sum()) == n_test
+    runs = pd.read_csv(out / "retrain" / "runs.csv")
+    assert len(runs) == 2 and sorted(runs["seed"]) == [0, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_threshold_is_chosen_on_validation_alone(built_report):
+    _, result = built_report
+    rt = result["retrain"]
+    w = rt["winners"][0]
+    arrays = rt["arrays"][w["size"]]
+    names = arrays.class_names
+    for ev in w["evals"]:
+        p_val = ev["p_val"]
+        expected = choose_threshold(threshold_sweep(binary_targets(arrays.y["val"], names), p_val))
+        assert ev["metrics"]["threshold"] == expected
+    # scrambling the test predictions changes test scores but never the threshold
+    ev = w["evals"][0]
+    probs_val = np.stack([1 - ev["p_val"], ev["p_val"]], axis=1)
+    rng = np.random.default_rng(1)
+    fake_test = rng.dirichlet([1, 1], size=len(arrays.y["test"]))
+    again = evaluate_run(arrays.y["val"], probs_val, arrays.y["test"], fake_test, names)
+    assert again["metrics"]["threshold"] == ev["metrics"]["threshold"]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_saved_model_works_with_predict(built_report, tmp_path, capsys):
+    from analysis import predict
+    from cxrmodels.data.synthetic import write_synthetic_folder
+    from cxrmodels.train.checkpoint import load_checkpoint
+
+    out, result = built_report
+    model = out / "retrain" / "best_model.pt"
+    payload = load_checkpoint(model)
+    chosen = result["retrain"]["winners"][0]["evals"][result["retrain"]["winners"][0]["best"]]["metrics"]["threshold"]
+    assert payload["threshold"] == chosen and payload["preprocess"]["size"] == 48
+    folder = write_synthetic_folder(tmp_path / "imgs", 6, seed=3)
+    assert predict.main(["--model", str(model), str(folder), "--csv", str(tmp_path / "p.csv")]) == 0
+    assert f"threshold {chosen:.2f} on P(PNEUMONIA) (checkpoint)" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 6
+
+
+# ------------------------------------------------------------------------------------------- 3-class, folds, Ray
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_multiclass_folds_retraining(experiment, tmp_path):
+    exp = Experiment(experiment)
+    winners = leaderboard.select_winners(exp.results, 1, exp.mode, allow_collapsed=True)
+    rt = retrain.retrain_and_evaluate(exp, tmp_path, winners, seeds=[0], folds=True, task="multiclass", epochs=1,
+                                      no_ray=True)
+    assert rt["folds"] == [0, 1, 2] and len(rt["runs"]) == 3
+    w = rt["winners"][0]
+    assert w["class_names"] == ("NORMAL", "BACTERIAL", "VIRAL")
+    confusion = pd.read_csv(tmp_path / "winner_1" / "confusion.csv", index_col=0)
+    assert confusion.shape == (3, 3) and int(confusion.to_numpy().sum()) == len(rt["arrays"][48].y["test"])
+    per_class = pd.read_csv(tmp_path / "winner_1" / "per_class.csv", index_col=0)
+    assert list(per_class.index) == ["NORMAL", "BACTERIAL", "VIRAL"] and "±" in per_class["f1"].iloc[0]
+    assert {"test_accuracy_3class", "test_macro_f1_3class"} <= set(rt["runs"].columns)
+    # 1 - P(NORMAL) is the pneumonia probability of a 3-class model
+    ev = w["evals"][0]
+    assert len(ev["binary"]["val_sweep"]) == 17
+    assert np.all((ev["p_test"] >= 0) & (ev["p_test"] <= 1))
+    assert pneumonia_probability(np.array([[0.2, 0.5, 0.3]]), w["class_names"])[0] == pytest.approx(0.8)
+    # folds rotate over train+val: the three validation sets are disjoint and cover train+val
+    arrays = rt["arrays"][48]
+    sizes = [len(retrain.run_arrays(arrays, f)[3]) for f in (0, 1, 2)]
+    assert sum(sizes) == len(arrays.y["train"]) + len(arrays.y["val"])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_retraining_on_ray_tasks(experiment, tmp_path):
+    exp = Experiment(experiment)
+    winners = leaderboard.select_winners(exp.results, 1, exp.mode, allow_collapsed=True)
+    specs = retrain.build_run_specs(winners, [0, 1], epochs=1)
+    arrays = retrain.load_arrays_by_size(exp, specs, exp.task)
+    runs = retrain.run_all(specs, arrays, use_ray=True)
+    assert [r["spec"].seed for r in runs] == [0, 1]
+    assert all(r["probs_test"].shape == (len(arrays[48].y["test"]), 2) for r in runs)
