@@ -128,6 +128,23 @@ def _is_oom(exc: BaseException) -> bool:
     return oom is not None and isinstance(exc, oom)
 
 
+FAULT_HOOK_ENV = "CXR_FAULT_HOOK"
+
+
+def _fault_hook() -> Any:
+    """Test-only fault injection: ``CXR_FAULT_HOOK=module:function`` names a callable run as ``fn(trainer,
+    trial_id)`` before every epoch, inside the same error handling as the epoch (so a NaN it plants, or an exception
+    it raises, takes the real failure path). Monkeypatching cannot reach Ray workers; an environment variable set
+    before Ray starts does. Unset (always, outside tests) it costs nothing."""
+    spec = os.environ.get(FAULT_HOOK_ENV)
+    if not spec:
+        return None
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def train_cxr(
     config: dict[str, Any],
     *,
@@ -161,8 +178,11 @@ def train_cxr(
     _restore(trainer)
     node_id = ray.get_runtime_context().get_node_id()
 
+    fault_hook = _fault_hook()
     while not trainer.done:
         try:
+            if fault_hook is not None:
+                fault_hook(trainer, ray.tune.get_context().get_trial_id())
             metrics = trainer.run_epoch()
         except Exception as exc:  # noqa: BLE001 - only the two "bad configuration" failures end cleanly
             if not (isinstance(exc, NonFiniteLossError) or _is_oom(exc)):
