@@ -21,7 +21,7 @@ pytestmark = pytest.mark.ray
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # never join another Ray
     yield
     ray.shutdown()
 

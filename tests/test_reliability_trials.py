@@ -1,0 +1,76 @@
+"""Failing trials: a non-finite loss, a CUDA out-of-memory and an exception, injected into some trials of an Optuna
+search; each is recorded as failed with its reason, the healthy trial finishes, Optuna never sees a NaN."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from search import run
+from search.trainable import FAULT_HOOK_ENV
+from tests.reliability import faults
+from tests.reliability.record import record
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TINY = ["--smoke-test", "--no-dashboard", "--set", "synthetic_n=80", "--set", "space.batch_size=[32]"]
+
+
+@pytest.fixture
+def ray_with_fault_hook(monkeypatch, tmp_path):
+    import ray
+
+    # Set before Ray starts, so every worker inherits it; the workers import the hook from the project root.
+    monkeypatch.setenv(FAULT_HOOK_ENV, "tests.reliability.faults:inject")
+    (tmp_path / "claims").mkdir()
+    monkeypatch.setenv("CXR_FAULT_DIR", str(tmp_path / "claims"))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # never join another Ray
+    yield
+    ray.shutdown()
+
+
+def test_injected_faults_are_recorded_and_the_search_goes_on(ray_with_fault_hook, tmp_path: Path, capsys) -> None:
+    code = run.main([*TINY, "--storage-path", str(tmp_path), "--name", "faults", "--num-samples", "4",
+                     "--scheduler", "none", "--set", "space.epochs=3", "--max-concurrent-trials", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    experiment = tmp_path / "faults"
+    table = pd.read_csv(experiment / "results.csv")
+    assert len(table) == 4
+    table["fault"] = table["trial_id"].map(faults.fault_of)
+    table = table.set_index("fault")
+    healthy = table[table.index.isna()].iloc[0]
+    assert healthy["status"] == "completed" and healthy["epochs_run"] == 3
+    expected = {"nan": "non-finite", "oom": "OutOfMemoryError", "exception": "injected failure"}
+    for fault, reason in expected.items():
+        row = table.loc[fault]
+        assert row["status"] == "failed", (fault, row["status"])
+        assert reason in str(row["failure_reason"]), (fault, row["failure_reason"])
+        assert pd.isna(row["rank"])
+
+    # The searcher: a COMPLETE trial with a finite value, or FAIL (the exception); never a NaN.
+    with open(next(experiment.glob("searcher-state-*.pkl")), "rb") as fh:
+        study = pickle.load(fh)["_ot_study"]
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"], states
+    values = [t.value for t in study.trials if t.state.name == "COMPLETE"]
+    assert all(v is not None and math.isfinite(v) for v in values), values
+    for trial_dir in experiment.glob("trial_*"):  # every reported score finite
+        assert pd.read_csv(trial_dir / "progress.csv")["score"].map(math.isfinite).all()
+
+    where = "tests/test_reliability_trials.py::test_injected_faults_are_recorded_and_the_search_goes_on"
+    how = {"nan": "a weight set to NaN before epoch 2 (the loss turns NaN)",
+           "oom": "torch.OutOfMemoryError raised before epoch 2", "exception": "RuntimeError raised before epoch 2"}
+    searcher = {"nan": "Optuna COMPLETE with the worst score (finite)", "oom": "Optuna COMPLETE with the worst score "
+                "(finite)", "exception": "Optuna FAIL (no value)"}
+    for fault in expected:
+        reason = str(table.loc[fault, "failure_reason"])[:120]
+        record("Failing trials", {"nan": "non-finite loss", "oom": "CUDA out of memory", "exception":
+                                  "exception in the trial"}[fault], how[fault] + " (CXR_FAULT_HOOK)",
+               f"results.csv status failed, reason \"{reason}\"; {searcher[fault]}; the other trials finish", where)
+    record("Failing trials", "healthy trial beside failing ones", "no fault", "completed all 3 epochs", where)
