@@ -60,9 +60,8 @@ def build_run_specs(winners: pd.DataFrame, seeds: Sequence[int], folds: Sequence
             cfg["task"] = task
         if epochs:
             cfg["epochs"] = int(epochs)
-        for i, (seed, fold) in enumerate(((s, None) for s in seeds) if not folds else
-                                         ((seeds[0] + j, f) for j, f in enumerate(folds))):
-            del i
+        pairs = [(s, None) for s in seeds] if not folds else [(seeds[0] + j, f) for j, f in enumerate(folds)]
+        for seed, fold in pairs:
             specs.append(RunSpec(k, str(row["trial_id"]), int(seed), fold, {**cfg, "seed": int(seed)}))
     return specs
 
