@@ -27,7 +27,7 @@ from cxrmodels.data.records import BACTERIAL, CLASSES, NORMAL, VIRAL, Record
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SYNTHETIC_SCHEME = "synthetic://"
 
 
@@ -96,12 +96,12 @@ def _disease(p: SyntheticPatient, rng: np.random.Generator, u: np.ndarray, v: np
         cv = p.lesion_level * ls + float(rng.normal(0, 0.03))
         sigma = float(rng.uniform(0.08, 0.15)) * ls
         blob = np.exp(-(((u - cu) ** 2) + ((v - cv) / 1.3) ** 2) / (2 * sigma**2))
-        return p.severity * rng.uniform(0.12, 0.22) * blob * lungs
+        return p.severity * rng.uniform(0.2, 0.32) * blob * lungs
     texture = _smooth_noise(rng, u.shape, 0.02 * size)
     perihilar = np.exp(-((np.abs(u) - 0.2) ** 2 + (v - 0.05) ** 2) / 0.15)
     if p.label == VIRAL:
-        amplitude = p.severity * rng.uniform(0.05, 0.09)
-        return (amplitude * np.abs(texture) + p.severity * 0.07 * perihilar) * lungs
+        amplitude = p.severity * rng.uniform(0.09, 0.15)
+        return (amplitude * np.abs(texture) + p.severity * 0.1 * perihilar) * lungs
     extra = 0.02 * rng.uniform() * np.abs(texture) * lungs  # normal lungs are not perfectly clear
     if rng.uniform() < 0.15:  # a small benign opacity: a normal image that looks a little bacterial
         cu, cv = float(rng.uniform(-0.5, 0.5)), float(rng.uniform(-0.4, 0.4))

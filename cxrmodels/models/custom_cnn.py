@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cxrmodels.models.heads import keras_init_
+
 
 def _conv_block(in_chans: int, width: int) -> nn.Sequential:
     """Conv2D(3x3, 'valid' padding, ReLU) -> MaxPool(2x2), as in the Keras original."""
@@ -22,7 +24,7 @@ class CustomCNN(nn.Module):
     def __init__(self, in_chans: int = 3, width: int = 32, depth: int = 4) -> None:
         super().__init__()
         chans = [in_chans] + [width] * depth
-        self.blocks = nn.Sequential(*[_conv_block(chans[i], chans[i + 1]) for i in range(depth)])
+        self.blocks = keras_init_(nn.Sequential(*[_conv_block(chans[i], chans[i + 1]) for i in range(depth)]))
         self.num_features = width
         self.pretrained_cfg = {"mean": (0.0,) * in_chans, "std": (1.0,) * in_chans, "architecture": "custom_cnn"}
 
