@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-path", help="where experiment folders go: a directory or s3://bucket/prefix (shared "
                    "storage is required on a multi-node cluster)")
     p.add_argument("--name", help="experiment folder name (default: cxr-<preset>-<date-time>)")
+    p.add_argument("--class-map", metavar="FOLDER=LABEL,...",
+                   help="class folders with other names: e.g. 1=NORMAL,2=BACTERIAL,3=VIRAL (labels NORMAL, BACTERIAL, "
+                   "VIRAL or PNEUMONIA)")
+    p.add_argument("--keep-split", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the split the data declares (Kaggle train/val/test folders, a CSV split column) instead "
+                   "of pooling and re-splitting by patient")
     p.add_argument("--cache-dir", help="preprocessed-image cache (default: $CXR_CACHE_DIR or ~/.cache/cxr-tune)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set space.lr.high=0.05 --set fixed.early_stopping_patience=0 "
@@ -86,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_class_map(text: str) -> dict[str, str]:
+    """``1=NORMAL,2=BACTERIAL`` -> {"1": "NORMAL", "2": "BACTERIAL"}; the data pipeline checks folders and labels."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if not pairs or any(len(pair) != 2 or not pair[0].strip() or not pair[1].strip() for pair in pairs):
+        raise SearchConfigError(f"--class-map {text!r}: expected FOLDER=LABEL pairs separated by commas, "
+                          "e.g. 1=NORMAL,2=BACTERIAL,3=VIRAL")
+    return {folder.strip(): label.strip().upper() for folder, label in pairs}
+
+
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     """Preset, then --smoke-test, then explicit flags, then --set; validated."""
     config = search_config.load_preset(args.preset)
@@ -97,6 +112,10 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag)
         if value is not None:
             flags[flag] = value
+    if args.class_map:
+        flags["class_map"] = parse_class_map(args.class_map)
+    if args.keep_split is not None:
+        flags["keep_split"] = args.keep_split
     resources = {}
     if args.cpus_per_trial is not None:
         resources["cpus_per_trial"] = args.cpus_per_trial

@@ -172,3 +172,12 @@ def test_searchers_and_grid_space() -> None:
     assert sorted(space) == ["epochs", "lr", "optimizer"]
     assert run.expected_trials(grid) == 36 and sc.max_epochs(grid) == 15 and sc.image_sizes(grid) == [160]
     assert build_scheduler(grid) is None
+
+
+def test_class_map_and_keep_split_flags(tmp_path) -> None:
+    cfg = _config("--data", str(tmp_path), "--class-map", "1=normal, 2=BACTERIAL,3=VIRAL", "--keep-split")
+    assert cfg["class_map"] == {"1": "NORMAL", "2": "BACTERIAL", "3": "VIRAL"}
+    assert cfg["keep_split"] is True
+    assert _config("--data", str(tmp_path), "--no-keep-split")["keep_split"] is False
+    with pytest.raises(sc.SearchConfigError, match="FOLDER=LABEL"):
+        run.parse_class_map("1:NORMAL")
