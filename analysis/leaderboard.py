@@ -100,11 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def experiment_and_winners(args: argparse.Namespace) -> tuple[Experiment, pd.DataFrame]:
+    """What every analysis entry point starts with: the one logging setup, the experiment, its winners by the rule."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     exp = Experiment(args.experiment)
-    winners = select_winners(exp.results, args.top_k, exp.mode, args.allow_collapsed)
+    return exp, select_winners(exp.results, args.top_k, exp.mode, args.allow_collapsed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    exp, winners = experiment_and_winners(args)
     board = build_leaderboard(exp, winners)
     out = args.out or exp.path
     out.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from analysis.evaluation import evaluate_run, summarise, validation_score, write_winner_outputs
 from analysis.experiment import Experiment, SplitArrays, trial_config
-from analysis.leaderboard import select_winners
+from analysis.leaderboard import experiment_and_winners
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    exp = Experiment(args.experiment)
-    winners = select_winners(exp.results, args.top_k, exp.mode, args.allow_collapsed)
+    exp, winners = experiment_and_winners(args)
     if winners.empty:
         print("error: no eligible trial (all failed or collapsed); --allow-collapsed lets collapsed ones through",
               file=sys.stderr)

@@ -262,12 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from analysis.leaderboard import select_winners
+    from analysis.leaderboard import experiment_and_winners
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    exp = Experiment(args.experiment)
-    winners = select_winners(exp.results, args.top_k, exp.mode, args.allow_collapsed)
+    exp, winners = experiment_and_winners(args)
     for name, path in write_search_plots(exp, args.out, list(winners["trial_id"])).items():
         print(f"{name}: {path}")
     return 0
