@@ -43,7 +43,7 @@ def outcomes(tmp_path_factory) -> dict[str, tuple[int, str, str, Path]]:
         running[case] = (procs.start_driver(args, tmp), tmp)
     results = {}
     try:
-        for case, (proc, tmp) in running.items():
+        for case, (proc, _tmp) in running.items():
             try:
                 out, err = proc.communicate(timeout=240)
             except subprocess.TimeoutExpired:

@@ -47,7 +47,7 @@ def test_same_seed_same_configs_and_metrics(tmp_path: Path, capsys) -> None:
         runs.append(_trials(tmp_path / name))
     a, b = runs
     assert len(a) == len(b) == 3
-    for (params_a, metrics_a), (params_b, metrics_b) in zip(a, b):
+    for (params_a, metrics_a), (params_b, metrics_b) in zip(a, b, strict=True):
         assert params_a == params_b
         pd.testing.assert_frame_equal(metrics_a, metrics_b, check_exact=True)
     assert len({json.dumps(p, sort_keys=True) for p, _ in a}) > 1  # the sampler did sample different configs

@@ -39,12 +39,13 @@ def test_local_ray_dashboard_listens_on_localhost_only() -> None:
     public = [s for s in sockets if s["ip"] in ("0.0.0.0", "::", "")]
     unexpected = [s for s in public if not any(k in s["name"] for k in RAY_GRPC_PROCESSES)]
     assert not unexpected, unexpected  # nothing but Ray's own gRPC servers on all interfaces
+    where = f"{HERE}::test_local_ray_dashboard_listens_on_localhost_only"
     record("Security", "dashboard (HTTP, runs code, no auth)", "Ray started by search.run.init_ray; psutil lists "
-           "listening sockets", f"127.0.0.1:{dashboard[0]['port']} only", f"{HERE}::test_local_ray_dashboard_listens_on_localhost_only")
+           "listening sockets", f"127.0.0.1:{dashboard[0]['port']} only", where)
     names = sorted({s["name"].split("/")[-1].split(" ")[0] for s in public})
     record("Security", "Ray gRPC ports (GCS, raylet, workers, dashboard agent)", "same",
            f"{len(public)} socket(s) on all interfaces ({', '.join(names)}): not configurable in ray.init "
-           "(see the note below); nothing else", f"{HERE}::test_local_ray_dashboard_listens_on_localhost_only")
+           "(see the note below); nothing else", where)
 
 
 def test_cluster_yaml_opens_only_ssh() -> None:
@@ -126,6 +127,7 @@ def test_csv_manifest_paths_cannot_escape_the_data_root(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="outside the CSV's folder"):
             csv_source(csv)
         assert len(csv_source(csv, allow_outside_root=True).records) == 1
-        record("Security", f"CSV manifest path escaping the root: {case}", f"path column `{value if case != 'absolute path' else '/abs/...'}`",
+        shown = value if case != "absolute path" else "/abs/.../secret.png"
+        record("Security", f"CSV manifest path escaping the root: {case}", f"path column `{shown}`",
                "refused naming the line, unless allow_outside_root=True",
                f"{HERE}::test_csv_manifest_paths_cannot_escape_the_data_root")

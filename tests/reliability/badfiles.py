@@ -118,8 +118,9 @@ def make_bad_tree(root: Path, layout: str = "kaggle", n_good: int = 24, seed: in
     folder_jpg = normal / "IM-0911-0001.jpg"
     folder_jpg.mkdir()
     cases.append(Case("folder named .jpg (empty)", folder_jpg, "ignored"))
-    os.symlink(normal / "IM-0001-0001.jpeg" if layout == "kaggle" else normal / "n001.png", pneu / "person905_bacteria_link.jpeg")
-    cases.append(Case("symlink to an image of another class", pneu / "person905_bacteria_link.jpeg", "skipped", "already listed"))
+    link = pneu / "person905_bacteria_link.jpeg"
+    os.symlink(normal / "IM-0001-0001.jpeg" if layout == "kaggle" else normal / "n001.png", link)
+    cases.append(Case("symlink to an image of another class", link, "skipped", "already listed"))
     os.symlink(pneu / "missing.jpeg", normal / "IM-0912-0001.jpeg")
     cases.append(Case("broken symlink", normal / "IM-0912-0001.jpeg", "skipped", "not a regular file"))
     loop = pneu / "loop"

@@ -18,9 +18,8 @@ from pathlib import Path
 try:
     import psutil
 except ImportError:  # ray[default] ships it under ray/thirdparty_files (on sys.path once ray is imported)
-    import ray  # noqa: F401
-
     import psutil
+    import ray  # noqa: F401
 
 PROJECT = Path(__file__).resolve().parents[2]
 
