@@ -4,9 +4,8 @@ are covered in-process by tests/test_search_run.py.)"""
 
 from __future__ import annotations
 
-import signal
 import os
-import subprocess
+import signal
 import time
 from pathlib import Path
 
