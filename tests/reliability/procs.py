@@ -15,11 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-try:
-    import psutil
-except ImportError:  # ray[default] ships it under ray/thirdparty_files (on sys.path once ray is imported)
-    import psutil
-    import ray  # noqa: F401
+import ray  # noqa: F401 - ray[default] ships psutil under ray/thirdparty_files, on sys.path once ray is imported
+
+psutil = __import__("psutil")
 
 PROJECT = Path(__file__).resolve().parents[2]
 
