@@ -197,8 +197,9 @@ def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[s
     rep.h(f"Analysis of experiment {exp.path.name}", 1)
     rep.p(f"Experiment folder: {exp.path}. Task {exp.task}; objective {exp.objective} ({exp.mode}); "
           f"searcher {cfg.get('searcher')}, scheduler {cfg.get('scheduler')}, {len(exp.results)} trials; "
-          f"search seed {cfg.get('seed')}. Data source: {cfg.get('data')}; preprocessing {cfg.get('preprocess')}; "
-          f"split settings {cfg.get('split')} (read from split_manifest.csv, never re-derived).")
+          f"search seed {cfg.get('seed')}. Data source: {cfg.get('data')}; preprocessing (per searched image size) "
+          f"{resolved_preprocessing(exp)}; split {exp.split_config()} (read from split_manifest.csv, never "
+          "re-derived).")
     rep.h("Split sizes")
     rep.table(split_sizes(exp), index=True)
     rep.h("Leaderboard")
@@ -282,6 +283,14 @@ def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Names
                                       w["files"]["model"].parent / "retrain_curves.png",
                                       title=f"winner {w['winner']}: retraining runs")
         rep.image(curves, "Learning curves of the retraining runs")
+
+
+def resolved_preprocessing(exp) -> str:
+    """Every preprocessing parameter in force (the preset holds only what differs from the defaults)."""
+    sizes = sorted({int(v) for v in exp.results.get("config/image_size", []) if v == v}) or [None]
+    configs = [{**(c := exp.preprocess_config(size)).to_dict(), "tile_grid": c.effective_tile_grid} if size else {}
+               for size in sizes]
+    return "; ".join(str(c) for c in configs)
 
 
 def build_parser() -> argparse.ArgumentParser:
