@@ -189,3 +189,36 @@ def test_pure_functions_and_predict_proba() -> None:
 def test_class_weights_balanced() -> None:
     w = loop.balanced_class_weights(np.array([0, 0, 0, 1]), 2)
     assert w.tolist() == pytest.approx([4 / 6, 2.0])
+
+
+@pytest.mark.parametrize("task,classes", [("binary", 2), ("multiclass", 3)])
+def test_gpu_fast_path_dtypes_hold_under_bf16_autocast_and_channels_last(monkeypatch: pytest.MonkeyPatch, task: str,
+                                                                         classes: int) -> None:
+    """CI has no GPU: run the CUDA path's bf16 autocast and channels_last layout on the CPU, so its dtype handling
+    (bf16 logits into the fp32 loss, metrics and probabilities) is exercised on every commit."""
+    monkeypatch.setattr(loop, "_autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    monkeypatch.setattr(loop, "_to_model_layout",
+                        lambda images, device: images.contiguous(memory_format=torch.channels_last))
+    trainer = Trainer(tiny_cfg(task=task).replace(epochs=2), tiny_data(classes=classes))
+    trainer.model = trainer.model.to(memory_format=torch.channels_last)
+    first, second = trainer.run_epoch(), trainer.run_epoch()
+    for metrics in (first, second):
+        assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])
+        assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    probs = predict_proba(trainer.model, tiny_data(classes=classes).val_x)
+    assert probs.dtype == np.float32 and probs.shape[1] == classes
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_cxrmodels_imports_neither_ray_nor_optuna() -> None:
+    """The library must stay usable without the drivers' dependencies: import every module, in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys, cxrmodels\n"
+            "for m in pkgutil.walk_packages(cxrmodels.__path__, 'cxrmodels.'):\n"
+            "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+            "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('ray', 'optuna'))\n"
+            "print(bad); sys.exit(1 if bad else 0)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
