@@ -254,7 +254,7 @@ def _csv_path(root: Path, value: str, line: int, csv_path: Path, allow_outside_r
     if not allow_outside_root and not path.is_relative_to(root):
         raise ValueError(
             f"{csv_path}:{line}: path {value!r} points outside the CSV's folder {root}; "
-            "pass allow_outside_root=True (--allow-outside-root) if that is intended")
+            "move the images under the CSV's folder, or (library use) pass allow_outside_root=True if that is intended")
     if not path.is_file():
         raise ValueError(f"{csv_path}:{line}: file {value!r} not found ({path})")
     return path
