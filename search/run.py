@@ -374,6 +374,8 @@ def build_reporter(config: dict[str, Any]) -> Any:
 def build_run_config(config: dict[str, Any], storage: str, name: str, callbacks: Sequence[Any] = ()) -> Any:
     from ray import tune
 
+    from search.recovery import RepairMissingCheckpoint
+
     return tune.RunConfig(
         name=name,
         storage_path=storage,
@@ -381,7 +383,7 @@ def build_run_config(config: dict[str, Any], storage: str, name: str, callbacks:
                                                 checkpoint_score_order=config["mode"]),
         failure_config=tune.FailureConfig(max_failures=int(config["max_failures"])),
         progress_reporter=build_reporter(config),
-        callbacks=list(callbacks) or None,
+        callbacks=[RepairMissingCheckpoint(), *callbacks],  # saved in tuner.pkl, so --resume has it too
         verbose=1,
     )
 

@@ -103,6 +103,9 @@ def _restore(trainer: Any) -> bool:
     if checkpoint is None:
         return False
     with checkpoint.as_directory() as folder:
+        if not os.path.exists(os.path.join(folder, TRAINER_STATE)):  # emptied by search.recovery: start afresh
+            logger.warning("checkpoint %s holds no trainer state; starting the trial from epoch 1", checkpoint.path)
+            return False
         state = load_checkpoint(os.path.join(folder, TRAINER_STATE))
     trainer.load_state_dict(state)
     logger.info("resumed from checkpoint after epoch %s", getattr(trainer, "epoch", "?"))

@@ -61,7 +61,7 @@ def test_sigkilled_driver_is_finished_by_resume(tmp_path: Path) -> None:
     finally:
         procs.kill_group(resumed, tmp2)
     assert resumed.returncode == 0, (out[-3000:], err[-3000:])
-    assert "Traceback" not in err, err[-3000:]
+    assert not procs.driver_tracebacks(err), procs.driver_tracebacks(err)
     table = pd.read_csv(experiment / "results.csv")
     assert len(table) == 4 and (table["status"] == "completed").all(), table[["trial_id", "status"]]
     after = _progress(experiment)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -30,9 +30,11 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; anything but tensors and plain containers raises."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+def load_checkpoint(path: str | os.PathLike | BinaryIO, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint (a path or an open binary file) with ``weights_only=True``; anything but tensors and plain
+    containers raises."""
+    source = path if hasattr(path, "read") else Path(path)
+    return torch.load(source, map_location=map_location, weights_only=True)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

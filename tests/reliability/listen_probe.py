@@ -15,7 +15,7 @@ time.sleep(3)  # the agents bind after ray.init returns
 me = psutil.Process()
 for proc in [me, *me.children(recursive=True)]:
     try:
-        name = " ".join(proc.cmdline())[:100]
+        name = " ".join(proc.cmdline())  # whole: a long venv path must not cut off the script
         for conn in proc.net_connections(kind="tcp"):
             if conn.status == psutil.CONN_LISTEN:
                 print(json.dumps({"pid": proc.pid, "name": name, "ip": conn.laddr.ip, "port": conn.laddr.port}))

@@ -73,3 +73,20 @@ def kill_group(proc: subprocess.Popen, tmp: str, wait_s: float = 20.0) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+
+
+
+def driver_tracebacks(err: str) -> list[str]:
+    """The tracebacks in a driver's stderr (each as its first lines), less Python's "Exception ignored in ..."
+    reports from trial workers that Ray ends with SIGTERM once their trial is over: Ray's handler raises SystemExit
+    inside whatever the worker was running (a weakref callback, say). Harmless, and Ray's to silence, not ours."""
+    lines = err.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if "Traceback (most recent call last)" not in line:
+            continue
+        block = lines[i:i + 20]
+        unraisable = i > 0 and "Exception ignored in" in lines[i - 1]
+        if not (unraisable and any("SystemExit" in b for b in block)):
+            found.append("\n".join(block))
+    return found
