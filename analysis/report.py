@@ -1,12 +1,13 @@
 """The whole analysis of one experiment in one go: leaderboard, winners, search plots, retraining with seeds (or
 folds), threshold study chosen on validation and reported on test, 3-class report, Grad-CAM, and a report.
 
-    python -m analysis.report EXPERIMENT --out DIR [--top-k 3] [--seeds 3] [--folds] [--epochs N] [--task T]
+    python -m analysis.report EXPERIMENT --out DIR [--top-k 3] [--seeds 3] [--folds] [--epochs N] [--task T|both]
                                                    [--no-ray] [--device cpu] [--allow-collapsed]
 
 Writes ``DIR/report.md`` and a self-contained ``DIR/report.html`` (images embedded as base64) next to every CSV
 and PNG they show. The retrained best model is ``DIR/retrain/best_model.pt`` (with its validation-chosen
-threshold): ``python -m analysis.predict --model DIR/retrain/best_model.pt IMAGES...``.
+threshold): ``python -m analysis.predict --model DIR/retrain/best_model.pt IMAGES...``. ``--task both`` retrains the
+winners twice, as binary and as 3-class models, into ``DIR/retrain_binary/`` and ``DIR/retrain_multiclass/``.
 """
 
 from __future__ import annotations
@@ -221,18 +222,22 @@ def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[s
         rep.p("No eligible trial: every trial failed or collapsed. Nothing was retrained. "
               "Re-run with --allow-collapsed to analyse collapsed trials anyway (they will be flagged).")
     else:
-        t = time.perf_counter()
-        rt = retrain_and_evaluate(exp, out / "retrain", winners, seeds=range(args.seeds), folds=args.folds,
-                                  task=args.task, epochs=args.epochs, device=args.device, no_ray=args.no_ray,
-                                  cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
-        timings["retrain_evaluate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        for w in rt["winners"]:
-            w["files"]["gradcam"] = write_gradcam(w, rt["arrays"][w["size"]], out / "retrain" /
-                                                  f"winner_{w['winner']}" / "gradcam.png")
-        timings["gradcam"] = time.perf_counter() - t
-        write_retrain_sections(rep, rt, args, data_label)
-        result["retrain"] = rt
+        result["retrains"] = {}
+        for task, sub in retrain_folders(args.task):
+            t = time.perf_counter()
+            rt = retrain_and_evaluate(exp, out / sub, winners, seeds=range(args.seeds), folds=args.folds,
+                                      task=task, epochs=args.epochs, device=args.device, no_ray=args.no_ray,
+                                      cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+            suffix = "" if sub == "retrain" else f" ({rt['task']})"
+            timings["retrain_evaluate" + suffix] = time.perf_counter() - t
+            t = time.perf_counter()
+            for w in rt["winners"]:
+                w["files"]["gradcam"] = write_gradcam(w, rt["arrays"][w["size"]], out / sub /
+                                                      f"winner_{w['winner']}" / "gradcam.png")
+            timings["gradcam" + suffix] = time.perf_counter() - t
+            write_retrain_sections(rep, rt, args, data_label)
+            result["retrains"][sub] = rt
+        result["retrain"] = next(iter(result["retrains"].values()))
     t = time.perf_counter()
     timings["total_before_writing"] = time.perf_counter() - t0
     rep.h("Timings (seconds)")
@@ -242,10 +247,18 @@ def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[s
     return result
 
 
+def retrain_folders(task: str | None) -> list[tuple[str | None, str]]:
+    """(task, output sub-folder) of each retraining: ``retrain/`` for one task (None: the experiment's), and
+    ``retrain_binary/`` + ``retrain_multiclass/`` for ``--task both``."""
+    if task == "both":
+        return [("binary", "retrain_binary"), ("multiclass", "retrain_multiclass")]
+    return [(task, "retrain")]
+
+
 def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Namespace, data_label: str) -> None:
     how = (f"patient-grouped {len(rt['folds'])}-fold cross-validation over train+val (manifest fold column), "
            f"seed {rt['seeds'][0]}+fold" if rt["folds"] else f"seeds {rt['seeds']} on the saved train split")
-    rep.h("Retrained winners")
+    rep.h(f"Retrained winners: {'binary' if rt['task'] == 'binary' else '3-class'} models")
     rep.p(f"Each winner retrained from scratch ({how}), task {rt['task']}, the validation split for early stopping "
           f"and for choosing the threshold (F1-best of 0.10..0.90 by 0.05 on validation, ties to the threshold "
           f"nearest 0.5); the test split scored once per run at that threshold. Figures are mean ± std over runs. "
@@ -297,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("experiment", type=Path, help="experiment folder written by python -m search.run")
     parser.add_argument("--out", type=Path, required=True, help="output folder for the report and its files")
-    add_retrain_args(parser)
+    add_retrain_args(parser, allow_both=True)
     return parser
 
 
@@ -311,8 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = build_report(exp, args.out, args)
     print(f"report written to {args.out / 'report.md'} and {args.out / 'report.html'} "
           f"in {time.perf_counter() - start:.1f} s; winners {list(result['winners']['trial_id'])}")
-    if "retrain" in result:
-        print(f"retrained best model: {args.out / 'retrain' / 'best_model.pt'}")
+    for sub, rt in result.get("retrains", {}).items():
+        print(f"retrained best {rt['task']} model: {args.out / sub / 'best_model.pt'}")
     return 0
 
 

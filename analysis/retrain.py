@@ -190,14 +190,16 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, s
             "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray)}
 
 
-def add_retrain_args(parser: argparse.ArgumentParser) -> None:
+def add_retrain_args(parser: argparse.ArgumentParser, allow_both: bool = False) -> None:
     parser.add_argument("--top-k", type=int, default=3, help="winners to retrain (default 3)")
     parser.add_argument("--seeds", type=int, default=3, help="runs per winner, seeds 0..N-1 (default 3)")
     parser.add_argument("--folds", action="store_true",
                         help="patient-grouped k-fold over train+val using the manifest's fold column, not seeds")
     parser.add_argument("--epochs", type=int, default=None, help="override each winner's epoch cap (quick checks)")
-    parser.add_argument("--task", choices=("binary", "multiclass"), default=None,
-                        help="retrain for this task instead of the experiment's (e.g. 3-class from a binary search)")
+    tasks, both = ("binary", "multiclass", "both"), "; both: once as a binary and once as a 3-class model"
+    parser.add_argument("--task", choices=tasks if allow_both else tasks[:2], default=None,
+                        help="retrain for this task instead of the experiment's (e.g. 3-class from a binary search)"
+                        + (both if allow_both else ""))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--no-ray", action="store_true", help="run one after another, without Ray")
     parser.add_argument("--cpus-per-run", type=int, default=1)

@@ -250,3 +250,20 @@ def test_retraining_on_ray_tasks(experiment, tmp_path):
     runs = retrain.run_all(specs, arrays, use_ray=True)
     assert [r["spec"].seed for r in runs] == [0, 1]
     assert all(r["probs_test"].shape == (len(arrays[48].y["test"]), 2) for r in runs)
+
+
+@pytest.mark.slow
+def test_report_task_both_retrains_binary_and_3class_models(experiment, tmp_path, capsys):
+    out = tmp_path / "both"
+    assert report.main([str(experiment), "--out", str(out), "--task", "both", "--top-k", "1", "--seeds", "1",
+                        "--epochs", "1", "--no-ray", "--allow-collapsed"]) == 0
+    printed = capsys.readouterr().out
+    for sub, n_classes in (("retrain_binary", 2), ("retrain_multiclass", 3)):
+        assert (out / sub / "best_model.pt").is_file() and str(out / sub / "best_model.pt") in printed
+        confusion = pd.read_csv(out / sub / "winner_1" / "confusion.csv", index_col=0)
+        assert confusion.shape == (n_classes, n_classes)
+    assert not (out / "retrain").exists()
+    text = (out / "report.md").read_text()
+    assert "Retrained winners: binary models" in text and "Retrained winners: 3-class models" in text
+    with pytest.raises(SystemExit):
+        retrain.build_parser().parse_args([str(experiment), "--out", str(tmp_path), "--task", "both"])
