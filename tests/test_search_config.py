@@ -21,7 +21,7 @@ def test_every_preset_loads_and_validates(preset: str) -> None:
 
 
 def test_builtin_presets_cover_the_brief() -> None:
-    assert {"default", "gpu", "study-b-grid", "smoke"} <= set(sc.list_presets())
+    assert {"default", "cpu", "gpu", "study-b-grid", "smoke"} <= set(sc.list_presets())
     gpu = _config("--preset", "gpu", "--data", "synthetic")
     assert gpu["fixed"]["pretrained"] is True and gpu["resources"]["gpus_per_trial"] == 0.25
     assert sc.image_sizes(gpu) == [224] and len(gpu["space"]["backbone"]) >= 8
@@ -30,6 +30,9 @@ def test_builtin_presets_cover_the_brief() -> None:
     assert grid["searcher"] == "grid" and grid["scheduler"] == "none"
     counts = [len(v) for v in grid["grid"].values()]
     assert counts == [4, 3, 3] and grid["fixed"]["early_stopping_patience"] == 0
+    cpu = _config("--preset", "cpu", "--data", "synthetic")  # real data on CPUs: offline, study B's minimums
+    assert cpu["fixed"]["pretrained"] is False and cpu["resources"]["gpus_per_trial"] == 0
+    assert cpu["task"] == "multiclass" and cpu["split"] == gpu["split"]
 
 
 def test_flags_and_set_override_the_preset() -> None:
