@@ -246,7 +246,9 @@ def build_datasets(config: dict[str, Any], storage: str, name: str) -> dict[int,
             train_x, train_y = prepared.arrays("train", config["task"])
             val_x, val_y = prepared.arrays("val", config["task"])
         except (TypeError, ValueError, FileNotFoundError) as exc:
-            raise SearchConfigError(f"cannot prepare the data {data} at {size} px: {exc}") from None
+            hint = ("; lower the minimums (e.g. --set split.min_test.NORMAL=50) or drop them "
+                    "(--set split.min_test=null --set split.min_val=null)") if "split minimums" in str(exc) else ""
+            raise SearchConfigError(f"cannot prepare the data {data} at {size} px: {exc}{hint}") from None
         if len(train_x) == 0 or len(val_x) == 0:
             raise SearchConfigError(f"the data {data} gives {len(train_x)} training and {len(val_x)} validation "
                                     "images; both must be non-empty")

@@ -13,6 +13,7 @@ from cxrmodels.data.records import BACTERIAL, NORMAL, VIRAL, Record
 from cxrmodels.data.sources import load_records
 from cxrmodels.data.splits import (
     SplitConfig,
+    assign_splits,
     content_hash,
     make_splits,
     patient_groups,
@@ -151,3 +152,12 @@ def test_kept_split_checks_minimums() -> None:
     records = [Record(f"/x/{i}", NORMAL, f"p{i}", split="test" if i < 3 else "train") for i in range(10)]
     with pytest.raises(ValueError, match=r"test has 3 NORMAL \(needs 5\)"):
         make_splits(records, SplitConfig(folds=0, min_test={NORMAL: 5}), keep_split=True)
+
+
+def test_null_minimums_mean_none() -> None:
+    # `--set split.min_test=null` (YAML null) removes a preset's minimums instead of crashing the feasibility check
+    cfg = SplitConfig(min_test=None, min_val=None)
+    assert cfg.min_test == {} and cfg.min_val == {}
+    labels = np.array([NORMAL] * 10 + [BACTERIAL] * 10)
+    splits = assign_splits(labels, np.arange(20), cfg)
+    assert set(splits) == {"train", "val", "test"}

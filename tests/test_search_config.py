@@ -103,6 +103,7 @@ def test_unknown_preset_key_is_an_error(tmp_path) -> None:
         (["--gpus-per-trial", "lots"], "gpus-per-trial"),
         (["--set", "space.colour=[red]"], "colour"),
         (["--preset", "gpu"], "--data"),
+        (["--set", "asha.grace_period=9"], "asha.grace_period 9 is more than the most epochs"),
     ],
 )
 def test_bad_configuration_exits_before_ray_starts(argv: list[str], message: str, tmp_path, capsys) -> None:

@@ -42,6 +42,9 @@ class SplitConfig:
     min_test: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("min_val", "min_test"):  # None (YAML null) means no minimums
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, {})
         fractions = (self.train, self.val, self.test)
         if any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6) or self.train <= 0:
             raise ValueError(f"split fractions must be >= 0, train > 0, and sum to 1; got {fractions}")
