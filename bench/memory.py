@@ -41,7 +41,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -52,7 +51,7 @@ from pathlib import Path
 
 import ray
 import ray._private.internal_api as ray_internal
-import torch
+from benchlib import machine, write_result
 
 from search import run
 
@@ -81,12 +80,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.size, args.images = 64, 600
     args.out = Path(args.out or RESULTS)
     return args
-
-
-def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
-            "memory_total_bytes": psutil.virtual_memory().total}
 
 
 def subset(src: Path, dest: Path, n: int) -> Path:
@@ -252,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
                            "batch_size": 32, "cpus_per_trial": 1, "images": args.images or "all",
                            "baseline_images": args.baseline_images,
                            "interval_s": args.interval},
-              "machine": machine(), "loadavg_start": [round(x, 2) for x in os.getloadavg()], "runs": {}}
+              "machine": machine(memory_total_bytes=psutil.virtual_memory().total),
+              "loadavg_start": [round(x, 2) for x in os.getloadavg()], "runs": {}}
     with tempfile.TemporaryDirectory(prefix="cxr-memory-") as tmp:
         work = Path(tmp)
         data = subset(Path(args.data), work / "data", args.images) if args.images else Path(args.data)
@@ -290,8 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["bench_wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(result, args.out)
     return result
 
 

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from benchlib import machine, write_result
 from torch.utils.data import DataLoader, Dataset
 
 from cxrmodels.data.augment import AugmentConfig, augment_batch
@@ -148,12 +146,6 @@ def bench_source(spec: str, args: argparse.Namespace, cache_dir: Path) -> dict:
     return row
 
 
-def machine() -> dict:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
-            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "opencv": cv2.__version__, "ray": importlib.metadata.version("ray")}
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.quick:
@@ -163,8 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     result = {"command": " ".join(["python", *sys.argv]), "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "quick": args.quick, "size": args.size, "batch_size": args.batch_size, "naive_workers": args.workers,
-              "epochs_per_side": args.epochs, "augment": vars(AugmentConfig()), "machine": machine(),
-              "loadavg_start": os.getloadavg(), "sources": []}
+              "epochs_per_side": args.epochs, "augment": vars(AugmentConfig()),
+              "machine": machine(opencv=cv2.__version__), "loadavg_start": os.getloadavg(), "sources": []}
     with tempfile.TemporaryDirectory(prefix="pipeline_speed-") as tmp:
         for spec in args.data:
             print(f"{spec}:", flush=True)
@@ -177,9 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["target_ratio"] = 20
     result["target_met"] = all(r["ratio_cached_over_naive"] >= 20 for r in result["sources"])
     result["wall_s"] = round(time.perf_counter() - start, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = write_result(result, args.out)
     print(f"wrote {out} ({result['wall_s']} s)")
     return result
 

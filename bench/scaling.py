@@ -34,7 +34,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ import time
 from pathlib import Path
 
 import ray
-import torch
+from benchlib import machine, write_result
 from ray import tune
 from ray.cluster_utils import Cluster
 
@@ -69,11 +68,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.trials, args.epochs = 4, 1
     args.out = Path(args.out or RESULTS)
     return args
-
-
-def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -214,8 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["bench_wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(result, args.out)
     return result
 
 

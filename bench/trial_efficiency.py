@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from benchlib import machine, write_result
 from torch.profiler import ProfilerActivity, profile
 
 from cxrmodels.data.dataset import prepare
@@ -154,12 +153,6 @@ def bench_one(spec: str, backbone: str, data: TrainData, args: argparse.Namespac
     return row
 
 
-def machine() -> dict:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
-            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "timm": importlib.metadata.version("timm"), "ray": importlib.metadata.version("ray")}
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.quick:
@@ -169,8 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     result = {"command": " ".join(["python", *sys.argv]), "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "quick": args.quick, "task": TASK, "size": args.size, "batch_size": args.batch_size,
-              "epochs_per_side": args.epochs, "device": "cpu", "machine": machine(),
-              "loadavg_start": os.getloadavg(), "runs": []}
+              "epochs_per_side": args.epochs, "device": "cpu",
+              "machine": machine(timm=importlib.metadata.version("timm")), "loadavg_start": os.getloadavg(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="trial_efficiency-") as tmp:
         for spec in args.data:
             data = train_data(spec, args.size, Path(tmp))
@@ -185,9 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["target_ratio"] = 0.90
     result["target_met"] = all(r["ratio_real_over_bare"] >= 0.90 for r in result["runs"])
     result["wall_s"] = round(time.perf_counter() - start, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = write_result(result, args.out)
     print(f"wrote {out} ({result['wall_s']} s)")
     return result
 
