@@ -224,7 +224,7 @@ def build_datasets(config: dict[str, Any], storage: str, name: str) -> dict[int,
     from cxrmodels.data.dataset import prepare, write_skipped_report
     from cxrmodels.data.preprocess import PreprocessConfig
     from cxrmodels.data.records import class_names
-    from cxrmodels.data.splits import SplitConfig, write_manifest
+    from cxrmodels.data.splits import SplitConfig, SplitMinimumsError, write_manifest
 
     data = str(config["data"])
     if data != "synthetic" and not Path(data).expanduser().exists():
@@ -246,8 +246,10 @@ def build_datasets(config: dict[str, Any], storage: str, name: str) -> dict[int,
             train_x, train_y = prepared.arrays("train", config["task"])
             val_x, val_y = prepared.arrays("val", config["task"])
         except (TypeError, ValueError, FileNotFoundError) as exc:
-            hint = ("; lower the minimums (e.g. --set split.min_test.NORMAL=50) or drop them "
-                    "(--set split.min_test=null --set split.min_val=null)") if "split minimums" in str(exc) else ""
+            hint = ""
+            if isinstance(exc, SplitMinimumsError):
+                hint = ("; lower the minimums (e.g. --set split.min_test.NORMAL=50) or drop them "
+                        "(--set split.min_test=null --set split.min_val=null)")
             raise SearchConfigError(f"cannot prepare the data {data} at {size} px: {exc}{hint}") from None
         if len(train_x) == 0 or len(val_x) == 0:
             raise SearchConfigError(f"the data {data} gives {len(train_x)} training and {len(val_x)} validation "

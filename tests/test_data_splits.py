@@ -13,6 +13,7 @@ from cxrmodels.data.records import BACTERIAL, NORMAL, VIRAL, Record
 from cxrmodels.data.sources import load_records
 from cxrmodels.data.splits import (
     SplitConfig,
+    SplitMinimumsError,
     assign_splits,
     content_hash,
     make_splits,
@@ -150,7 +151,7 @@ def test_bad_fractions() -> None:
 
 def test_kept_split_checks_minimums() -> None:
     records = [Record(f"/x/{i}", NORMAL, f"p{i}", split="test" if i < 3 else "train") for i in range(10)]
-    with pytest.raises(ValueError, match=r"test has 3 NORMAL \(needs 5\)"):
+    with pytest.raises(SplitMinimumsError, match=r"test has 3 NORMAL \(needs 5\)"):
         make_splits(records, SplitConfig(folds=0, min_test={NORMAL: 5}), keep_split=True)
 
 

@@ -25,6 +25,10 @@ from cxrmodels.data.sources import SPLITS
 
 log = logging.getLogger(__name__)
 
+
+class SplitMinimumsError(ValueError):
+    """The data cannot meet the per-class validation/test minimums asked for (``min_val`` / ``min_test``)."""
+
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "patient", "split", "fold")
 NO_FOLD = -1  # the fold of test rows, and of every row when folds are off
 
@@ -109,7 +113,7 @@ def _check_feasible(labels: np.ndarray, groups: np.ndarray, cfg: SplitConfig) ->
                 f"{len(active)} groups are needed to put one in each of {'/'.join(active)}")
         need = cfg.min_val.get(label, 0) + cfg.min_test.get(label, 0)
         if need and n_images < need + 1:
-            raise ValueError(
+            raise SplitMinimumsError(
                 f"class {label} has {n_images} usable image(s) but the split minimums need {need} "
                 f"(val {cfg.min_val.get(label, 0)} + test {cfg.min_test.get(label, 0)}) plus some for train")
 
@@ -143,7 +147,7 @@ def assign_splits(labels: Sequence[str], groups: np.ndarray, cfg: SplitConfig) -
             filled[split].update(labels[groups == g])
         for s in ("val", "test"):
             if filled[s][label] < getattr(cfg, f"min_{s}").get(label, 0):
-                raise ValueError(f"could not put {getattr(cfg, f'min_{s}')[label]} {label} images in {s} "
+                raise SplitMinimumsError(f"could not put {getattr(cfg, f'min_{s}')[label]} {label} images in {s} "
                                  f"(got {filled[s][label]} of {n}); lower the minimum or add data")
         if filled["train"][label] == 0:
             raise ValueError(f"class {label}: no patient group left for train ({n} images); add data or lower "
@@ -157,7 +161,7 @@ def check_minimums(labels: Sequence[str], splits: Sequence[str], cfg: SplitConfi
     short = [f"{s} has {counts[(s, label)]} {label} (needs {need})"
              for s in ("val", "test") for label, need in getattr(cfg, f"min_{s}").items() if counts[(s, label)] < need]
     if short:
-        raise ValueError("split minimums not met: " + "; ".join(short))
+        raise SplitMinimumsError("split minimums not met: " + "; ".join(short))
 
 
 def assign_folds(labels: Sequence[str], groups: np.ndarray, splits: Sequence[str], folds: int, seed: int) -> np.ndarray:
