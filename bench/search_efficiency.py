@@ -16,13 +16,19 @@ epoch range (ASHA max_t = the largest grid epoch count), ``--num-samples`` trial
 written once (seed 0) to a Kaggle-layout folder so every seed sees the same images; the chest_xray subset is every
 k-th file (sorted paths) of ../shared/data/chest_xray, copied to a Kaggle-layout folder, pooled and re-split.
 
+The grid is the same 36 configurations in every seed (only the trials' seed differs), so the spread of one
+configuration's best score over the seeds is the training noise. ``grid_seed_noise`` gives it pooled over the
+configurations, and the grid winners' scores under the other seeds (how much of "the grid's best" is a lucky draw);
+the headline is also given "within the seed noise" (the grid's best minus the pooled standard deviation of the
+configurations that never collapsed).
+
 From each trial's ``progress.csv`` the epochs of a search are put in time order (``timestamp``, then the trial's own
 ``time_total_s``) to give the best ``score`` so far (the objective, val_macro_f1, with collapsed epochs scored 0)
 against cumulative epochs trained over all trials and against wall time since the search started. Headline: the
 fraction of the grid's total epochs each ASHA search needed to first reach the grid's best score (same seed).
 
 Writes bench/results/search_efficiency.json (``--quick``: search_efficiency_quick.json) and a plot next to it.
-Not a test: it takes about 40 minutes on 2 cores (``--quick`` under 3).
+Not a test: it takes about 70 minutes on 2 cores (``--quick`` under 3).
 """
 
 from __future__ import annotations
@@ -139,6 +145,19 @@ def read_epochs(experiment: Path, start: float) -> pd.DataFrame:
     return df
 
 
+def read_trials(experiment: Path) -> list[dict]:
+    """Each trial's sampled parameters, best score and epochs trained."""
+    trials = []
+    for trial in sorted(experiment.glob("trial_*")):
+        progress = trial / "progress.csv"
+        if not progress.exists():
+            continue
+        scores = pd.read_csv(progress).drop_duplicates("epoch", keep="last")["score"]
+        trials.append({"params": json.loads((trial / "params.json").read_text()), "best_score": round(float(
+            scores.max()), 4), "epochs": int(len(scores))})
+    return trials
+
+
 def run_search(task: dict, strategy: str, seed: int, num_samples: int, work: Path) -> dict:
     from search.run import main as search_main
 
@@ -154,6 +173,7 @@ def run_search(task: dict, strategy: str, seed: int, num_samples: int, work: Pat
     return {"strategy": strategy, "seed": seed, "argv": argv, "trials": len(results),
             "status_counts": {k: int(v) for k, v in results["status"].value_counts().items()},
             "best_score": float(epochs["score"].max()), "total_epochs": int(len(epochs)), "wall_s": round(wall, 1),
+            "per_trial": read_trials(experiment),
             "curve": {"cum_epochs": epochs["cum_epochs"].tolist(), "wall_s": epochs["wall_s"].round(1).tolist(),
                       "best_so_far": epochs["best_so_far"].round(4).tolist()}}
 
@@ -190,6 +210,35 @@ def headline(runs: list[dict], tolerance: float = 0.0) -> dict:
     return out
 
 
+def config_key(params: dict) -> str:
+    return ", ".join(f"{k}={params[k]}" for k in sorted(params))
+
+
+def grid_seed_noise(runs: list[dict]) -> dict | None:
+    """The grid's training noise: each configuration's best score across the seeds (needs 2 or more seeds)."""
+    grids = [r for r in runs if r["strategy"] == "grid"]
+    if len(grids) < 2:
+        return None
+    scores: dict[str, list[float]] = {}
+    for run in grids:
+        for trial in run["per_trial"]:
+            scores.setdefault(config_key(trial["params"]), []).append(trial["best_score"])
+    scores = {k: v for k, v in scores.items() if len(v) == len(grids)}
+    never_collapsed = [v for v in scores.values() if min(v) > 0]
+    winners = {}
+    for run in grids:
+        best = max(run["per_trial"], key=lambda t: t["best_score"])
+        winners[f"seed {run['seed']}"] = {"config": config_key(best["params"]),
+                                          "scores_by_seed": scores.get(config_key(best["params"]))}
+    return {"configs": len(scores), "seeds": len(grids),
+            "pooled_sd_all": round(statistics.fmean(statistics.variance(v) for v in scores.values()) ** 0.5, 4),
+            "configs_never_collapsed": len(never_collapsed),
+            "pooled_sd_never_collapsed": round(statistics.fmean(statistics.variance(v) for v in never_collapsed)
+                                               ** 0.5, 4) if never_collapsed else None,
+            "configs_collapsed_in_some_seeds": sum(1 for v in scores.values() if min(v) == 0 < max(v)),
+            "grid_winners": winners}
+
+
 def plot(report: dict, path: Path) -> None:
     import matplotlib
 
@@ -221,6 +270,14 @@ def print_table(task: dict) -> None:
         print(f"{strategy}: reached the grid's best in {h['seeds_reached']}/{h['seeds']} seed(s); mean fraction of "
               f"the grid's epochs: {h['mean_fraction_of_grid_epochs']}; per seed "
               f"{[s['fraction_of_grid_epochs'] for s in h['per_seed']]}")
+    noise = task.get("grid_seed_noise")
+    if noise:
+        print(f"grid seed noise: pooled sd {noise['pooled_sd_all']} over {noise['configs']} configurations, "
+              f"{noise['pooled_sd_never_collapsed']} over the {noise['configs_never_collapsed']} that never collapsed; "
+              f"winners under every seed: {noise['grid_winners']}")
+    for strategy, h in task.get("within_seed_noise", {}).items():
+        print(f"{strategy} within the seed noise: {h['seeds_reached']}/{h['seeds']} seed(s), mean fraction "
+              f"{h['mean_fraction_of_grid_epochs']}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -253,6 +310,9 @@ def main(argv: list[str] | None = None) -> dict:
             task["headline"] = headline(task["runs"])
             task["within_0.01"] = {k: {kk: v[kk] for kk in ("seeds_reached", "seeds", "mean_fraction_of_grid_epochs")}
                                    for k, v in headline(task["runs"], 0.01).items()}
+            task["grid_seed_noise"] = noise = grid_seed_noise(task["runs"])
+            if noise and noise["pooled_sd_never_collapsed"]:
+                task["within_seed_noise"] = headline(task["runs"], noise["pooled_sd_never_collapsed"])
             task["wall_s"] = round(time.time() - task_start, 1)
             report["tasks"].append(task)
             print_table(task)
