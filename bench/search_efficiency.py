@@ -1,7 +1,7 @@
 """Search efficiency: ASHA + Optuna TPE vs random search + ASHA vs study B's full 36-run grid, on one fixed task.
 
     python bench/search_efficiency.py            # synthetic (300 images, 48 px) + chest_xray subset (64 px), 3 seeds
-    python bench/search_efficiency.py --quick    # 120 synthetic images, a 2x3x3 grid of 1-3 epochs, 1 seed
+    python bench/search_efficiency.py --quick    # 120 synthetic images, a 2x3x2 grid of 1-2 epochs, 1 seed
 
 Every search is a real ``search.run`` search (preset ``study-b-grid`` plus ``--set`` overrides), so the three
 strategies share the model (custom_cnn, no pretrained weights), image size, data, split (seed 0) and fixed settings:
@@ -68,12 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--xray-size", type=int, default=64)
     p.add_argument("--xray-epochs", type=int, nargs=3, default=[2, 4, 6], help="the grid's epoch counts")
     p.add_argument("--quick", action="store_true", help="120 synthetic images at 48 px, 2 optimizers x 3 lr x "
-                   "epochs [1, 2, 3], 6 ASHA trials, 1 seed")
+                   "epochs [1, 2], 4 ASHA trials, 1 seed")
     p.add_argument("--out", default=None, help="results JSON (default bench/results/search_efficiency[_quick].json)")
     args = p.parse_args(argv)
     if args.quick:
-        args.tasks, args.seeds, args.num_samples, args.optimizers = ["synthetic"], 1, 6, ["sgd_momentum", "adam"]
-        args.synthetic_n, args.synthetic_size, args.synthetic_epochs = 120, 48, [1, 2, 3]
+        args.tasks, args.seeds, args.num_samples, args.optimizers = ["synthetic"], 1, 4, ["sgd_momentum", "adam"]
+        args.synthetic_n, args.synthetic_size, args.synthetic_epochs = 120, 48, [1, 2]
     args.out = Path(args.out or RESULTS / f"search_efficiency{'_quick' if args.quick else ''}.json")
     return args
 
