@@ -63,9 +63,10 @@ class GpuUtilisation:
         self.samples: list[float] = []
 
     def _gpu_id(self) -> str:
+        """nvidia-smi's id of the GPU: torch's index, or its UUID where CUDA_VISIBLE_DEVICES renumbers the GPUs."""
         index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)  # robust to CUDA_VISIBLE_DEVICES
-        return f"GPU-{uuid}" if uuid is not None else str(index)
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+        return f"GPU-{uuid}" if os.environ.get("CUDA_VISIBLE_DEVICES") and uuid is not None else str(index)
 
     def __enter__(self) -> GpuUtilisation:
         if self.device.type == "cuda" and shutil.which("nvidia-smi"):
