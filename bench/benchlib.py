@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from cxrmodels.train.loop import resolve_device
+
 
 def _version(package: str) -> str | None:
     try:
@@ -38,7 +40,7 @@ def machine(device: str | torch.device = "cpu", **extra: Any) -> dict:
 
 def bench_device(name: str) -> torch.device:
     """``--device`` as a torch.device (``auto``: CUDA when available), refusing a GPU that torch cannot see."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    device = resolve_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {name}: torch {torch.__version__} sees no CUDA GPU on this machine")
     return device

@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import machine, write_result
 
 from cxrmodels.data.cache import default_workers, load_or_build
 from cxrmodels.data.dataset import prepare
@@ -75,16 +75,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         records = records[:60]
     result = {"data": args.data, "size": args.size, "preprocess": cfg.to_dict(), "quick": args.quick,
-              "workers": args.workers or default_workers(), "cpus": os.cpu_count(), "machine": platform.machine(),
-              "python": platform.python_version()}
+              "workers": args.workers or default_workers(), "machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
         result.update(time_cache(records, cfg, Path(tmp) / "cache", args.workers, args.repeats))
         if not args.quick:
             result.update(time_prepare(args.data, cfg, Path(tmp) / "prepare", args.workers))
     print(json.dumps(result, indent=1))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(result, args.out)
     return result
 
 

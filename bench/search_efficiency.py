@@ -37,7 +37,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -145,17 +144,12 @@ def read_epochs(experiment: Path, start: float) -> pd.DataFrame:
     return df
 
 
-def read_trials(experiment: Path) -> list[dict]:
-    """Each trial's sampled parameters, best score and epochs trained."""
-    trials = []
-    for trial in sorted(experiment.glob("trial_*")):
-        progress = trial / "progress.csv"
-        if not progress.exists():
-            continue
-        scores = pd.read_csv(progress).drop_duplicates("epoch", keep="last")["score"]
-        trials.append({"params": json.loads((trial / "params.json").read_text()), "best_score": round(float(
-            scores.max()), 4), "epochs": int(len(scores))})
-    return trials
+def read_trials(experiment: Path, epochs: pd.DataFrame) -> list[dict]:
+    """Each trial's sampled parameters, best score and epochs trained (from :func:`read_epochs`' frame)."""
+    per_trial = epochs.groupby("trial")["score"].agg(["max", "size"])
+    return [{"params": json.loads((experiment / trial / "params.json").read_text()),
+             "best_score": round(float(row["max"]), 4), "epochs": int(row["size"])}
+            for trial, row in per_trial.iterrows()]
 
 
 def run_search(task: dict, strategy: str, seed: int, num_samples: int, work: Path) -> dict:
@@ -173,7 +167,7 @@ def run_search(task: dict, strategy: str, seed: int, num_samples: int, work: Pat
     return {"strategy": strategy, "seed": seed, "argv": argv, "trials": len(results),
             "status_counts": {k: int(v) for k, v in results["status"].value_counts().items()},
             "best_score": float(epochs["score"].max()), "total_epochs": int(len(epochs)), "wall_s": round(wall, 1),
-            "per_trial": read_trials(experiment),
+            "per_trial": read_trials(experiment, epochs),
             "curve": {"cum_epochs": epochs["cum_epochs"].tolist(), "wall_s": epochs["wall_s"].round(1).tolist(),
                       "best_so_far": epochs["best_so_far"].round(4).tolist()}}
 
@@ -286,15 +280,14 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ["TMPDIR"] = os.environ["RAY_TMPDIR"] = str(work)
     tempfile.tempdir = None
     import ray
-    import torch
+    from benchlib import machine, write_result
 
     started = time.time()
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(work / "ray"), logging_level="WARNING")
     report: dict = {
         "command": " ".join([sys.executable.rsplit("/", 1)[-1], "bench/search_efficiency.py", *(argv or sys.argv[1:])]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine(),
-                    "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__},
+        "machine": machine(),
         "loadavg_start": os.getloadavg(),
         "settings": {"preset": "study-b-grid", "model": "custom_cnn (pretrained false)", "task": "binary",
                      "objective": "val_macro_f1 (score: collapsed epochs count 0)", "seeds": args.seeds,
@@ -317,8 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
             report["tasks"].append(task)
             print_table(task)
             report["wall_s"], report["loadavg_end"] = round(time.time() - started, 1), os.getloadavg()
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=1) + "\n")  # after every task: a crash keeps the rest
+            write_result(report, args.out)  # after every task: a crash keeps the rest
             plot(report, args.out.with_suffix(".png"))
     finally:
         ray.shutdown()

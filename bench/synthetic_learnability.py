@@ -15,13 +15,12 @@ property of the generator, not a pass/fail line.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchlib import machine, write_result
 
 from cxrmodels.data.dataset import prepare
 from cxrmodels.data.preprocess import PreprocessConfig
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     prepared = prepare(f"synthetic:{args.n}", PreprocessConfig(size=args.size), seed=0)
     print(prepared.summary())
     out: dict = {"n_images": args.n, "size": args.size, "optimizer": "adam 1e-3, batch 32, dropout 0.3",
-                 "machine": platform.processor() or platform.machine(), "results": {}}
+                 "machine": machine(), "results": {}}
     start = time.perf_counter()
     for task in args.tasks:
         train_x, train_y = prepared.arrays("train", task)
@@ -78,8 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
             out["results"][f"{backbone}/{task}"] = row
             print(backbone, task, {k: f"{v['mean']:.3f} +/- {v['std']:.3f}" for k, v in row.items()})
     out["seconds"] = round(time.perf_counter() - start, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    write_result(out, args.out)
     print(f"wrote {args.out} ({out['seconds']} s)")
     return out
 
