@@ -45,7 +45,7 @@ from cxrmodels.train.loop import (
     Trainer,
     _autocast,
     _to_model_layout,
-    build_model,
+    build_model_on,
     build_optimizer,
     trainable_param_groups,
 )
@@ -83,9 +83,7 @@ class Bare:
     def __init__(self, cfg: TrialConfig, n: int, device: torch.device) -> None:
         torch.manual_seed(cfg.seed)
         self.device = device
-        self.model = build_model(cfg).to(device)
-        if device.type == "cuda":  # as the Trainer does
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = build_model_on(cfg, device)  # as the Trainer places it
         self.optimizer = build_optimizer(cfg.optimizer, trainable_param_groups(self.model, cfg.weight_decay), cfg.lr)
         sizes = [min(cfg.batch_size, n - lo) for lo in range(0, n, cfg.batch_size)]
         sizes = [s for i, s in enumerate(sizes) if s > 1 or i == 0]  # train_one_epoch skips a trailing 1-image batch

@@ -99,6 +99,13 @@ def build_model(cfg: TrialConfig) -> CXRClassifier:
     )  # fmt: skip
 
 
+def build_model_on(cfg: TrialConfig, device: torch.device) -> CXRClassifier:
+    """:func:`build_model` on ``device``; on a GPU in channels_last, the layout :func:`_to_model_layout` gives the
+    batches there."""
+    model = build_model(cfg).to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
 def balanced_class_weights(y: np.ndarray, num_classes: int) -> torch.Tensor:
     """scikit-learn's "balanced" weights n / (k * count), so rarer classes weigh more (study A); 0 for absent ones."""
     counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes).astype(np.float64)
@@ -326,9 +333,7 @@ class Trainer:
         self.device = resolve_device(device or cfg.device)
         torch.manual_seed(cfg.seed)  # model init and dropout
         self.generator = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation draws
-        self.model = build_model(cfg).to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = build_model_on(cfg, self.device)
         self.train_x, self.val_x = to_device_once(data.train_x, self.device), to_device_once(data.val_x, self.device)
         self.train_y = torch.as_tensor(data.train_y, dtype=torch.long).to(self.device)
         self.val_y = torch.as_tensor(data.val_y, dtype=torch.long)
