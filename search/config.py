@@ -276,10 +276,9 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         problem = _check_trial_value(config, "task", config["task"])
         if problem:
             problems.append(problem)
-    if not problems and config["scheduler"] == "asha" and asha.get("grace_period", 1) > max_epochs(config):
+    if not problems and config["scheduler"] == "asha" and asha.get("grace_period", 1) > (cap := max_epochs(config)):
         problems.append(f"asha.grace_period {asha['grace_period']} is more than the most epochs a trial may run "
-                        f"({max_epochs(config)}): lower it (--set asha.grace_period={max_epochs(config)}) or allow "
-                        "more epochs (--max-epochs)")
+                        f"({cap}): lower it (--set asha.grace_period={cap}) or allow more epochs (--max-epochs)")
     if problems:
         raise SearchConfigError("invalid search configuration: " + "; ".join(dict.fromkeys(problems)))
     config["mode"] = objective_mode(config)

@@ -148,7 +148,7 @@ def assign_splits(labels: Sequence[str], groups: np.ndarray, cfg: SplitConfig) -
         for s in ("val", "test"):
             if filled[s][label] < getattr(cfg, f"min_{s}").get(label, 0):
                 raise SplitMinimumsError(f"could not put {getattr(cfg, f'min_{s}')[label]} {label} images in {s} "
-                                 f"(got {filled[s][label]} of {n}); lower the minimum or add data")
+                                         f"(got {filled[s][label]} of {n}); lower the minimum or add data")
         if filled["train"][label] == 0:
             raise ValueError(f"class {label}: no patient group left for train ({n} images); add data or lower "
                              "the val/test fractions")
