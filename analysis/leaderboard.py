@@ -20,8 +20,8 @@ from analysis.experiment import CONFIG_PREFIX, Experiment
 
 log = logging.getLogger(__name__)
 
-LEAD = ("rank", "trial_id", "status", "failure_reason", "collapsed", "objective", "best_objective", "best_epoch",
-        "epochs_run", "max_epochs", "time_total_s")
+LEAD = ("rank", "trial_id", "status", "failure_reason", "collapsed", "collapsed_epochs", "one_class", "objective",
+        "mode", "best_objective", "best_epoch", "epochs_run", "max_epochs", "time_total_s")
 SHOWN_CONFIG = ("backbone", "optimizer", "lr", "batch_size", "epochs", "image_size", "dropout", "weight_decay")
 
 
@@ -29,9 +29,9 @@ def winner_rule(k: int, objective: str, mode: str, allow_collapsed: bool = False
     """The rule in words, for the report."""
     order = "highest" if mode == "max" else "lowest"
     excluded = "failed trials and trials without a score are excluded"
-    excluded += ("; collapsed trials (one class predicted at their best epoch) are allowed only because "
-                 "--allow-collapsed was given" if allow_collapsed else
-                 "; collapsed trials (one class predicted at their best epoch) are excluded")
+    collapsed = "collapsed trials (every epoch near-constant or at validation AUROC near 0.5)"
+    excluded += (f"; {collapsed} are allowed only because --allow-collapsed was given" if allow_collapsed else
+                 f"; {collapsed} are excluded")
     return (f"Winners: the top {k} trials by their best validation {objective} over epochs ({order} first); "
             f"{excluded}. Ties keep the search's rank order.")
 
@@ -67,7 +67,8 @@ def build_leaderboard(exp: Experiment, winners: pd.DataFrame | None = None) -> p
         if not prog.empty and pd.notna(best_epoch) and (prog["epoch"] == best_epoch).any():
             at = prog.loc[prog["epoch"] == best_epoch].iloc[-1]
             row.update({f"best_{m}": at[m] for m in ("val_loss", "val_accuracy", "val_macro_f1", "val_auc",
-                                                     "train_loss", "train_accuracy") if m in at})
+                                                     "val_best_balanced_accuracy", "train_loss", "train_accuracy")
+                        if m in at})
         best_rows.append(row)
     res = res.merge(pd.DataFrame(best_rows), on="trial_id", how="left")
     winner_ids = list(winners["trial_id"]) if winners is not None else []
@@ -80,13 +81,18 @@ def build_leaderboard(exp: Experiment, winners: pd.DataFrame | None = None) -> p
     return res[lead + best + last + config + rest]
 
 
-def top_table(board: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The compact view printed in the terminal and shown in the report."""
-    cols = [c for c in ("winner", "rank", "trial_id", "status", "collapsed", "best_objective", "best_epoch",
-                        "epochs_run", "time_total_s") if c in board]
+def objective_label(objective: str, mode: str) -> str:
+    """A score's column title: the objective's name and its direction (``best val_auc (higher is better)``)."""
+    return f"best {objective} ({'higher' if mode == 'max' else 'lower'} is better)"
+
+
+def top_table(board: pd.DataFrame, k: int, objective: str, mode: str) -> pd.DataFrame:
+    """The compact view printed in the terminal and shown in the report; the score column names the objective."""
+    cols = [c for c in ("winner", "rank", "trial_id", "status", "collapsed", "one_class", "best_objective",
+                        "best_epoch", "epochs_run", "time_total_s") if c in board]
     cols += [f"{CONFIG_PREFIX}{c}" for c in SHOWN_CONFIG if f"{CONFIG_PREFIX}{c}" in board]
     view = board[cols].head(k).rename(columns=lambda c: c.removeprefix(CONFIG_PREFIX))
-    return view
+    return view.rename(columns={"best_objective": objective_label(objective, mode)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     board.to_csv(out / "leaderboard.csv", index=False)
     print(winner_rule(args.top_k, exp.objective, exp.mode, args.allow_collapsed))
-    print(top_table(board, args.show).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    view = top_table(board, args.show, exp.objective, exp.mode)
+    print(view.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"status: {board['status'].value_counts().to_dict()}; winners: {list(winners['trial_id'])}")
     print(f"leaderboard written to {out / 'leaderboard.csv'}")
     return 0

@@ -206,7 +206,7 @@ def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[s
     rep.h("Leaderboard")
     rep.p(f"Status counts: {board['status'].value_counts().to_dict()}; collapsed trials: "
           f"{int(board['collapsed'].astype(str).str.lower().isin(('true', '1')).sum())}. Full table: leaderboard.csv.")
-    rep.table(top_table(board, max(10, args.top_k)))
+    rep.table(top_table(board, max(10, args.top_k), exp.objective, exp.mode))
     rep.p(winner_rule(args.top_k, exp.objective, exp.mode, args.allow_collapsed))
     rep.h("The search")
     captions = {"learning_curves": "Train/val loss and accuracy of every trial; winners in colour",

@@ -23,7 +23,7 @@ the headline is also given "within the seed noise" (the grid's best minus the po
 configurations that never collapsed).
 
 From each trial's ``progress.csv`` the epochs of a search are put in time order (``timestamp``, then the trial's own
-``time_total_s``) to give the best ``score`` so far (the objective, val_macro_f1, with collapsed epochs scored 0)
+``time_total_s``) to give the best ``score`` so far (the objective: the preset's, val_auc, collapsed epochs included)
 against cumulative epochs trained over all trials and against wall time since the search started. Headline: the
 fraction of the grid's total epochs each ASHA search needed to first reach the grid's best score (same seed).
 
@@ -136,7 +136,8 @@ def read_epochs(experiment: Path, start: float) -> pd.DataFrame:
     frames = []
     for csv in sorted(experiment.glob("trial_*/progress.csv")):
         df = pd.read_csv(csv).drop_duplicates("epoch", keep="last")
-        frames.append(df.assign(trial=csv.parent.name)[["trial", "epoch", "score", "timestamp", "time_total_s"]])
+        columns = ["trial", "epoch", "score", "val_collapsed", "timestamp", "time_total_s"]
+        frames.append(df.assign(trial=csv.parent.name)[columns])
     df = pd.concat(frames).sort_values(["timestamp", "time_total_s"], kind="stable").reset_index(drop=True)
     df["cum_epochs"] = range(1, len(df) + 1)
     df["best_so_far"] = df["score"].cummax()
@@ -145,11 +146,13 @@ def read_epochs(experiment: Path, start: float) -> pd.DataFrame:
 
 
 def read_trials(experiment: Path, epochs: pd.DataFrame) -> list[dict]:
-    """Each trial's sampled parameters, best score and epochs trained (from :func:`read_epochs`' frame)."""
-    per_trial = epochs.groupby("trial")["score"].agg(["max", "size"])
+    """Each trial's sampled parameters, best score, epochs trained and whether every epoch collapsed (from
+    :func:`read_epochs`' frame)."""
+    per_trial = epochs.groupby("trial").agg(best=("score", "max"), size=("score", "size"),
+                                            collapsed=("val_collapsed", "min"))
     return [{"params": json.loads((experiment / trial / "params.json").read_text()),
-             "best_score": round(float(row["max"]), 4), "epochs": int(row["size"])}
-            for trial, row in per_trial.iterrows()]
+             "best_score": round(float(row["best"]), 4), "epochs": int(row["size"]),
+             "collapsed": bool(row["collapsed"])} for trial, row in per_trial.iterrows()]
 
 
 def run_search(task: dict, strategy: str, seed: int, num_samples: int, work: Path) -> dict:
@@ -214,11 +217,14 @@ def grid_seed_noise(runs: list[dict]) -> dict | None:
     if len(grids) < 2:
         return None
     scores: dict[str, list[float]] = {}
+    collapsed: dict[str, bool] = {}
     for run in grids:
         for trial in run["per_trial"]:
-            scores.setdefault(config_key(trial["params"]), []).append(trial["best_score"])
+            key = config_key(trial["params"])
+            scores.setdefault(key, []).append(trial["best_score"])
+            collapsed[key] = collapsed.get(key, False) or trial.get("collapsed", trial["best_score"] == 0)
     scores = {k: v for k, v in scores.items() if len(v) == len(grids)}
-    never_collapsed = [v for v in scores.values() if min(v) > 0]
+    never_collapsed = [v for k, v in scores.items() if not collapsed[k]]
     winners = {}
     for run in grids:
         best = max(run["per_trial"], key=lambda t: t["best_score"])
@@ -229,7 +235,7 @@ def grid_seed_noise(runs: list[dict]) -> dict | None:
             "configs_never_collapsed": len(never_collapsed),
             "pooled_sd_never_collapsed": round(statistics.fmean(statistics.variance(v) for v in never_collapsed)
                                                ** 0.5, 4) if never_collapsed else None,
-            "configs_collapsed_in_some_seeds": sum(1 for v in scores.values() if min(v) == 0 < max(v)),
+            "configs_collapsed_in_some_seeds": sum(1 for k in scores if collapsed[k]),
             "grid_winners": winners}
 
 
@@ -247,7 +253,8 @@ def plot(report: dict, path: Path) -> None:
             ax.step(c["cum_epochs"], c["best_so_far"], where="post", color=colours[run["strategy"]], alpha=0.8,
                     label=f"{run['strategy']} seed {run['seed']}")
         ax.set(title=f"{task['task']} ({task['size']} px, grid epochs {task['grid_epochs']})",
-               xlabel="cumulative epochs (all trials)", ylabel="best val score so far (macro-F1)")
+               xlabel="cumulative epochs (all trials)",
+               ylabel=f"best val score so far ({report['settings']['objective']})")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -290,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine(),
         "loadavg_start": os.getloadavg(),
         "settings": {"preset": "study-b-grid", "model": "custom_cnn (pretrained false)", "task": "binary",
-                     "objective": "val_macro_f1 (score: collapsed epochs count 0)", "seeds": args.seeds,
+                     "objective": "val_auc", "seeds": args.seeds,
                      "asha_num_samples": args.num_samples, "asha": "grace_period 1, reduction_factor 2 (defaults)",
                      "max_concurrent_trials": 2, "cpus_per_trial": 1},
         "tasks": [],

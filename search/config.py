@@ -8,12 +8,15 @@ driver can check before a trial starts, and raises :class:`SearchConfigError` wi
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+logger = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -37,9 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "preprocess": {},  # PreprocessConfig keywords other than size (resize_mode, clahe, blur, ...)
     "split": {},  # SplitConfig keywords (fractions, per-class minimums, seed)
     "task": "binary",
-    "objective": "val_macro_f1",
+    "objective": "val_auc",  # threshold-free and continuous; chosen by measurement (docs/search.md)
     "mode": None,  # None: min for losses, max otherwise
-    "collapsed_is_worst": True,  # rank an epoch that predicts one class as the worst score (ASHA, Optuna, checkpoints)
     "searcher": "optuna",
     "scheduler": "asha",
     "num_samples": 8,
@@ -56,8 +58,29 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Settings that no longer exist, with what replaced them: named in the error, dropped from an old experiment on resume.
+REMOVED_KEYS: dict[str, str] = {
+    "collapsed_is_worst": "the search score is now the objective itself, collapsed epochs included (a continuous "
+                          "objective never ties them); collapse is reported in results.csv and never wins",
+}
+
+
 class SearchConfigError(ValueError):
     """A configuration problem found before any trial starts; the message is meant for the user as is."""
+
+
+def _unknown_keys_message(where: str, unknown: list[str]) -> str:
+    removed = [f"{key} was removed: {REMOVED_KEYS[key]}" for key in unknown if key in REMOVED_KEYS]
+    return (f"{where} {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}" + ("; " if removed else "")
+            + "; ".join(removed))
+
+
+def drop_removed_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """An experiment saved by an older version may hold settings that no longer exist; they are dropped, logged."""
+    for key in REMOVED_KEYS:
+        if key in config:
+            logger.warning("ignoring the saved setting %s=%r: %s", key, config.pop(key), REMOVED_KEYS[key])
+    return config
 
 
 def list_presets() -> list[str]:
@@ -107,9 +130,7 @@ def load_preset(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any
         base = copy.deepcopy(DEFAULTS)
     unknown = sorted(set(data) - set(DEFAULTS))
     if unknown:
-        raise SearchConfigError(
-            f"preset {path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(DEFAULTS)}"
-        )
+        raise SearchConfigError(_unknown_keys_message(f"preset {path}: unknown key(s)", unknown))
     merged = _deep_merge(base, data)
     merged["preset"] = path.stem if path.parent == PRESET_DIR else str(path.resolve())
     return merged
@@ -140,7 +161,7 @@ def apply_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
     """Overrides win; nested keys merge (``space.lr.high`` changes only the upper bound of lr)."""
     unknown = sorted(set(overrides) - set(DEFAULTS) - {"preset"})
     if unknown:
-        raise SearchConfigError(f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(DEFAULTS)}")
+        raise SearchConfigError(_unknown_keys_message("unknown setting(s)", unknown))
     out = copy.deepcopy(dict(config))
     for key, value in overrides.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):

@@ -3,7 +3,10 @@
 Status is one of ``completed`` (ran to its own epoch cap or stopped itself early), ``stopped_early`` (stopped by
 ASHA), ``stopped`` (stopped by a stopper without a scheduler), ``failed`` (diverged loss, out-of-memory, or an
 exception; ``failure_reason`` says which) and ``interrupted`` (the search was interrupted; ``--resume`` goes on).
-Collapsed trials (predicting one class, ``val_collapsed``) are kept in the table, flagged, and never ranked.
+Collapsed trials (``val_collapsed`` at every epoch: near-constant output, or validation AUROC near 0.5) are kept in
+the table, flagged, and never ranked. A trial's best epoch is its best non-collapsed one; ``collapsed_epochs`` counts
+the others, and ``one_class`` says the best epoch's arg-max predicts a single class (a threshold can fix that; it is
+not collapse). ``objective`` and ``mode`` name the figure in ``best_objective`` and its direction.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from search.trainable import SCORE
 logger = logging.getLogger(__name__)
 
 LAST_METRICS: tuple[str, ...] = (
-    "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_auc", "train_loss",
+    "val_loss", "val_accuracy", "val_balanced_accuracy", "val_best_balanced_accuracy", "val_macro_f1", "val_auc",
+    "train_loss",
 )
 LEAD_COLUMNS: tuple[str, ...] = (
-    "rank", "trial_id", "status", "failure_reason", "collapsed", "objective", "best_objective", "best_epoch",
-    "epochs_run", "max_epochs", "time_total_s", "node_id", "trial_path", "best_checkpoint", "latest_checkpoint",
+    "rank", "trial_id", "status", "failure_reason", "collapsed", "collapsed_epochs", "one_class", "objective", "mode",
+    "best_objective", "best_epoch", "epochs_run", "max_epochs", "time_total_s", "node_id", "trial_path",
+    "best_checkpoint", "latest_checkpoint",
 )
 PARAM_COLUMNS: tuple[str, ...] = ("backbone", "optimizer", "lr", "batch_size", "epochs", "image_size", "dropout",
                                   "weight_decay", "freeze_epochs", "finetune_blocks", "finetune_lr_ratio")
@@ -92,6 +97,23 @@ def _status(last: Mapping[str, Any], error: Any, tune_status: str | None, schedu
     return ("stopped_early" if scheduler == "asha" else "stopped"), ""
 
 
+def best_epoch_row(history: pd.DataFrame, objective: str, mode: str) -> tuple[dict[str, Any], int]:
+    """The trial's best epoch by the objective among its non-collapsed epochs (among all when every epoch collapsed,
+    so a fully collapsed trial still shows its best figure, flagged), and the number of collapsed epochs."""
+    if objective not in history.columns or history.empty:
+        return {}, 0
+    values = pd.to_numeric(history[objective], errors="coerce")
+    collapsed = (history["val_collapsed"].fillna(0).astype(bool) if "val_collapsed" in history
+                 else pd.Series(False, index=history.index))
+    pool = values[~collapsed & values.notna()]
+    if pool.empty:
+        pool = values.dropna()
+    if pool.empty:
+        return {}, int(collapsed.sum())
+    index = pool.idxmax() if mode == "max" else pool.idxmin()
+    return history.loc[index].to_dict(), int(collapsed.sum())
+
+
 def trial_row(result: Any, search_config: Mapping[str, Any], tune_status: str | None, base: Mapping[str, Any]) -> dict:
     """One row of results.csv from one ``ray.tune.Result``."""
     objective, mode = search_config["objective"], search_config["mode"]
@@ -102,30 +124,30 @@ def trial_row(result: Any, search_config: Mapping[str, Any], tune_status: str | 
     trial_id = last.get("trial_id") or _trial_id_from_path(result.path)
     status, reason = _status(last, result.error, tune_status, search_config["scheduler"])
 
-    # The best epoch by the search score (the objective, with collapsed epochs ranked worst), reported as the objective.
-    best_value, best_epoch, best_row = math.nan, math.nan, {}
-    rank_by = SCORE if SCORE in history.columns else objective
-    if rank_by in history.columns and objective in history.columns and len(history):
-        values = pd.to_numeric(history[rank_by], errors="coerce")
-        if values.notna().any():
-            index = values.idxmax() if mode == "max" else values.idxmin()
-            best_row = history.loc[index].to_dict()
-            best_value, best_epoch = float(best_row[objective]), best_row.get("epoch", math.nan)
-    collapsed = bool(best_row.get("val_collapsed", 0))  # the trial's best model predicts one class
+    best_row, collapsed_epochs = best_epoch_row(history, objective, mode)
+    best_value = float(best_row[objective]) if best_row else math.nan
+    best_epoch = best_row.get("epoch", math.nan) if best_row else math.nan
+    collapsed = bool(best_row.get("val_collapsed", 0))  # every epoch of the trial is collapsed
 
     config = trial_dict(base, result.config or {})  # exactly the keys the trial's TrialConfig received
     best_ckpt = None
-    if result.best_checkpoints:
-        scored = [(c, m) for c, m in result.best_checkpoints if _finite(m.get(rank_by))]
-        if scored:
+    if result.best_checkpoints:  # the best epoch's own checkpoint; else (not kept) the best by score
+        same_epoch = [c for c, m in result.best_checkpoints if m.get("epoch") == best_epoch]
+        scored = [(c, m) for c, m in result.best_checkpoints if _finite(m.get(SCORE))]
+        if same_epoch:
+            best_ckpt = same_epoch[0]
+        elif scored:
             pick = max if mode == "max" else min
-            best_ckpt = pick(scored, key=lambda cm: cm[1][rank_by])[0]
+            best_ckpt = pick(scored, key=lambda cm: cm[1][SCORE])[0]
     row: dict[str, Any] = {
         "trial_id": trial_id,
         "status": status,
         "failure_reason": reason,
         "collapsed": collapsed,
+        "collapsed_epochs": collapsed_epochs,
+        "one_class": bool(best_row.get("val_one_class", 0)),
         "objective": objective,
+        "mode": mode,
         "best_objective": best_value,
         "best_epoch": best_epoch,
         "epochs_run": int(history["epoch"].max()) if "epoch" in history.columns and len(history) else 0,
@@ -174,7 +196,9 @@ def format_top_k(table: pd.DataFrame, k: int) -> str:
     counts = table["status"].value_counts().to_dict()
     flags = int(table["collapsed"].sum())
     objective = table["objective"].iloc[0]
-    lines = [f"top {len(top)} trials by {objective} (failed and collapsed trials are not ranked):",
+    direction = "higher" if table["mode"].iloc[0] == "max" else "lower"
+    lines = [f"top {len(top)} trials by {objective}, best_objective ({direction} is better; failed and collapsed "
+             "trials are not ranked):",
              shown.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(top) else "(none usable)",
              "trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; {flags} collapsed"]
     failed = table[table["status"] == "failed"]

@@ -353,8 +353,7 @@ def build_trainable(config: dict[str, Any], datasets: dict[int, dict[str, Any]],
     from search.trainable import train_cxr
 
     trainable = tune.with_parameters(train_cxr, base=constant_trial_keys(config), datasets=datasets,
-                                     objective=config["objective"], mode=config["mode"],
-                                     collapsed_is_worst=bool(config["collapsed_is_worst"]))
+                                     objective=config["objective"])
     return tune.with_resources(trainable, resources)
 
 
@@ -368,8 +367,8 @@ def build_reporter(config: dict[str, Any]) -> Any:
     else:  # only keys every trial samples (a missing column breaks Tune's reporter)
         searched = {k for k, v in config["space"].items() if isinstance(v, list) or search_config.is_range(v)}
     return tune.CLIReporter(
-        metric_columns={objective: objective.removeprefix("val_"), SCORE: SCORE, "epoch": "ep", "val_loss": "val_loss",
-                        "val_collapsed": "collapsed", "failed": "failed"},
+        metric_columns={objective: f"{objective.removeprefix('val_')}({config['mode']})", "epoch": "ep",
+                        "val_loss": "val_loss", "val_collapsed": "collapsed", "failed": "failed"},
         parameter_columns=[p for p in params if p in searched],
         sort_by_metric=True, max_report_frequency=20, max_progress_rows=15,
     )
@@ -464,7 +463,7 @@ def load_resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, s
         raise SearchConfigError(f"cannot resume {folder}: no {CONFIG_FILE} there (is it an experiment folder?)")
     import yaml
 
-    config = yaml.safe_load(text)
+    config = search_config.drop_removed_keys(yaml.safe_load(text))
     return search_config.validate(config), storage, name
 
 

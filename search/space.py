@@ -92,16 +92,15 @@ def build_searcher(config: Mapping[str, Any]) -> Any:
 
         return BasicVariantGenerator(random_state=seed)
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     if config["searcher"] == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, config["num_samples"] // 3)))
+    from search.optuna_searcher import TrialOptunaSearch
     from search.trainable import SCORE
 
-    return OptunaSearch(space=build_define_by_run(config), metric=SCORE, mode=config["mode"],
-                        sampler=sampler)
+    return TrialOptunaSearch(space=build_define_by_run(config), metric=SCORE, mode=config["mode"], sampler=sampler)
 
 
 def build_param_space(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,10 +12,13 @@ Checkpoints. Every epoch reports a checkpoint folder (Tune's ``<trial>/checkpoin
   what analysis loads with ``cxrmodels.train.checkpoint.load_model``;
 - ``metrics.json``: that epoch's metrics.
 
-Every result also carries ``score``: the objective, or the worst possible value when the epoch predicts one class
-(``val_collapsed``; study B's majority-class collapse scores a deceptively good F1) or the trial failed. Tune's
-metric, ASHA, Optuna and checkpoint retention all rank by ``score``, so a collapsed model is never preferred; the
-objective itself is reported unchanged.
+Every result also carries ``score``: what Tune's metric, ASHA, Optuna and checkpoint retention rank by. It is the
+objective itself (``val_auc`` by default: threshold-free and continuous, chosen by measurement, see docs/search.md),
+collapsed epochs included, so two trials at the same epoch never tie at a placeholder and ASHA's rung cutoffs are
+real values. Collapse (``val_collapsed``: near-constant output or validation AUROC near 0.5) is reported beside it;
+the results table and the analysis never make a collapsed trial a winner. An epoch whose objective is not finite
+(a failed trial) scores NaN: ASHA's cutoffs skip NaN (``nanpercentile``) and
+:class:`search.optuna_searcher.TrialOptunaSearch` never passes it to Optuna.
 
 The run keeps ``CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="score")``: Tune keeps the single
 best checkpoint by score **and never deletes the latest one**, so at most two folders per trial exist on
@@ -23,8 +26,8 @@ disk, the best one is there for analysis and the latest one for resume. Checkpoi
 cheaper but would make a resumed trial repeat (and re-report) every epoch after its best one.
 
 Failures. A loss that turns NaN/inf (``NonFiniteLossError``) or a CUDA out-of-memory ends the trial cleanly: one last
-report with ``failed=1``, ``failure_reason`` and the worst possible objective (0 for a maximised metric, a large
-finite loss for a minimised one), so ASHA and Optuna see a bad trial, never a NaN, and the search goes on. Any other
+report with ``failed=1``, ``failure_reason`` and a NaN score, so ASHA's cutoffs ignore it, Optuna records the trial
+as FAIL (no made-up value) and the search goes on. Any other
 exception propagates: Tune marks the trial ERROR (retried ``max_failures`` times from its last checkpoint), Optuna
 records it as FAIL, and the results table shows the exception.
 """
@@ -48,12 +51,12 @@ logger = logging.getLogger(__name__)
 TRAINER_STATE = "trainer_state.pt"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
-WORST_LOSS = 1.0e6
 SCORE = "score"  # what Tune, ASHA, Optuna and checkpoint retention rank by
 
 
-def worst_objective(mode: str) -> float:
-    return 0.0 if mode == "max" else WORST_LOSS
+def score_of(value: Any) -> float:
+    """The objective as the search score: the value itself when finite, NaN otherwise (never a placeholder)."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
 
 
 def _plain(value: Any) -> Any:
@@ -154,8 +157,6 @@ def train_cxr(
     base: Mapping[str, Any],
     datasets: Mapping[int, Mapping[str, Any]],
     objective: str,
-    mode: str,
-    collapsed_is_worst: bool = True,
 ) -> None:
     """One trial. ``config`` holds the sampled keys, ``base`` the constant ones, ``datasets`` the uint8 train/val
     arrays per image size (put in the object store once by ``tune.with_parameters``; never the test split)."""
@@ -190,14 +191,10 @@ def train_cxr(
         except Exception as exc:  # noqa: BLE001 - only the two "bad configuration" failures end cleanly
             if not (isinstance(exc, NonFiniteLossError) or _is_oom(exc)):
                 raise
-            _report_failure(trainer, exc, objective, mode, node_id)
+            _report_failure(trainer, exc, objective, node_id)
             return
         metrics = {key: _plain(value) for key, value in metrics.items()}
-        value = metrics.get(objective)
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            metrics[objective] = worst_objective(mode)
-        collapsed = collapsed_is_worst and bool(metrics.get("val_collapsed"))
-        metrics[SCORE] = worst_objective(mode) if collapsed else metrics[objective]
+        metrics[SCORE] = score_of(metrics.get(objective))
         metrics.pop("done", None)  # Tune's reserved key; "finished" says the same
         metrics.update(failed=0, failure_reason="", finished=int(bool(trainer.done)), node_id=node_id)
         if trainer.done and trainer.stopped_early and cfg.early_stopping_patience > 0:
@@ -210,7 +207,7 @@ def train_cxr(
             _report(metrics, folder)
 
 
-def _report_failure(trainer: Any, exc: BaseException, objective: str, mode: str, node_id: str) -> None:
+def _report_failure(trainer: Any, exc: BaseException, objective: str, node_id: str) -> None:
     """End the trial with a flagged, finite result, and give the GPU memory back before the actor goes."""
     reason = f"{type(exc).__name__}: {exc}".strip()[:500]
     logger.warning("trial failed: %s", reason)
@@ -223,5 +220,5 @@ def _report_failure(trainer: Any, exc: BaseException, objective: str, mode: str,
             torch.cuda.empty_cache()
     except Exception:  # noqa: BLE001
         pass
-    _report({"epoch": epoch, objective: worst_objective(mode), SCORE: worst_objective(mode), "failed": 1,
+    _report({"epoch": epoch, objective: math.nan, SCORE: math.nan, "failed": 1,
              "failure_reason": reason, "finished": 1, "node_id": node_id})

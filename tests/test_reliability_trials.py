@@ -1,5 +1,6 @@
 """Failing trials: a non-finite loss, a CUDA out-of-memory and an exception, injected into some trials of an Optuna
-search; each is recorded as failed with its reason, the healthy trial finishes, Optuna never sees a NaN."""
+search; each is recorded as failed with its reason, the healthy trial finishes, Optuna never sees a NaN or a
+placeholder: a failed trial is FAIL there, with no value."""
 
 from __future__ import annotations
 
@@ -53,21 +54,28 @@ def test_injected_faults_are_recorded_and_the_search_goes_on(ray_with_fault_hook
         assert reason in str(row["failure_reason"]), (fault, row["failure_reason"])
         assert pd.isna(row["rank"])
 
-    # The searcher: a COMPLETE trial with a finite value, or FAIL (the exception); never a NaN.
+    # The searcher: the healthy trial COMPLETE with its last score; each failed one FAIL with no value (no NaN, no
+    # placeholder); its first epoch's finite score is an intermediate value, the failure report's NaN is not.
     with open(next(experiment.glob("searcher-state-*.pkl")), "rb") as fh:
         study = pickle.load(fh)["_ot_study"]
     states = sorted(t.state.name for t in study.trials)
-    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"], states
-    values = [t.value for t in study.trials if t.state.name == "COMPLETE"]
-    assert all(v is not None and math.isfinite(v) for v in values), values
-    for trial_dir in experiment.glob("trial_*"):  # every reported score finite
-        assert pd.read_csv(trial_dir / "progress.csv")["score"].map(math.isfinite).all()
+    assert states == ["COMPLETE", "FAIL", "FAIL", "FAIL"], states
+    complete = next(t for t in study.trials if t.state.name == "COMPLETE")
+    progress = pd.read_csv(experiment / healthy["trial_path"].rsplit("/", 1)[-1] / "progress.csv")
+    assert complete.value == pytest.approx(progress["score"].iloc[-1])
+    assert all(t.value is None for t in study.trials if t.state.name == "FAIL")
+    for t in study.trials:
+        assert all(math.isfinite(v) for v in t.intermediate_values.values()), t.intermediate_values
+    for trial_dir in experiment.glob("trial_*"):  # every epoch's score finite; a failure report's is NaN
+        progress = pd.read_csv(trial_dir / "progress.csv")
+        ok = progress["failed"].fillna(0) == 0
+        assert progress.loc[ok, "score"].map(math.isfinite).all() and progress.loc[~ok, "score"].isna().all()
 
     where = "tests/test_reliability_trials.py::test_injected_faults_are_recorded_and_the_search_goes_on"
     how = {"nan": "a weight set to NaN before epoch 2 (the loss turns NaN)",
            "oom": "torch.OutOfMemoryError raised before epoch 2", "exception": "RuntimeError raised before epoch 2"}
-    searcher = {"nan": "Optuna COMPLETE with the worst score (finite)", "oom": "Optuna COMPLETE with the worst score "
-                "(finite)", "exception": "Optuna FAIL (no value)"}
+    searcher = {"nan": "Optuna FAIL (no value, no placeholder)", "oom": "Optuna FAIL (no value, no placeholder)",
+                "exception": "Optuna FAIL (no value)"}
     for fault in expected:
         reason = str(table.loc[fault, "failure_reason"])[:120]
         record("Failing trials", {"nan": "non-finite loss", "oom": "CUDA out of memory", "exception":

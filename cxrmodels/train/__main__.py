@@ -39,7 +39,7 @@ class UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cxrmodels.train", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="'synthetic', a Kaggle/class-folder directory, or a CSV manifest")
+    p.add_argument("--data", help="'synthetic', a Kaggle/class-folder directory, or a CSV manifest (required)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<backbone>-<time>)")
     p.add_argument("--task", choices=TASKS)
     p.add_argument("--backbone", help="a registered backbone (see --list-backbones) or timm/<name>")
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None, help="preprocessed-image cache (default: the data one)")
     p.add_argument("--synthetic-n", type=int, default=None, help="number of synthetic images")
     p.add_argument("--smoke-test", action="store_true", help="tiny and fast: 2 epochs, 48 px, few images")
-    p.add_argument("--list-backbones", action="store_true", help="print the registered backbones and exit")
+    p.add_argument("--list-backbones", action="store_true",
+                   help="print the registered backbones, each with where its pretrained weights come from, and exit")
     return p
 
 
@@ -102,13 +103,15 @@ def load_data(args: argparse.Namespace, cfg: TrialConfig):  # -> (TrainData, Pre
     val_x, val_y = prepared.arrays("val", cfg.task)
     if not len(train_x) or not len(val_x):
         raise UsageError(f"{args.data}: the split has {len(train_x)} training and {len(val_x)} validation images")
-    preprocess = {**vars(prepared.preprocess), "data": str(args.data)}
+    # Only PreprocessConfig's own keys: analysis.predict rebuilds the preprocessing from them (the data source goes
+    # into config.json, not into the checkpoint's preprocessing).
+    preprocess = prepared.preprocess.to_dict()
     return TrainData(train_x, train_y, val_x, val_y, class_names(cfg.task), preprocess), prepared
 
 
 def progress_line(m: dict[str, Any], epochs: int) -> str:
     best = " *" if m["is_best"] else ""
-    flag = " COLLAPSED" if m["val_collapsed"] else ""
+    flag = " COLLAPSED" if m["val_collapsed"] else (" one-class" if m.get("val_one_class") else "")
     return (
         f"epoch {m['epoch']:>3}/{epochs} [{m['phase']}] lr {m['lr']:.2g} | train loss {m['train_loss']:.4f} "
         f"acc {m['train_accuracy']:.4f} | val loss {m['val_loss']:.4f} acc {m['val_accuracy']:.4f} "
@@ -128,7 +131,7 @@ def train_run(args: argparse.Namespace, cfg: TrialConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_skipped_report(prepared.skipped, out / "skipped_files.csv")
     trainer = Trainer(cfg, data)
-    write_json(out / "config.json", {**cfg.to_dict(), "class_names": list(data.class_names),
+    write_json(out / "config.json", {**cfg.to_dict(), "class_names": list(data.class_names), "data": str(args.data),
                                      "preprocess": data.preprocess, "device": str(trainer.device)})  # fmt: skip
     print(f"{len(data.train_y)} train / {len(data.val_y)} val images, {cfg.backbone} on {trainer.device} -> {out}")
     try:
@@ -152,12 +155,16 @@ def train_run(args: argparse.Namespace, cfg: TrialConfig) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.list_backbones:
-        from cxrmodels.models.registry import list_backbones
+        from cxrmodels.models.registry import list_backbones, pretrained_source
 
-        print("\n".join(list_backbones()))
+        width = max(map(len, list_backbones()))
+        print("\n".join(f"{name:<{width}}  pretrained: {pretrained_source(name)}" for name in list_backbones()))
         return 0
+    if args.data is None:
+        parser.error("the following arguments are required: --data")
     from cxrmodels.models.registry import PretrainedWeightsError
     from cxrmodels.train.loop import NonFiniteLossError
 

@@ -45,3 +45,15 @@ def inject(trainer: Any, trial_id: str) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
     elif fault == "exception":
         raise RuntimeError("injected failure (tests/reliability/faults.py)")
+
+
+def freeze_constant(trainer: Any, trial_id: str) -> None:
+    """The first trial to claim becomes a constant model: its last layer's weights zeroed and its learning rate 0,
+    so every image gets the same output (collapse by construction); the other trials train normally."""
+    if fault_of(trial_id) is not None or Path(os.environ["CXR_FAULT_DIR"], "0000.claim").read_text() != trial_id:
+        return
+    last = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 0.0
