@@ -26,7 +26,15 @@ def test_smoke_run_writes_the_run_folder(tmp_path: Path, capsys: pytest.CaptureF
     assert config["class_names"] == ["NORMAL", "BACTERIAL", "VIRAL"] and config["preprocess"]["size"] == 48
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and "val_recall_VIRAL" in rows[0]
-    assert "epoch   2/2" in capsys.readouterr().out
+    assert "epoch   2/2" in capsys.readouterr().out and config["data"] == "synthetic"
+
+    # The checkpoint works in analysis.predict (it used to fail on an extra preprocessing key).
+    from analysis import predict
+    from cxrmodels.data.synthetic import write_synthetic_folder
+
+    folder = write_synthetic_folder(tmp_path / "xrays", 12, seed=3, jpeg_every=0)
+    assert predict.main(["--model", str(out / "best.pt"), str(folder), "--csv", str(tmp_path / "p.csv")]) == 0
+    assert "3-class" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from cxrmodels.models.registry import (
     count_parameters,
     create_model,
     list_backbones,
+    pretrained_source,
     register_backbone,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "count_parameters",
     "create_model",
     "list_backbones",
+    "pretrained_source",
     "register_backbone",
 ]

