@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrmodels.data.records import NORMAL
+from cxrmodels.data.records import BINARY_CLASSES, NORMAL
 from cxrmodels.evaluate import (
     THRESHOLDS,
     aggregate_runs,
@@ -35,9 +35,10 @@ def binary_targets(y: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
 
 
 def evaluate_run(y_val: np.ndarray, probs_val: np.ndarray, y_test: np.ndarray, probs_test: np.ndarray,
-                 class_names: Sequence[str]) -> dict[str, Any]:
+                 class_names: Sequence[str], *, multiclass: bool = True) -> dict[str, Any]:
     """Scalars (``metrics``) and tables of one run. The threshold comes from the validation arrays alone
-    (:func:`cxrmodels.evaluate.binary_report`); test arrays are only scored."""
+    (:func:`cxrmodels.evaluate.binary_report`); test arrays are only scored. ``multiclass=False`` scores a 3-class
+    model as binary only (held-out labels without the bacterial/viral subtype)."""
     names = list(class_names)
     p_val, p_test = pneumonia_probability(probs_val, names), pneumonia_probability(probs_test, names)
     binary = binary_report(binary_targets(y_val, names), p_val, binary_targets(y_test, names), p_test)
@@ -48,7 +49,7 @@ def evaluate_run(y_val: np.ndarray, probs_val: np.ndarray, y_test: np.ndarray, p
         "test_collapsed": float(binary["tp"] + binary["fp"] == 0 or binary["tn"] + binary["fn"] == 0),
     }
     out: dict[str, Any] = {"metrics": metrics, "binary": binary, "p_val": p_val, "p_test": p_test}
-    if len(names) == 3:
+    if len(names) == 3 and multiclass:
         val3 = multiclass_report(y_val, probs_val, names)
         test3 = multiclass_report(y_test, probs_test, names)
         metrics.update(val_accuracy_3class=val3["accuracy"], val_macro_f1_3class=val3["macro_f1"],
@@ -59,11 +60,28 @@ def evaluate_run(y_val: np.ndarray, probs_val: np.ndarray, y_test: np.ndarray, p
         out["multiclass"] = test3
     else:
         # the binary confusion at the validation-chosen threshold, as a 2x2 table like the 3-class one
-        b = binary
-        counts = pd.DataFrame([[b["tn"], b["fp"]], [b["fn"], b["tp"]]], index=pd.Index(names, name="true"),
-                              columns=pd.Index(names, name="predicted"))
+        b, two = binary, list(BINARY_CLASSES)  # a 3-class model scored on binary labels is a binary model here
+        counts = pd.DataFrame([[b["tn"], b["fp"]], [b["fn"], b["tp"]]], index=pd.Index(two, name="true"),
+                              columns=pd.Index(two, name="predicted"))
         out["confusion"] = counts
     return out
+
+
+def evaluate_external(y_val: np.ndarray, probs_val: np.ndarray, labels: Sequence[str], probs: np.ndarray,
+                      class_names: Sequence[str]) -> dict[str, Any]:
+    """One run on an external set: :func:`evaluate_run` with the external images in the place of the test split, so
+    the threshold is the one chosen on validation. A 3-class model is scored 3-class only where every pneumonia
+    label has its subtype; binary labels score it as NORMAL vs PNEUMONIA."""
+    from cxrmodels.data.records import PNEUMONIA, task_labels
+
+    names = list(class_names)
+    three = len(names) == 3 and PNEUMONIA not in labels
+    if three or len(names) == 2:
+        y = task_labels(labels, "multiclass" if three else "binary")
+    else:  # a 3-class model on binary labels: any pneumonia class index serves (binary_targets only asks "NORMAL?")
+        pneumonia = next(i for i, name in enumerate(names) if name != NORMAL)
+        y = np.where(np.asarray(labels) == NORMAL, names.index(NORMAL), pneumonia)
+    return evaluate_run(y_val, probs_val, y, probs, names, multiclass=three)
 
 
 def validation_score(run_eval: dict[str, Any]) -> float:

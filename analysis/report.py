@@ -2,7 +2,7 @@
 folds), threshold study chosen on validation and reported on test, 3-class report, Grad-CAM, and a report.
 
     python -m analysis.report EXPERIMENT --out DIR [--top-k 3] [--seeds 3] [--folds] [--epochs N] [--task T|both]
-                                                   [--no-ray] [--device cpu] [--allow-collapsed]
+                                                   [--no-ray] [--device cpu] [--allow-collapsed] [--external PATH]
 
 Writes ``DIR/report.md`` and a self-contained ``DIR/report.html`` (images embedded as base64) next to every CSV
 and PNG they show. The retrained best model is ``DIR/retrain/best_model.pt`` (with its validation-chosen
@@ -177,22 +177,46 @@ def build_anchor_table(winners: list[dict[str, Any]], data_label: str) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+#: Headline figures compared between the internal test split and each external set (keys of the run summaries).
+EXTERNAL_METRICS: tuple[str, ...] = (
+    "test_accuracy", "test_sensitivity", "test_specificity", "test_precision", "test_f1", "test_auc",
+    "test_accuracy_3class", "test_macro_f1_3class", "test_recall_NORMAL", "test_recall_BACTERIAL", "test_recall_VIRAL",
+)
+#: An accuracy or AUROC lower by this much on an external set is called out in the report as "will not transfer".
+NOTABLE_DROP = 0.05
+
+
+def external_comparison(internal: pd.DataFrame, external: pd.DataFrame) -> pd.DataFrame:
+    """Internal test beside external, mean ± std over the runs, and the drop (internal mean minus external mean)."""
+    rows = [{"metric": key.removeprefix("test_"), "internal test": internal.loc[key, "mean_std"],
+             "external": external.loc[key, "mean_std"],
+             "drop": round(float(internal.loc[key, "mean"]) - float(external.loc[key, "mean"]), 3)}
+            for key in EXTERNAL_METRICS if key in internal.index and key in external.index]
+    return pd.DataFrame(rows)
+
+
+def write_external_section(rep: Report, winner: dict[str, Any]) -> None:
+    """Each external set of one winner: the comparison table and, in plain words, what a large drop means."""
+    for name, ext in winner["external"].items():
+        table = external_comparison(winner["summary"], ext["summary"])
+        rep.p(f"External validation on {name} ({ext['path']}, {ext['images']} images): the same runs, at the "
+              "threshold each chose on validation. Nothing was fitted on this set (no weights, threshold, "
+              "calibration or early stopping). drop = internal mean minus external mean.")
+        rep.table(table)
+        big = table[table["metric"].isin(("accuracy", "auc", "accuracy_3class")) & (table["drop"] >= NOTABLE_DROP)]
+        if len(big):
+            rep.p(f"The {', '.join(big['metric'])} drop by {', '.join(f'{d:.3f}' for d in big['drop'])} on {name}: "
+                  "these models will not transfer as they are to X-rays acquired like these. Treat the internal "
+                  "figures as an upper bound for such data.")
+
+
 def split_sizes(exp: Experiment) -> pd.DataFrame:
     return pd.crosstab(exp.manifest["label"], exp.manifest["split"], margins=True, margins_name="total")
 
 
-def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Run every step and write report.md / report.html; returns the pieces (for tests and timings)."""
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    rep = Report(out)
-    winners = select_winners(exp.results, args.top_k, exp.mode, args.allow_collapsed)
-    board = build_leaderboard(exp, winners)
-    board.to_csv(out / "leaderboard.csv", index=False)
-    timings["leaderboard"] = time.perf_counter() - t0
-    t = time.perf_counter()
-    search_files = write_search_plots(exp, out / "search", list(winners["trial_id"]))
-    timings["search_plots"] = time.perf_counter() - t
+def write_search_sections(rep: Report, exp: Experiment, board: pd.DataFrame, search_files: dict[str, Path],
+                          args: argparse.Namespace) -> str:
+    """The header, split sizes, leaderboard and search plots; returns the data label the anchor table uses."""
     cfg = exp.config
     data_label = f"data {cfg.get('data')} (n={len(exp.manifest)}, split seed {exp.split_config().seed})"
     rep.h(f"Analysis of experiment {exp.path.name}", 1)
@@ -216,6 +240,22 @@ def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[s
                 "asha_rungs": "Trials reaching each ASHA rung, and epochs reached by status"}
     for name, caption in captions.items():
         rep.image(search_files[name], caption)
+    return data_label
+
+
+def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Run every step and write report.md / report.html; returns the pieces (for tests and timings)."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    rep = Report(out)
+    winners = select_winners(exp.results, args.top_k, exp.mode, args.allow_collapsed)
+    board = build_leaderboard(exp, winners)
+    board.to_csv(out / "leaderboard.csv", index=False)
+    timings["leaderboard"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    search_files = write_search_plots(exp, out / "search", list(winners["trial_id"]))
+    timings["search_plots"] = time.perf_counter() - t
+    data_label = write_search_sections(rep, exp, board, search_files, args)
     result: dict[str, Any] = {"winners": winners, "leaderboard": board, "search_files": search_files,
                               "timings": timings}
     if winners.empty:
@@ -227,7 +267,8 @@ def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[s
             t = time.perf_counter()
             rt = retrain_and_evaluate(exp, out / sub, winners, seeds=range(args.seeds), folds=args.folds,
                                       task=task, epochs=args.epochs, device=args.device, no_ray=args.no_ray,
-                                      cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+                                      cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                                      external=args.external)
             suffix = "" if sub == "retrain" else f" ({rt['task']})"
             timings["retrain_evaluate" + suffix] = time.perf_counter() - t
             t = time.perf_counter()
@@ -283,6 +324,7 @@ def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Names
         if "per_class" in w["files"]:
             rep.p("3-class per-class metrics on test (mean ± std over runs):")
             rep.table(pd.read_csv(w["files"]["per_class"]))
+        write_external_section(rep, w)
         rep.image(w["files"]["pr_curve"], "Test precision-recall, every threshold marked with its F1; ringed: the "
                                           "threshold chosen on validation (representative run)")
         rep.image(w["files"]["roc_curve"], "Test ROC with AUC (representative run)")

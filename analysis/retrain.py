@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.evaluation import evaluate_run, summarise, validation_score, write_winner_outputs
+from analysis.evaluation import evaluate_external, evaluate_run, summarise, validation_score, write_winner_outputs
 from analysis.experiment import Experiment, SplitArrays, trial_config
 from analysis.leaderboard import experiment_and_winners
 
@@ -66,6 +66,34 @@ def build_run_specs(winners: pd.DataFrame, seeds: Sequence[int], folds: Sequence
     return specs
 
 
+@dataclass(frozen=True)
+class ExternalSet:
+    """A labelled folder scored beside the test split (``--external``), prepared at every retrained image size."""
+
+    name: str
+    path: str
+    by_size: dict[int, Any]  # image size -> cxrmodels.data.dataset.LabelledImages
+
+
+def load_externals(exp: Experiment, paths: Sequence[str], sizes: Sequence[int]) -> list[ExternalSet]:
+    """Each ``--external`` source at each size, with the experiment's preprocessing; named by its folder."""
+    from cxrmodels.data.dataset import load_labelled
+
+    sets: list[ExternalSet] = []
+    for path in paths:
+        name = Path(path).expanduser().resolve().name or "external"
+        while name in {s.name for s in sets}:
+            name += "_"
+        try:
+            by_size = {size: load_labelled(str(Path(path).expanduser()), exp.preprocess_config(size),
+                                           cache_dir=exp.config.get("cache_dir"), class_map=exp.config.get("class_map"))
+                       for size in sizes}
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(f"--external {path}: {err}") from None
+        sets.append(ExternalSet(name, str(path), by_size))
+    return sets
+
+
 def run_arrays(arrays: SplitArrays, fold: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train_x, train_y, val_x, val_y): the saved split, or fold ``fold`` of train+val held out as validation."""
     if fold is None:
@@ -79,8 +107,9 @@ def run_arrays(arrays: SplitArrays, fold: int | None) -> tuple[np.ndarray, np.nd
     return x[~held], y[~held], x[held], y[held]
 
 
-def train_run(spec: RunSpec, arrays: SplitArrays, threads: int | None = None) -> dict[str, Any]:
-    """Train one run to its end (early stopping on validation), then predict validation and test probabilities."""
+def train_run(spec: RunSpec, arrays: SplitArrays, threads: int | None = None,
+              externals: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Train one run to its end (early stopping on validation), then predict validation, test and external images."""
     import torch
 
     from cxrmodels.train.config import TrialConfig
@@ -100,7 +129,9 @@ def train_run(spec: RunSpec, arrays: SplitArrays, threads: int | None = None) ->
     device = trainer.device
     probs_val = predict_proba(trainer.model, val_x, device=device)
     probs_test = predict_proba(trainer.model, arrays.x["test"], device=device)
-    return {"spec": spec, "y_val": val_y, "probs_val": probs_val, "probs_test": probs_test, "payload": payload,
+    probs_external = {name: predict_proba(trainer.model, x, device=device) for name, x in (externals or {}).items()}
+    return {"spec": spec, "y_val": val_y, "probs_val": probs_val, "probs_test": probs_test,
+            "probs_external": probs_external, "payload": payload,
             "history": pd.DataFrame(trainer.history), "epochs_run": trainer.epoch,
             "time_s": time.perf_counter() - start}
 
@@ -115,10 +146,12 @@ def should_use_ray(no_ray: bool) -> bool:
 
 
 def run_all(specs: Sequence[RunSpec], arrays_by_size: dict[int, SplitArrays], use_ray: bool, cpus_per_run: int = 1,
-            gpus_per_run: float = 0.0) -> list[dict[str, Any]]:
+            gpus_per_run: float = 0.0, externals: Sequence[ExternalSet] = ()) -> list[dict[str, Any]]:
     """All runs, on Ray tasks (``num_cpus``/``num_gpus`` each) or one after another."""
+    ext = {size: {e.name: e.by_size[size].images for e in externals} for size in arrays_by_size}
     if not use_ray:
-        return [train_run(s, arrays_by_size[int(s.config["image_size"])]) for s in specs]
+        return [train_run(s, arrays_by_size[int(s.config["image_size"])], None, ext[int(s.config["image_size"])])
+                for s in specs]
     import ray
 
     started = not ray.is_initialized()
@@ -126,9 +159,11 @@ def run_all(specs: Sequence[RunSpec], arrays_by_size: dict[int, SplitArrays], us
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         refs = {size: ray.put(a) for size, a in arrays_by_size.items()}
+        ext_refs = {size: ray.put(e) for size, e in ext.items()}
         task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run)(train_run)
         log.info("retraining %d run(s) on Ray (%s CPU, %s GPU each)", len(specs), cpus_per_run, gpus_per_run)
-        return ray.get([task.remote(s, refs[int(s.config["image_size"])], cpus_per_run) for s in specs])
+        sizes = [int(s.config["image_size"]) for s in specs]
+        return ray.get([task.remote(s, refs[z], cpus_per_run, ext_refs[z]) for s, z in zip(specs, sizes, strict=True)])
     finally:
         if started:
             ray.shutdown()
@@ -141,8 +176,10 @@ def load_arrays_by_size(exp: Experiment, specs: Sequence[RunSpec], task: str) ->
 
 def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, seeds: Sequence[int] = (0, 1, 2),
                          folds: bool = False, task: str | None = None, epochs: int | None = None, device: str = "cpu",
-                         no_ray: bool = False, cpus_per_run: int = 1, gpus_per_run: float = 0.0) -> dict[str, Any]:
-    """Retrain every winner, evaluate every run, write per-winner outputs; returns what the report shows."""
+                         no_ray: bool = False, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
+                         external: Sequence[str] = ()) -> dict[str, Any]:
+    """Retrain every winner, evaluate every run (on test, and on each ``external`` labelled folder at the threshold
+    chosen on validation), write per-winner outputs; returns what the report shows."""
     out.mkdir(parents=True, exist_ok=True)
     task = task or exp.task
     fold_ids: list[int] = []
@@ -152,42 +189,66 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, s
             raise ValueError("--folds: the split manifest has no fold column values (folds=0 at search time)")
     specs = build_run_specs(winners, list(seeds), fold_ids, task, epochs, device)
     arrays_by_size = load_arrays_by_size(exp, specs, task)
+    externals = load_externals(exp, external, sorted(arrays_by_size))
     start = time.perf_counter()
-    runs = run_all(specs, arrays_by_size, should_use_ray(no_ray), cpus_per_run, gpus_per_run)
+    runs = run_all(specs, arrays_by_size, should_use_ray(no_ray), cpus_per_run, gpus_per_run, externals)
     wall = time.perf_counter() - start
     rows, winners_out = [], []
     for k in sorted({s.winner for s in specs}):
         mine = [r for r in runs if r["spec"].winner == k]
-        arrays = arrays_by_size[int(mine[0]["spec"].config["image_size"])]
-        evals = [evaluate_run(r["y_val"], r["probs_val"], arrays.y["test"], r["probs_test"], arrays.class_names)
-                 for r in mine]
-        best = int(np.argmax([validation_score(e) for e in evals]))
-        labels = [r["spec"].label for r in mine]
-        wdir = out / f"winner_{k}"
-        files = write_winner_outputs(wdir, evals, labels, best, arrays.class_names, arrays.y["test"],
-                                     f"winner {k} ({mine[0]['spec'].trial_id})")
-        payload = {**mine[best]["payload"], "threshold": float(evals[best]["metrics"]["threshold"]),
-                   "threshold_chosen_on": "validation", "source_trial": mine[0]["spec"].trial_id}
-        from cxrmodels.train.checkpoint import save_checkpoint
-
-        files["model"] = save_checkpoint(wdir / "model.pt", payload)
-        history = pd.concat([r["history"].assign(**r["spec"].label) for r in mine], ignore_index=True)
-        files["history"] = wdir / "history.csv"
-        history.to_csv(files["history"], index=False)
-        summary = summarise(evals)
-        files["summary"] = wdir / "summary.csv"
-        summary.to_csv(files["summary"])
-        for r, e in zip(mine, evals, strict=True):
-            rows.append({**r["spec"].label, **e["metrics"], "epochs_run": r["epochs_run"], "time_s": r["time_s"]})
-        winners_out.append({"winner": k, "trial_id": mine[0]["spec"].trial_id, "config": mine[0]["spec"].config,
-                            "evals": evals, "best": best, "summary": summary, "files": files, "history": history,
-                            "class_names": arrays.class_names, "size": int(mine[0]["spec"].config["image_size"])})
+        winner, winner_rows = evaluate_winner(k, mine, arrays_by_size[int(mine[0]["spec"].config["image_size"])],
+                                              out / f"winner_{k}", externals)
+        winners_out.append(winner)
+        rows += winner_rows
     runs_table = pd.DataFrame(rows)
     runs_table.to_csv(out / "runs.csv", index=False)
     if winners_out:
         shutil.copyfile(winners_out[0]["files"]["model"], out / "best_model.pt")
     return {"runs": runs_table, "winners": winners_out, "arrays": arrays_by_size, "wall_s": wall,
-            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray)}
+            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray),
+            "externals": [{"name": e.name, "path": e.path, "images": len(next(iter(e.by_size.values())).labels)}
+                          for e in externals]}
+
+
+def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdir: Path,
+                    externals: Sequence[ExternalSet]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One winner's runs: test evaluation, the saved representative model (best on validation), per-winner files,
+    and each external set scored at each run's validation threshold. Returns (the winner, its rows of runs.csv)."""
+    from cxrmodels.train.checkpoint import save_checkpoint
+
+    evals = [evaluate_run(r["y_val"], r["probs_val"], arrays.y["test"], r["probs_test"], arrays.class_names)
+             for r in mine]
+    best = int(np.argmax([validation_score(e) for e in evals]))
+    labels = [r["spec"].label for r in mine]
+    trial_id = mine[0]["spec"].trial_id
+    files = write_winner_outputs(wdir, evals, labels, best, arrays.class_names, arrays.y["test"],
+                                 f"winner {k} ({trial_id})")
+    payload = {**mine[best]["payload"], "threshold": float(evals[best]["metrics"]["threshold"]),
+               "threshold_chosen_on": "validation", "source_trial": trial_id}
+    files["model"] = save_checkpoint(wdir / "model.pt", payload)
+    history = pd.concat([r["history"].assign(**r["spec"].label) for r in mine], ignore_index=True)
+    files["history"] = wdir / "history.csv"
+    history.to_csv(files["history"], index=False)
+    summary = summarise(evals)
+    files["summary"] = wdir / "summary.csv"
+    summary.to_csv(files["summary"])
+    rows = [{**r["spec"].label, **e["metrics"], "epochs_run": r["epochs_run"], "time_s": r["time_s"]}
+            for r, e in zip(mine, evals, strict=True)]
+    scored = {}
+    for ext in externals:
+        data = ext.by_size[int(mine[0]["spec"].config["image_size"])]
+        ext_evals = [evaluate_external(r["y_val"], r["probs_val"], data.labels, r["probs_external"][ext.name],
+                                       arrays.class_names) for r in mine]
+        scored[ext.name] = {"path": ext.path, "images": len(data.labels), "summary": summarise(ext_evals)}
+        files[f"external_{ext.name}"] = wdir / f"external_{ext.name}_summary.csv"
+        scored[ext.name]["summary"].to_csv(files[f"external_{ext.name}"])
+        for row, e in zip(rows, ext_evals, strict=True):
+            row.update({f"{ext.name}:{key.removeprefix('test_')}": v for key, v in e["metrics"].items()
+                        if key.startswith("test_")})
+    winner = {"winner": k, "trial_id": trial_id, "config": mine[0]["spec"].config, "evals": evals, "best": best,
+              "summary": summary, "files": files, "history": history, "class_names": arrays.class_names,
+              "size": int(mine[0]["spec"].config["image_size"]), "external": scored}
+    return winner, rows
 
 
 def add_retrain_args(parser: argparse.ArgumentParser, allow_both: bool = False) -> None:
@@ -206,6 +267,10 @@ def add_retrain_args(parser: argparse.ArgumentParser, allow_both: bool = False) 
     parser.add_argument("--gpus-per-run", type=float, default=0.0)
     parser.add_argument("--allow-collapsed", action="store_true",
                         help="let collapsed trials win when nothing else can (flagged in the report)")
+    parser.add_argument("--external", action="append", default=[], metavar="PATH",
+                        help="a labelled folder or CSV acquired apart from the training data (any layout --data "
+                        "reads), scored beside the test split at the threshold chosen on validation; nothing is fitted "
+                        "on it (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     res = retrain_and_evaluate(exp, args.out, winners, seeds=range(args.seeds), folds=args.folds, task=args.task,
                                epochs=args.epochs, device=args.device, no_ray=args.no_ray,
-                               cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+                               cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                               external=args.external)
     for w in res["winners"]:
         print(f"winner {w['winner']} ({w['trial_id']}):")
         print(w["summary"]["mean_std"].to_string())

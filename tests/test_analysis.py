@@ -267,3 +267,39 @@ def test_report_task_both_retrains_binary_and_3class_models(experiment, tmp_path
     assert "Retrained winners: binary models" in text and "Retrained winners: 3-class models" in text
     with pytest.raises(SystemExit):
         retrain.build_parser().parse_args([str(experiment), "--out", str(tmp_path), "--task", "both"])
+
+
+@pytest.mark.slow
+def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp_path):
+    """--external (repeatable): a Kaggle-layout folder with subtypes and a binary class-folder set, scored by the
+    same runs at the threshold chosen on validation, internal and external side by side with the drop."""
+    from cxrmodels.data.synthetic import write_synthetic_folder
+
+    kaggle = write_synthetic_folder(tmp_path / "site_b", 30, seed=11, jpeg_every=0)
+    binary = tmp_path / "site_c"
+    for i, png in enumerate(sorted(kaggle.rglob("*.png"))):
+        label = "NORMAL" if png.parent.name == "NORMAL" else "PNEUMONIA"
+        (binary / label).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, binary / label / f"scan{i}.png")
+    out = tmp_path / "rep"
+    out.mkdir()
+    args = report.build_parser().parse_args([str(experiment), "--out", str(out), "--task", "multiclass",
+                                             "--top-k", "1", "--seeds", "2", "--epochs", "1", "--no-ray",
+                                             "--allow-collapsed", "--external", str(kaggle), "--external",
+                                             str(binary)])
+    result = report.build_report(Experiment(experiment), out, args)
+    winner = result["retrain"]["winners"][0]
+    assert set(winner["external"]) == {"site_b", "site_c"}
+    for name, ext in winner["external"].items():
+        summary = ext["summary"]
+        assert ext["images"] == 30
+        # the threshold of every run is its validation choice, the same one its internal test figures use
+        assert summary.loc["threshold", "mean"] == winner["summary"].loc["threshold", "mean"]
+        assert (out / "retrain" / "winner_1" / f"external_{name}_summary.csv").is_file()
+    assert "test_accuracy_3class" in winner["external"]["site_b"]["summary"].index  # subtypes: scored 3-class too
+    assert "test_accuracy_3class" not in winner["external"]["site_c"]["summary"].index  # binary labels: binary only
+    text = (out / "report.md").read_text()
+    assert "External validation on site_b" in text and "External validation on site_c" in text
+    assert "| metric | internal test | external | drop |" in text
+    runs = pd.read_csv(out / "retrain" / "runs.csv")
+    assert {"site_b:accuracy", "site_c:auc"} <= set(runs.columns)

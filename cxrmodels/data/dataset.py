@@ -21,7 +21,7 @@ import pandas as pd
 
 from cxrmodels.data.cache import cached_content_hashes, default_cache_dir, load_or_build
 from cxrmodels.data.preprocess import PreprocessConfig
-from cxrmodels.data.records import Record, class_names, task_labels
+from cxrmodels.data.records import PNEUMONIA, Record, class_names, task_labels
 from cxrmodels.data.sources import SPLITS, load_records
 from cxrmodels.data.splits import SplitConfig, make_splits, read_manifest, write_manifest
 
@@ -63,6 +63,33 @@ class PreparedData:
             table.to_string(),
         ]
         return "\n".join(lines)
+
+
+@dataclass
+class LabelledImages:
+    """Every usable image of a labelled source, unsplit: an external validation set, for scoring only."""
+
+    images: np.ndarray
+    labels: list[str]
+    paths: list[str]
+    skipped: list[tuple[str, str]]
+
+    def has_subtypes(self) -> bool:
+        """Whether every pneumonia image says bacterial or viral (needed to score a 3-class model 3-class)."""
+        return PNEUMONIA not in self.labels
+
+
+def load_labelled(data: str, preprocess: PreprocessConfig, *, cache_dir: str | Path | None = None,
+                  class_map: Mapping[str, str] | None = None) -> LabelledImages:
+    """All images of a labelled source (any layout :func:`load_records` reads), preprocessed like the training data
+    and cached; no split, since nothing is ever fitted on such a set."""
+    source = load_records(data, class_map=class_map)
+    cached = load_or_build(source.records, preprocess, cache_dir)
+    records = [source.records[i] for i in cached.kept]
+    if not records:
+        raise ValueError(f"{data}: none of the {len(source.records)} image(s) could be decoded")
+    return LabelledImages(np.asarray(cached.images), [r.label for r in records], [r.path for r in records],
+                          [*source.skipped, *cached.skipped])
 
 
 def write_skipped_report(skipped: Sequence[tuple[str, str]], path: str | Path) -> Path:
