@@ -73,3 +73,28 @@ def test_augmentation_changes_images_and_is_reproducible() -> None:
 def test_invalid_config_is_refused() -> None:
     with pytest.raises(ValueError, match="shift"):
         AugmentConfig(shift=0.7)
+
+
+def test_intensity_augmentation_changes_each_image_within_range_reproducibly() -> None:
+    from cxrmodels.data.augment import intensity_batch
+
+    x = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(intensity_batch(x, 0.0), x)  # off
+    a = intensity_batch(x, 1.0, torch.Generator().manual_seed(1))
+    b = intensity_batch(x, 1.0, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    changed = (a - x).abs().flatten(1).mean(1)
+    assert (changed > 1e-3).all()  # every image changed
+    weak = (intensity_batch(x, 0.1, torch.Generator().manual_seed(1)) - x).abs().flatten(1).mean(1)
+    assert (weak < changed).all()  # the strength scales the change
+
+
+def test_augment_batch_applies_intensity_only_when_asked() -> None:
+    x = (torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    plain = AugmentConfig(0.0, 0.0, 0.0)
+    assert plain.is_identity and torch.equal(augment_batch(x, plain), x.float().unsqueeze(1) / 255)
+    strong = AugmentConfig(0.0, 0.0, 0.0, intensity=0.8)
+    assert not strong.is_identity
+    assert not torch.allclose(augment_batch(x, strong, torch.Generator().manual_seed(2)), x.float().unsqueeze(1) / 255)
+    with pytest.raises(ValueError, match="intensity"):
+        AugmentConfig(intensity=1.5)

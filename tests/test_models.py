@@ -177,3 +177,13 @@ def test_unfreeze_includes_the_final_norm_after_the_last_stage() -> None:
     names = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
     assert "norm.weight" in names and any(n.startswith("stages.3") for n in names)
     assert not any(n.startswith("stages.2") for n in names)
+
+
+def test_per_image_standardisation_makes_the_model_blind_to_exposure_and_contrast() -> None:
+    torch.manual_seed(0)
+    model = create_model("test_resnet", 3, image_size=32, standardize=True).eval()
+    x = torch.rand(2, 1, 32, 32) * 0.5 + 0.2
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(0.6 * x + 0.3), atol=1e-4)  # another exposure and contrast
+        plain = create_model("test_resnet", 3, image_size=32).eval()
+        assert not torch.allclose(plain(x), plain(0.6 * x + 0.3), atol=1e-4)

@@ -70,3 +70,19 @@ def test_pretrained_path_requires_pretrained() -> None:
     with pytest.raises(ValueError, match="pretrained_path"):
         TrialConfig.from_dict({"pretrained_path": "/tmp/w.pth"})
     assert TrialConfig.from_dict({"pretrained": True, "pretrained_path": "/tmp/w.pth"}).pretrained_path == "/tmp/w.pth"
+
+
+def test_robustness_settings_are_validated_and_reach_the_model(tmp_path) -> None:
+    from cxrmodels.train.checkpoint import load_model, save_checkpoint
+    from cxrmodels.train.loop import build_model
+
+    with pytest.raises(ValueError, match="intensity_aug"):
+        TrialConfig(intensity_aug=1.5)
+    cfg = TrialConfig.from_dict({"backbone": "test_resnet", "image_size": 32, "standardize": "true",
+                                 "intensity_aug": "0.5"})
+    assert cfg.standardize is True and cfg.intensity_aug == 0.5
+    model = build_model(cfg)
+    assert model.norm.per_image
+    path = save_checkpoint(tmp_path / "m.pt", {"format": "cxrmodels.checkpoint/1", "model": model.state_dict(),
+                                               "config": cfg.to_dict(), "class_names": ["NORMAL", "PNEUMONIA"]})
+    assert load_model(path)[0].norm.per_image  # a checkpoint rebuilds the standardisation from its config

@@ -1,8 +1,10 @@
-"""Batched geometric augmentation on the training device: shifts, zoom and small rotations, never a flip.
+"""Batched augmentation on the training device: shifts, zoom and small rotations (never a flip), and optionally
+intensity changes that mimic another acquisition (exposure, contrast, detector response, noise, sharpness).
 
-A mirrored chest X-ray is anatomically wrong (the heart changes side), so every transform here is a rotation-scale-
-translation with a positive determinant. One ``affine_grid`` + ``grid_sample`` call per batch keeps the work on the
-GPU next to the model instead of in per-image CPU workers.
+A mirrored chest X-ray is anatomically wrong (the heart changes side), so every geometric transform here is a
+rotation-scale-translation with a positive determinant. One ``affine_grid`` + ``grid_sample`` call per batch keeps
+the work on the GPU next to the model instead of in per-image CPU workers; the intensity changes are a few
+element-wise operations and one 3x3 box filter per batch.
 """
 
 from __future__ import annotations
@@ -22,19 +24,22 @@ class AugmentConfig:
     zoom: float = 0.1
     rotate_deg: float = 10.0
     enabled: bool = True
+    intensity: float = 0.0  # strength of :func:`intensity_batch`, 0 (off) to 1
 
     def __post_init__(self) -> None:
         for key, value, hi in (
             ("shift", self.shift, 0.5),
             ("zoom", self.zoom, 0.5),
             ("rotate_deg", self.rotate_deg, 45),
+            ("intensity", self.intensity, 1.0 + 1e-9),
         ):
             if not 0 <= value < hi:
                 raise ValueError(f"AugmentConfig.{key}={value!r}: expected 0 <= {key} < {hi}")
 
     @property
     def is_identity(self) -> bool:
-        return not self.enabled or (self.shift == 0 and self.zoom == 0 and self.rotate_deg == 0)
+        return not self.enabled or (self.shift == 0 and self.zoom == 0 and self.rotate_deg == 0
+                                    and self.intensity == 0)
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -66,8 +71,34 @@ def affine_matrices(batch: int, cfg: AugmentConfig, generator: torch.Generator |
     return torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
 
 
+#: Ranges of the intensity changes at strength 1 (each drawn uniformly per image, scaled by the strength).
+INTENSITY_RANGES = {"log_gamma": 0.4, "contrast": 0.3, "brightness": 0.1, "sharpen": 1.0, "noise_std": 0.03}
+
+
+def intensity_batch(images: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per image, at random within :data:`INTENSITY_RANGES` x ``strength``: gamma (detector response), contrast
+    around the image's mean, brightness (exposure), blur or sharpen (an unsharp mask whose amount may be negative),
+    and Gaussian noise; float (B, 1, H, W) in [0, 1] in and out."""
+    if strength <= 0:
+        return images
+    n, r = images.shape[0], {k: v * strength for k, v in INTENSITY_RANGES.items()}
+
+    def draw(bound: float) -> torch.Tensor:
+        return _uniform(n, bound, generator).to(images.device, images.dtype).view(n, 1, 1, 1)
+
+    x = images.clamp(0, 1).pow(draw(r["log_gamma"]).exp())
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    x = (x - mean) * (1 + draw(r["contrast"])) + mean + draw(r["brightness"])
+    x = x + draw(r["sharpen"]) * (x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False))
+    device = generator.device if generator is not None else images.device
+    noise = torch.randn(images.shape, generator=generator, device=device).to(images.device, images.dtype)
+    x = x + noise * (draw(r["noise_std"]).abs())
+    return x.clamp(0, 1)
+
+
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random shift/zoom/rotation of a uint8 batch on its own device -> float (B, 1, H, W) in [0, 1].
+    """Random shift/zoom/rotation (then intensity changes, when ``cfg.intensity`` > 0) of a uint8 batch on its own
+    device -> float (B, 1, H, W) in [0, 1].
 
     Identity (just :func:`to_float`) when ``cfg`` is disabled. Borders are filled with the nearest edge pixel, like
     Keras' ``fill_mode='nearest'``. ``generator`` (on any device) makes the draws reproducible.
@@ -77,4 +108,5 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
         return images
     theta = affine_matrices(images.shape[0], cfg, generator).to(images.device, images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return intensity_batch(images, cfg.intensity, generator)

@@ -46,10 +46,13 @@ class InputNorm(nn.Module):
     Kept inside the model so a checkpoint can never be used with the wrong normalisation, and so augmentation can
     hand over plain [0, 1] images. With ``in_chans=3`` the gray channel is replicated; with 1 the backbone's
     pretrained mean/std are averaged over channels (timm sums the pretrained first conv's RGB weights to match).
+    ``per_image=True`` standardises each image by its own mean and standard deviation instead, so a change of
+    exposure or contrast between acquisitions (any x -> a x + b, a > 0) does not reach the backbone.
     """
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], in_chans: int) -> None:
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], in_chans: int, per_image: bool = False) -> None:
         super().__init__()
+        self.per_image = per_image
         mean_t, std_t = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
         if in_chans == 1:
             mean_t, std_t = mean_t.mean().reshape(1), std_t.mean().reshape(1)
@@ -64,4 +67,7 @@ class InputNorm(nn.Module):
             x = x.unsqueeze(1)
         if x.shape[1] == 1 and self.in_chans > 1:
             x = x.expand(-1, self.in_chans, -1, -1)
+        if self.per_image:
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            return (x - mean) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
         return (x - self.mean) / self.std

@@ -228,8 +228,10 @@ def create_model(
     pretrained: bool = False,
     pretrained_path: str | None = None,
     image_size: int = 224,
+    standardize: bool = False,
 ) -> CXRClassifier:
     """Build a classifier; ``head="auto"`` is ``flatten`` for ``custom_cnn`` (study B) and ``gap`` otherwise (A).
+    ``standardize``: per-image intensity standardisation at the input (see :class:`InputNorm`).
 
     Raises ``ValueError`` listing the valid names for an unknown backbone, and :class:`PretrainedWeightsError` when
     pretrained weights were asked for and cannot be loaded.
@@ -248,7 +250,7 @@ def create_model(
     chans, *spatial = _backbone_output_shape(body, in_chans, image_size)
     in_features = chans if head == "gap" else chans * int(torch.tensor(spatial).prod())
     cfg = getattr(body, "pretrained_cfg", None) or {}
-    norm = InputNorm(tuple(cfg.get("mean", (0.5,))), tuple(cfg.get("std", (0.5,))), in_chans)
+    norm = InputNorm(tuple(cfg.get("mean", (0.5,))), tuple(cfg.get("std", (0.5,))), in_chans, per_image=standardize)
     model = CXRClassifier(
         norm, body, build_head(head, in_features, num_outputs, hidden=head_hidden, dropout=dropout),
         backbone_name=backbone,

@@ -95,7 +95,7 @@ def build_model(cfg: TrialConfig) -> CXRClassifier:
     return create_model(
         cfg.backbone, cfg.num_outputs, head=cfg.head, head_hidden=cfg.head_hidden, dropout=cfg.dropout,
         in_chans=cfg.in_chans, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path,
-        image_size=cfg.image_size,
+        image_size=cfg.image_size, standardize=cfg.standardize,
     )  # fmt: skip
 
 
@@ -339,7 +339,8 @@ class Trainer:
         self.val_y = torch.as_tensor(data.val_y, dtype=torch.long)
         weights = balanced_class_weights(data.train_y, len(data.class_names)) if cfg.class_weights else None
         self.loss_fn = build_loss(cfg.task, weights)
-        self.augment = AugmentConfig(cfg.shift, cfg.zoom, cfg.rotate_deg, enabled=cfg.augment)
+        self.augment = AugmentConfig(cfg.shift, cfg.zoom, cfg.rotate_deg, enabled=cfg.augment,
+                                     intensity=cfg.intensity_aug)
         self.epoch = 0
         self.best_val_loss = math.inf
         self.best_epoch = 0
