@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import shutil
 import statistics
@@ -66,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--xray-images", type=int, default=1000, help="subset size (0: every image)")
     p.add_argument("--xray-size", type=int, default=64)
     p.add_argument("--xray-epochs", type=int, nargs=3, default=[2, 4, 6], help="the grid's epoch counts")
+    p.add_argument("--val-fraction", type=float, default=0.15,
+                   help="share of images in validation (test keeps 0.15): a larger one lowers the grid's seed noise")
     p.add_argument("--quick", action="store_true", help="120 synthetic images at 48 px, 2 optimizers x 3 lr x "
                    "epochs [1, 2], 4 ASHA trials, 1 seed")
     p.add_argument("--out", default=None, help="results JSON (default bench/results/search_efficiency[_quick].json)")
@@ -102,11 +105,13 @@ def make_tasks(args: argparse.Namespace, work: Path) -> list[dict]:
     if "synthetic" in args.tasks:
         folder = write_synthetic_folder(work / "synthetic", args.synthetic_n, seed=0, jpeg_every=0)
         tasks.append({"task": "synthetic", "data": str(folder), "size": args.synthetic_size, "grid": grid,
+                      "val_fraction": args.val_fraction,
                       "grid_epochs": args.synthetic_epochs,
                       "subset": {"images": args.synthetic_n, "rule": "synthetic generator seed 0, written as PNG"}})
     if "chest_xray" in args.tasks:
         folder, subset = xray_subset(Path(args.xray), work / "chest_xray", args.xray_images)
         tasks.append({"task": "chest_xray", "data": str(folder), "size": args.xray_size, "grid": grid,
+                      "val_fraction": args.val_fraction,
                       "grid_epochs": args.xray_epochs, "subset": {"source": args.xray, **subset}})
     return tasks
 
@@ -119,7 +124,9 @@ def search_argv(task: dict, strategy: str, seed: int, num_samples: int, work: Pa
             "--storage-path", str(work / "experiments"), "--name", f"{task['task']}-{strategy}-s{seed}",
             "--cache-dir", str(work / "cache"), "--cpus-per-trial", "1", "--gpus-per-trial", "0",
             "--max-concurrent-trials", "2", "--top-k", "3",
-            "--set", f"fixed.image_size={task['size']}", "--set", "split.seed=0"]
+            "--set", f"fixed.image_size={task['size']}", "--set", "split.seed=0",
+            "--set", f"split.val={task['val_fraction']}",
+            "--set", f"split.train={round(0.85 - task['val_fraction'], 6)}"]
     for section in ("min_val", "min_test"):  # study B's per-class minimums do not fit a few hundred images
         argv += [arg for label in ("NORMAL", "BACTERIAL", "VIRAL") for arg in ("--set", f"split.{section}.{label}=0")]
     if strategy == "grid":
@@ -140,7 +147,9 @@ def read_epochs(experiment: Path, start: float) -> pd.DataFrame:
         frames.append(df.assign(trial=csv.parent.name)[columns])
     df = pd.concat(frames).sort_values(["timestamp", "time_total_s"], kind="stable").reset_index(drop=True)
     df["cum_epochs"] = range(1, len(df) + 1)
-    df["best_so_far"] = df["score"].cummax()
+    # what a search would keep: collapsed epochs are never a winner, so they do not count toward the best so far
+    df["usable"] = df["score"].where(df["val_collapsed"].fillna(0) == 0)
+    df["best_so_far"] = df["usable"].cummax()
     df["wall_s"] = (df["timestamp"] - start).clip(lower=0)
     return df
 
@@ -148,10 +157,11 @@ def read_epochs(experiment: Path, start: float) -> pd.DataFrame:
 def read_trials(experiment: Path, epochs: pd.DataFrame) -> list[dict]:
     """Each trial's sampled parameters, best score, epochs trained and whether every epoch collapsed (from
     :func:`read_epochs`' frame)."""
-    per_trial = epochs.groupby("trial").agg(best=("score", "max"), size=("score", "size"),
+    per_trial = epochs.groupby("trial").agg(best=("usable", "max"), size=("score", "size"),
                                             collapsed=("val_collapsed", "min"))
     return [{"params": json.loads((experiment / trial / "params.json").read_text()),
-             "best_score": round(float(row["best"]), 4), "epochs": int(row["size"]),
+             "best_score": round(float(row["best"]), 4) if row["best"] == row["best"] else None,
+             "epochs": int(row["size"]),
              "collapsed": bool(row["collapsed"])} for trial, row in per_trial.iterrows()]
 
 
@@ -168,11 +178,39 @@ def run_search(task: dict, strategy: str, seed: int, num_samples: int, work: Pat
     epochs = read_epochs(experiment, start)
     results = pd.read_csv(experiment / "results.csv")
     return {"strategy": strategy, "seed": seed, "argv": argv, "trials": len(results),
+            "winner": winner_on_test(experiment, results), "split": split_counts(experiment),
             "status_counts": {k: int(v) for k, v in results["status"].value_counts().items()},
-            "best_score": float(epochs["score"].max()), "total_epochs": int(len(epochs)), "wall_s": round(wall, 1),
+            "best_score": float(epochs["usable"].max()), "total_epochs": int(len(epochs)), "wall_s": round(wall, 1),
             "per_trial": read_trials(experiment, epochs),
             "curve": {"cum_epochs": epochs["cum_epochs"].tolist(), "wall_s": epochs["wall_s"].round(1).tolist(),
                       "best_so_far": epochs["best_so_far"].round(4).tolist()}}
+
+
+def split_counts(experiment: Path) -> dict:
+    manifest = pd.read_csv(experiment / "split_manifest.csv")
+    return {split: int(n) for split, n in manifest["split"].value_counts().items()}
+
+
+def winner_on_test(experiment: Path, results: pd.DataFrame) -> dict | None:
+    """The search's winner (rank 1: best validation objective) scored on the test split the search never saw: its
+    best checkpoint, the binary threshold chosen on validation, test AUROC and accuracy there."""
+    from analysis.experiment import Experiment
+    from cxrmodels.evaluate import binary_report
+    from cxrmodels.train.checkpoint import load_model
+    from cxrmodels.train.loop import predict_proba
+
+    ranked = results[results["rank"].notna()].sort_values("rank")
+    if ranked.empty or not str(ranked.iloc[0]["best_checkpoint"]):
+        return None
+    top = ranked.iloc[0]
+    model, payload = load_model(Path(top["best_checkpoint"]) / "model.pt")
+    arrays = Experiment(experiment).load_arrays(int(payload["config"]["image_size"]), "binary")
+    p = {split: predict_proba(model, arrays.x[split])[:, 1] for split in ("val", "test")}
+    rep = binary_report(arrays.y["val"], p["val"], arrays.y["test"], p["test"])
+    return {"trial_id": str(top["trial_id"]), "val_objective": round(float(top["best_objective"]), 4),
+            "epoch": int(top["best_epoch"]), "threshold": rep["threshold"], "test_auc": round(rep["auc"], 4),
+            "test_accuracy": round(rep["accuracy"], 4), "test_sensitivity": round(rep["sensitivity"], 4),
+            "test_specificity": round(rep["specificity"], 4)}
 
 
 # ------------------------------------------------------------------------------------------------------ figures
@@ -223,16 +261,21 @@ def grid_seed_noise(runs: list[dict]) -> dict | None:
             key = config_key(trial["params"])
             scores.setdefault(key, []).append(trial["best_score"])
             collapsed[key] = collapsed.get(key, False) or trial.get("collapsed", trial["best_score"] == 0)
-    scores = {k: v for k, v in scores.items() if len(v) == len(grids)}
+    scores = {k: v for k, v in scores.items() if len(v) == len(grids) and None not in v}  # None: every epoch collapsed
     never_collapsed = [v for k, v in scores.items() if not collapsed[k]]
+    config_means = [statistics.fmean(v) for v in never_collapsed]
     winners = {}
     for run in grids:
-        best = max(run["per_trial"], key=lambda t: t["best_score"])
+        best = max(run["per_trial"], key=lambda t: -math.inf if t["best_score"] is None else t["best_score"])
         winners[f"seed {run['seed']}"] = {"config": config_key(best["params"]),
                                           "scores_by_seed": scores.get(config_key(best["params"]))}
     return {"configs": len(scores), "seeds": len(grids),
-            "pooled_sd_all": round(statistics.fmean(statistics.variance(v) for v in scores.values()) ** 0.5, 4),
+            "pooled_sd_all": round(statistics.fmean(statistics.variance(v) for v in scores.values()) ** 0.5, 4)
+            if scores else None,
             "configs_never_collapsed": len(never_collapsed),
+            # the spread the search must resolve: how much the configurations differ (their mean over seeds)
+            "between_config_sd_never_collapsed": round(statistics.stdev(config_means), 4)
+            if len(config_means) > 1 else None,
             "pooled_sd_never_collapsed": round(statistics.fmean(statistics.variance(v) for v in never_collapsed)
                                                ** 0.5, 4) if never_collapsed else None,
             "configs_collapsed_in_some_seeds": sum(1 for k in scores if collapsed[k]),
@@ -274,8 +317,11 @@ def print_table(task: dict) -> None:
     noise = task.get("grid_seed_noise")
     if noise:
         print(f"grid seed noise: pooled sd {noise['pooled_sd_all']} over {noise['configs']} configurations, "
-              f"{noise['pooled_sd_never_collapsed']} over the {noise['configs_never_collapsed']} that never collapsed; "
+              f"{noise['pooled_sd_never_collapsed']} over the {noise['configs_never_collapsed']} that never collapsed "
+              f"(their means differ by sd {noise['between_config_sd_never_collapsed']}); "
               f"winners under every seed: {noise['grid_winners']}")
+    for r in task["runs"]:
+        print(f"{r['strategy']:<12} seed {r['seed']} winner on test: {r['winner']}")
     for strategy, h in task.get("within_seed_noise", {}).items():
         print(f"{strategy} within the seed noise: {h['seeds_reached']}/{h['seeds']} seed(s), mean fraction "
               f"{h['mean_fraction_of_grid_epochs']}")

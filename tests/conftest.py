@@ -14,6 +14,8 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+# The smallest real search (search.run's smoke test on 80 synthetic images at 48 px, custom_cnn only).
+TINY_SEARCH = ["--smoke-test", "--no-dashboard", "--set", "synthetic_n=80", "--set", "space.batch_size=[32]"]
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +24,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def start_ray_with_trial_hook(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hook: str) -> None:
+    """A local 2-CPU Ray whose trials run ``hook`` (``CXR_FAULT_HOOK``, see search/trainable.py) before every epoch,
+    with an empty claims folder (``$CXR_FAULT_DIR``) for tests/reliability/faults.py; never joins another Ray."""
+    import ray
+
+    from search.trainable import FAULT_HOOK_ENV
+
+    # Set before Ray starts, so every worker inherits it; the workers import the hook from the project root.
+    monkeypatch.setenv(FAULT_HOOK_ENV, hook)
+    (tmp_path / "claims").mkdir()
+    monkeypatch.setenv("CXR_FAULT_DIR", str(tmp_path / "claims"))
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")

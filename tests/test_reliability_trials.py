@@ -12,31 +12,24 @@ import pandas as pd
 import pytest
 
 from search import run
-from search.trainable import FAULT_HOOK_ENV
+from tests.conftest import TINY_SEARCH, start_ray_with_trial_hook
 from tests.reliability import faults
 from tests.reliability.record import record
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-TINY = ["--smoke-test", "--no-dashboard", "--set", "synthetic_n=80", "--set", "space.batch_size=[32]"]
 
 
 @pytest.fixture
 def ray_with_fault_hook(monkeypatch, tmp_path):
     import ray
 
-    # Set before Ray starts, so every worker inherits it; the workers import the hook from the project root.
-    monkeypatch.setenv(FAULT_HOOK_ENV, "tests.reliability.faults:inject")
-    (tmp_path / "claims").mkdir()
-    monkeypatch.setenv("CXR_FAULT_DIR", str(tmp_path / "claims"))
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # never join another Ray
+    start_ray_with_trial_hook(monkeypatch, tmp_path, "tests.reliability.faults:inject")
     yield
     ray.shutdown()
 
 
 def test_injected_faults_are_recorded_and_the_search_goes_on(ray_with_fault_hook, tmp_path: Path, capsys) -> None:
-    code = run.main([*TINY, "--storage-path", str(tmp_path), "--name", "faults", "--num-samples", "4",
+    code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "faults", "--num-samples", "4",
                      "--scheduler", "none", "--set", "space.epochs=3", "--max-concurrent-trials", "2"])
     out = capsys.readouterr().out
     assert code == 0, out

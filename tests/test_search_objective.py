@@ -11,22 +11,16 @@ import pandas as pd
 import pytest
 
 from search import run
-from search.trainable import FAULT_HOOK_ENV
+from tests.conftest import TINY_SEARCH, start_ray_with_trial_hook
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-TINY = ["--smoke-test", "--no-dashboard", "--set", "synthetic_n=80", "--set", "space.batch_size=[32]"]
 
 
 @pytest.fixture
 def ray_with_constant_trial(monkeypatch, tmp_path):
     import ray
 
-    monkeypatch.setenv(FAULT_HOOK_ENV, "tests.reliability.faults:freeze_constant")
-    (tmp_path / "claims").mkdir()
-    monkeypatch.setenv("CXR_FAULT_DIR", str(tmp_path / "claims"))
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    start_ray_with_trial_hook(monkeypatch, tmp_path, "tests.reliability.faults:freeze_constant")
     yield
     ray.shutdown()
 
@@ -38,7 +32,7 @@ def _progress(experiment: Path) -> pd.DataFrame:
 
 
 def test_collapsed_trials_keep_their_objective_and_never_tie(ray_with_constant_trial, tmp_path: Path, capsys) -> None:
-    code = run.main([*TINY, "--storage-path", str(tmp_path), "--name", "obj", "--num-samples", "4",
+    code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "obj", "--num-samples", "4",
                      "--scheduler", "none", "--set", "space.epochs=3", "--max-concurrent-trials", "2"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -72,7 +66,7 @@ def test_optuna_is_told_each_trials_last_score_asha_stopped_ones_too(tmp_path: P
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
-        code = run.main([*TINY, "--storage-path", str(tmp_path), "--name", "asha", "--num-samples", "6",
+        code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "asha", "--num-samples", "6",
                          "--set", "space.epochs=3", "--set", "space.lr={low: 0.001, high: 0.01}",
                          "--max-concurrent-trials", "2"])
     finally:

@@ -11,11 +11,9 @@ import pandas as pd
 import pytest
 
 from search import run
+from tests.conftest import TINY_SEARCH
 
 pytestmark = pytest.mark.ray
-
-# A few synthetic images at 48 px (the smallest size study B's from-scratch CNN takes), custom_cnn only.
-TINY = ["--smoke-test", "--no-dashboard", "--set", "synthetic_n=80", "--set", "space.batch_size=[32]"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,7 +39,7 @@ def _epochs(trial_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_search_runs_asha_stops_trials_and_optuna_learns(tmp_path: Path, capsys) -> None:
-    code = run.main([*TINY, "--storage-path", str(tmp_path), "--name", "e2e", "--num-samples", "6",
+    code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "e2e", "--num-samples", "6",
                      "--objective", "val_loss", "--set", "space.epochs={low: 3, high: 3}",
                      "--set", "space.lr={low: 0.001, high: 0.01}", "--max-concurrent-trials", "2"])
     out = capsys.readouterr().out
@@ -93,7 +91,7 @@ def test_search_runs_asha_stops_trials_and_optuna_learns(tmp_path: Path, capsys)
 @pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path: Path, capsys) -> None:
     # Grid: at 32 px the CNN cannot be built (an exception in the trial); lr 1e30 makes the loss non-finite.
-    code = run.main([*TINY, "--storage-path", str(tmp_path), "--name", "fail", "--searcher", "grid",
+    code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "fail", "--searcher", "grid",
                      "--num-samples", "1", "--scheduler", "none",
                      "--set", "grid={image_size: [32, 48], lr: [0.001, 1.0e+30], optimizer: [sgd], epochs: [2]}"])
     out = capsys.readouterr().out
@@ -132,8 +130,8 @@ def _interrupt_after(n_results: int):
 @pytest.mark.slow
 def test_interrupted_search_is_finished_by_resume(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.delenv("CXR_TEST_INTERRUPTED", raising=False)
-    argv = [*TINY, "--storage-path", str(tmp_path), "--name", "resume", "--num-samples", "4", "--scheduler", "none",
-            "--set", "space.epochs=3", "--max-concurrent-trials", "2"]
+    argv = [*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "resume", "--num-samples", "4",
+            "--scheduler", "none", "--set", "space.epochs=3", "--max-concurrent-trials", "2"]
     code = run.main(argv, callbacks=[_interrupt_after(7)])
     out = capsys.readouterr().out
     experiment = tmp_path / "resume"
@@ -162,7 +160,7 @@ def test_interrupted_search_is_finished_by_resume(tmp_path: Path, capsys, monkey
 
 
 def test_gpus_requested_where_there_are_none_is_an_error(tmp_path: Path, capsys) -> None:
-    code = run.main([*TINY, "--storage-path", str(tmp_path), "--name", "gpu", "--gpus-per-trial", "1"])
+    code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "gpu", "--gpus-per-trial", "1"])
     assert code == run.EXIT_CONFIG_ERROR
     assert "no GPU" in capsys.readouterr().err
     assert not list((tmp_path / "gpu").glob("trial_*"))
