@@ -242,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", type=Path, default=None, help="write the per-image predictions to this CSV")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto (default: cpu)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--tta", type=int, default=None, metavar="N",
+                        help="test-time augmentation: average N fixed views (1 = off; default: the checkpoint's, which "
+                        "its threshold was chosen with, else 1)")
     return parser
 
 
@@ -265,9 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not items:
         print("error: no readable images to classify", file=sys.stderr)
         return 1
-    probs = predict_proba(model, x, batch_size=args.batch_size, device=device)
+    tta = int(args.tta if args.tta is not None else payload.get("tta", 1))
+    try:
+        probs = predict_proba(model, x, batch_size=args.batch_size, device=device, tta=tta)
+    except ValueError as err:
+        print(f"error: --tta: {err}", file=sys.stderr)
+        return 2
     table = prediction_table(items, probs, class_names, threshold)
-    print(f"model {args.model} ({', '.join(class_names)}); threshold {threshold:.2f} on P(PNEUMONIA) ({source})")
+    print(f"model {args.model} ({', '.join(class_names)}); threshold {threshold:.2f} on P(PNEUMONIA) ({source}); "
+          + (f"test-time augmentation: {tta} views averaged" if tta > 1 else "no test-time augmentation"))
     shown = table.drop(columns=_redundant_columns(table, class_names))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     summary = labelled_summary(table, probs, class_names, threshold)

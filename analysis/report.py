@@ -268,7 +268,7 @@ def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[s
             rt = retrain_and_evaluate(exp, out / sub, winners, seeds=range(args.seeds), folds=args.folds,
                                       task=task, epochs=args.epochs, device=args.device, no_ray=args.no_ray,
                                       cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                                      external=args.external)
+                                      external=args.external, tta=args.tta)
             suffix = "" if sub == "retrain" else f" ({rt['task']})"
             timings["retrain_evaluate" + suffix] = time.perf_counter() - t
             t = time.perf_counter()
@@ -303,7 +303,9 @@ def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Names
     rep.p(f"Each winner retrained from scratch ({how}), task {rt['task']}, the validation split for early stopping "
           f"and for choosing the threshold (F1-best of 0.10..0.90 by 0.05 on validation, ties to the threshold "
           f"nearest 0.5); the test split scored once per run at that threshold. Figures are mean ± std over runs. "
-          f"{len(rt['runs'])} runs in {rt['wall_s']:.0f} s ({'Ray tasks' if rt['used_ray'] else 'sequential'}).")
+          f"{len(rt['runs'])} runs in {rt['wall_s']:.0f} s ({'Ray tasks' if rt['used_ray'] else 'sequential'}). "
+          + (f"Every prediction averages {rt['tta']} test-time views (small shifts and zooms)." if rt["tta"] > 1
+             else "No test-time augmentation."))
     rep.table(build_results_table(rt["winners"]))
     rep.h("Beside the published anchors")
     rep.p("Different data, splits and protocols: the anchors are context, not a like-for-like comparison. Study B "

@@ -42,6 +42,7 @@ class RunSpec:
     seed: int
     fold: int | None
     config: dict[str, Any]
+    tta: int = 1  # test-time views averaged in every prediction of the run (1: none)
 
     @property
     def label(self) -> dict[str, Any]:
@@ -50,7 +51,7 @@ class RunSpec:
 
 
 def build_run_specs(winners: pd.DataFrame, seeds: Sequence[int], folds: Sequence[int] = (), task: str | None = None,
-                    epochs: int | None = None, device: str = "cpu") -> list[RunSpec]:
+                    epochs: int | None = None, device: str = "cpu", tta: int = 1) -> list[RunSpec]:
     """Seeds x winners, or folds x winners (one seed per fold) when ``folds`` is given."""
     specs = []
     for k, (_, row) in enumerate(winners.iterrows(), start=1):
@@ -62,7 +63,7 @@ def build_run_specs(winners: pd.DataFrame, seeds: Sequence[int], folds: Sequence
             cfg["epochs"] = int(epochs)
         pairs = [(s, None) for s in seeds] if not folds else [(seeds[0] + j, f) for j, f in enumerate(folds)]
         for seed, fold in pairs:
-            specs.append(RunSpec(k, str(row["trial_id"]), int(seed), fold, {**cfg, "seed": int(seed)}))
+            specs.append(RunSpec(k, str(row["trial_id"]), int(seed), fold, {**cfg, "seed": int(seed)}, tta))
     return specs
 
 
@@ -126,10 +127,12 @@ def train_run(spec: RunSpec, arrays: SplitArrays, threads: int | None = None,
         trainer.run_epoch()
     payload = trainer.checkpoint_payload()  # best-val-loss weights
     trainer.model.load_state_dict(payload["model"])
-    device = trainer.device
-    probs_val = predict_proba(trainer.model, val_x, device=device)
-    probs_test = predict_proba(trainer.model, arrays.x["test"], device=device)
-    probs_external = {name: predict_proba(trainer.model, x, device=device) for name, x in (externals or {}).items()}
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return predict_proba(trainer.model, x, device=trainer.device, tta=spec.tta)
+
+    probs_val, probs_test = predict(val_x), predict(arrays.x["test"])
+    probs_external = {name: predict(x) for name, x in (externals or {}).items()}
     return {"spec": spec, "y_val": val_y, "probs_val": probs_val, "probs_test": probs_test,
             "probs_external": probs_external, "payload": payload,
             "history": pd.DataFrame(trainer.history), "epochs_run": trainer.epoch,
@@ -177,7 +180,7 @@ def load_arrays_by_size(exp: Experiment, specs: Sequence[RunSpec], task: str) ->
 def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, seeds: Sequence[int] = (0, 1, 2),
                          folds: bool = False, task: str | None = None, epochs: int | None = None, device: str = "cpu",
                          no_ray: bool = False, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
-                         external: Sequence[str] = ()) -> dict[str, Any]:
+                         external: Sequence[str] = (), tta: int = 1) -> dict[str, Any]:
     """Retrain every winner, evaluate every run (on test, and on each ``external`` labelled folder at the threshold
     chosen on validation), write per-winner outputs; returns what the report shows."""
     out.mkdir(parents=True, exist_ok=True)
@@ -187,7 +190,7 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, s
         fold_ids = sorted(int(f) for f in exp.manifest["fold"].unique() if int(f) >= 0)
         if not fold_ids:
             raise ValueError("--folds: the split manifest has no fold column values (folds=0 at search time)")
-    specs = build_run_specs(winners, list(seeds), fold_ids, task, epochs, device)
+    specs = build_run_specs(winners, list(seeds), fold_ids, task, epochs, device, tta)
     arrays_by_size = load_arrays_by_size(exp, specs, task)
     externals = load_externals(exp, external, sorted(arrays_by_size))
     start = time.perf_counter()
@@ -205,7 +208,7 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, s
     if winners_out:
         shutil.copyfile(winners_out[0]["files"]["model"], out / "best_model.pt")
     return {"runs": runs_table, "winners": winners_out, "arrays": arrays_by_size, "wall_s": wall,
-            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray),
+            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray), "tta": tta,
             "externals": [{"name": e.name, "path": e.path, "images": len(next(iter(e.by_size.values())).labels)}
                           for e in externals]}
 
@@ -224,7 +227,7 @@ def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdi
     files = write_winner_outputs(wdir, evals, labels, best, arrays.class_names, arrays.y["test"],
                                  f"winner {k} ({trial_id})")
     payload = {**mine[best]["payload"], "threshold": float(evals[best]["metrics"]["threshold"]),
-               "threshold_chosen_on": "validation", "source_trial": trial_id}
+               "threshold_chosen_on": "validation", "source_trial": trial_id, "tta": mine[best]["spec"].tta}
     files["model"] = save_checkpoint(wdir / "model.pt", payload)
     history = pd.concat([r["history"].assign(**r["spec"].label) for r in mine], ignore_index=True)
     files["history"] = wdir / "history.csv"
@@ -271,6 +274,10 @@ def add_retrain_args(parser: argparse.ArgumentParser, allow_both: bool = False) 
                         help="a labelled folder or CSV acquired apart from the training data (any layout --data "
                         "reads), scored beside the test split at the threshold chosen on validation; nothing is fitted "
                         "on it (repeatable)")
+    parser.add_argument("--tta", type=int, default=1, metavar="N",
+                        help="test-time augmentation: average the predictions over N fixed views (small shifts and "
+                        "zooms, the image itself first; 1 = off); the threshold is chosen on validation with the same "
+                        "views")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = retrain_and_evaluate(exp, args.out, winners, seeds=range(args.seeds), folds=args.folds, task=args.task,
                                epochs=args.epochs, device=args.device, no_ray=args.no_ray,
                                cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                               external=args.external)
+                               external=args.external, tta=args.tta)
     for w in res["winners"]:
         print(f"winner {w['winner']} ({w['trial_id']}):")
         print(w["summary"]["mean_std"].to_string())

@@ -286,7 +286,7 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     args = report.build_parser().parse_args([str(experiment), "--out", str(out), "--task", "multiclass",
                                              "--top-k", "1", "--seeds", "2", "--epochs", "1", "--no-ray",
                                              "--allow-collapsed", "--external", str(kaggle), "--external",
-                                             str(binary)])
+                                             str(binary), "--tta", "2"])
     result = report.build_report(Experiment(experiment), out, args)
     winner = result["retrain"]["winners"][0]
     assert set(winner["external"]) == {"site_b", "site_c"}
@@ -303,3 +303,8 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     assert "| metric | internal test | external | drop |" in text
     runs = pd.read_csv(out / "retrain" / "runs.csv")
     assert {"site_b:accuracy", "site_c:auc"} <= set(runs.columns)
+    # test-time augmentation: 2 views everywhere (the threshold too); the saved model says so, for predict
+    assert "averages 2 test-time views" in text
+    from cxrmodels.train.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "retrain" / "best_model.pt")["tta"] == 2

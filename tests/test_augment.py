@@ -98,3 +98,18 @@ def test_augment_batch_applies_intensity_only_when_asked() -> None:
     assert not torch.allclose(augment_batch(x, strong, torch.Generator().manual_seed(2)), x.float().unsqueeze(1) / 255)
     with pytest.raises(ValueError, match="intensity"):
         AugmentConfig(intensity=1.5)
+
+
+def test_test_time_views_are_fixed_small_shifts_and_zooms_identity_first() -> None:
+    from cxrmodels.data.augment import TTA_VIEWS, tta_view
+
+    x = torch.zeros(1, 1, 50, 50)
+    x[..., 20:30, 20:30] = 1.0
+    assert torch.equal(tta_view(x, 0), x)
+    right = tta_view(x, 1)  # samples 4% to the right: the square moves left by 2 px
+    assert torch.allclose(right[..., 20:30, 18:28], torch.ones(10, 10), atol=1e-5)
+    for view in range(1, len(TTA_VIEWS)):
+        moved = tta_view(x, view)
+        assert not torch.equal(moved, x) and 80 <= float(moved.sum()) <= 125  # still the whole square, in view
+    with pytest.raises(ValueError, match="views"):
+        tta_view(x, len(TTA_VIEWS))

@@ -122,3 +122,11 @@ def test_predict_bad_checkpoint_is_one_line_exit_2(tmp_path, kaggle_folder, caps
     assert predict.main(["--model", str(path), str(kaggle_folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and str(path) in err and len(err.splitlines()) == 1
+
+
+def test_predict_test_time_augmentation(tmp_path, kaggle_folder, capsys):
+    ckpt = _save_tiny_checkpoint(tmp_path / "binary.pt", "binary", logit=1.0)
+    assert predict.main(["--model", str(ckpt), str(kaggle_folder), "--tta", "3"]) == 0
+    assert "test-time augmentation: 3 views averaged" in capsys.readouterr().out
+    assert predict.main(["--model", str(ckpt), str(kaggle_folder), "--tta", "99"]) == 2
+    assert "--tta" in capsys.readouterr().err

@@ -222,3 +222,18 @@ def test_cxrmodels_imports_neither_ray_nor_optuna() -> None:
             "print(bad); sys.exit(1 if bad else 0)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_predict_proba_averages_the_test_time_views() -> None:
+    from cxrmodels.train.loop import build_model, predict_logits, probabilities
+
+    torch.manual_seed(0)
+    model = build_model(TrialConfig(backbone="test_resnet", image_size=32, task="multiclass"))
+    x = (np.random.default_rng(0).random((6, 32, 32)) * 255).astype(np.uint8)
+    plain = predict_proba(model, x)
+    assert np.allclose(plain, predict_proba(model, x, tta=1))
+    views = [probabilities(predict_logits(model, x, batch_size=4, device="cpu", view=v)).numpy() for v in range(3)]
+    assert np.allclose(predict_proba(model, x, batch_size=4, tta=3), np.mean(views, axis=0), atol=1e-6)
+    assert not np.allclose(views[0], views[1])
+    with pytest.raises(ValueError, match="tta"):
+        predict_proba(model, x, tta=0)

@@ -71,6 +71,26 @@ def affine_matrices(batch: int, cfg: AugmentConfig, generator: torch.Generator |
     return torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
 
 
+#: Test-time augmentation: fixed views (x shift, y shift as a fraction of the size; zoom), the identity first. The same
+#: kinds of change as training's augmentation, small enough to keep the whole chest in view; never a flip.
+TTA_VIEWS: tuple[tuple[float, float, float], ...] = (
+    (0.0, 0.0, 1.0), (0.04, 0.0, 1.0), (-0.04, 0.0, 1.0), (0.0, 0.04, 1.0), (0.0, -0.04, 1.0), (0.0, 0.0, 1.05),
+    (0.0, 0.0, 0.95), (0.04, 0.04, 1.0),
+)
+
+
+def tta_view(images: torch.Tensor, view: int) -> torch.Tensor:
+    """View ``view`` (an index into :data:`TTA_VIEWS`) of a float (B, 1, H, W) batch; view 0 is the batch itself."""
+    if not 0 <= view < len(TTA_VIEWS):
+        raise ValueError(f"test-time augmentation has {len(TTA_VIEWS)} views; view {view} does not exist")
+    tx, ty, zoom = TTA_VIEWS[view]
+    if view == 0:
+        return images
+    theta = torch.tensor([[zoom, 0.0, 2 * tx], [0.0, zoom, 2 * ty]], dtype=images.dtype, device=images.device)
+    grid = F.affine_grid(theta.expand(images.shape[0], 2, 3), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 #: Ranges of the intensity changes at strength 1 (each drawn uniformly per image, scaled by the strength).
 INTENSITY_RANGES = {"log_gamma": 0.4, "contrast": 0.3, "brightness": 0.1, "sharpen": 1.0, "noise_std": 0.03}
 

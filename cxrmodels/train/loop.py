@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrmodels.data.augment import AugmentConfig, augment_batch, to_float
+from cxrmodels.data.augment import TTA_VIEWS, AugmentConfig, augment_batch, to_float, tta_view
 from cxrmodels.models.freeze import set_trainable
 from cxrmodels.models.registry import CXRClassifier, create_model
 from cxrmodels.train.config import TrialConfig
@@ -254,26 +254,32 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int, device: str | torch.device
+    model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int, device: str | torch.device, view: int = 0
 ) -> torch.Tensor:
-    """Logits (n, outputs) on the CPU, float32, for uint8 images (n, S, S); no augmentation."""
+    """Logits (n, outputs) on the CPU, float32, for uint8 images (n, S, S); no augmentation, or the fixed
+    test-time view ``view`` (see ``cxrmodels.data.augment.TTA_VIEWS``; 0 is the image itself)."""
     device = torch.device(device)
     x = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
     model.eval()
     chunks = []
     for lo in range(0, len(x), batch_size):
         idx = torch.arange(lo, min(lo + batch_size, len(x)))
-        images = _to_model_layout(to_float(_prepare_batch(x, idx, device)), device)
+        images = _to_model_layout(tta_view(to_float(_prepare_batch(x, idx, device)), view), device)
         with _autocast(device):
             chunks.append(model(images).float().cpu())
     return torch.cat(chunks) if chunks else torch.zeros(0, 1)
 
 
 def predict_proba(
-    model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 64, device: str | torch.device = "cpu"
+    model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 64, device: str | torch.device = "cpu",
+    tta: int = 1,
 ) -> np.ndarray:
-    """Class probabilities (n, k) for analysis (threshold studies, confusion matrices); binary gives 2 columns."""
-    return probabilities(predict_logits(model, x, batch_size=batch_size, device=device)).numpy()
+    """Class probabilities (n, k) for analysis (threshold studies, confusion matrices); binary gives 2 columns.
+    ``tta`` > 1 averages the probabilities of the first ``tta`` test-time views (the image itself first)."""
+    if not 1 <= tta <= len(TTA_VIEWS):
+        raise ValueError(f"tta must be 1 (off) to {len(TTA_VIEWS)} views, got {tta}")
+    views = [probabilities(predict_logits(model, x, batch_size=batch_size, device=device, view=v)) for v in range(tta)]
+    return torch.stack(views).mean(0).numpy()
 
 
 def evaluate(
