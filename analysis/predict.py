@@ -286,7 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         table.assign(threshold=threshold).to_csv(args.csv, index=False)
         print(f"predictions written to {args.csv}")
-    if args.gradcam_dir is not None:
+    if args.gradcam_dir is not None and hasattr(model, "members"):
+        print("no Grad-CAM for an ensemble: a heat map explains one network; run predict with a member's model.pt")
+    elif args.gradcam_dir is not None:
         written = write_gradcams(model, x, table, class_names, args.gradcam_dir, device)
         print(f"{len(written)} Grad-CAM overlay(s) written to {args.gradcam_dir}")
     return 0

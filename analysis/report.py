@@ -306,7 +306,7 @@ def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Names
           f"{len(rt['runs'])} runs in {rt['wall_s']:.0f} s ({'Ray tasks' if rt['used_ray'] else 'sequential'}). "
           + (f"Every prediction averages {rt['tta']} test-time views (small shifts and zooms)." if rt["tta"] > 1
              else "No test-time augmentation."))
-    rep.table(build_results_table(rt["winners"]))
+    rep.table(build_results_table(rt["winners"] + ([rt["ensemble"]] if rt.get("ensemble") else [])))
     rep.h("Beside the published anchors")
     rep.p("Different data, splits and protocols: the anchors are context, not a like-for-like comparison. Study B "
           "chose its threshold on the test set; here it is chosen on validation.")
@@ -340,6 +340,24 @@ def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Names
                                       w["files"]["model"].parent / "retrain_curves.png",
                                       title=f"winner {w['winner']}: retraining runs")
         rep.image(curves, "Learning curves of the retraining runs")
+    if rt.get("ensemble"):
+        write_ensemble_section(rep, rt["ensemble"], rt["seeds"])
+
+
+def write_ensemble_section(rep: Report, ens: dict[str, Any], seeds: Sequence[int]) -> None:
+    threshold = ens["evals"][0]["metrics"]["threshold"]
+    rep.h(f"Ensemble: the {ens['members']} retrained runs as one model", 3)
+    rep.p(f"The mean of the class probabilities of every run above at winner 1's image size (trials "
+          f"{ens['trial_id'].replace('+', ', ')}; seeds {list(seeds)}), scored like a single model: the threshold "
+          f"({threshold:.2f}) chosen on validation from the averaged predictions, test and external sets only scored. "
+          f"Saved as {ens['files']['model'].parent.name}/model.pt; python -m analysis.predict --model accepts it. "
+          "One ensemble, so no ± here: the ± of the rows above is the spread over single runs.")
+    rep.table(ens["summary"].reset_index()[["metric", "mean"]].rename(columns={"mean": "value"}))
+    if "per_class" in ens["files"]:
+        rep.table(pd.read_csv(ens["files"]["per_class"]))
+    rep.image(ens["files"]["pr_curve"], "Ensemble: test precision-recall; ringed: the threshold chosen on validation")
+    rep.image(ens["files"]["confusion_png"], "Ensemble: test confusion matrix, counts and row-normalised")
+    write_external_section(rep, ens)
 
 
 def resolved_preprocessing(exp) -> str:
@@ -370,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"in {time.perf_counter() - start:.1f} s; winners {list(result['winners']['trial_id'])}")
     for sub, rt in result.get("retrains", {}).items():
         print(f"retrained best {rt['task']} model: {args.out / sub / 'best_model.pt'}")
+        if rt.get("ensemble"):
+            print(f"ensemble of {rt['ensemble']['members']} {rt['task']} runs: {rt['ensemble']['files']['model']}")
     return 0
 
 

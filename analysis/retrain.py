@@ -207,7 +207,8 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, s
     runs_table.to_csv(out / "runs.csv", index=False)
     if winners_out:
         shutil.copyfile(winners_out[0]["files"]["model"], out / "best_model.pt")
-    return {"runs": runs_table, "winners": winners_out, "arrays": arrays_by_size, "wall_s": wall,
+    ensemble = build_ensemble(runs, arrays_by_size, externals, out / "ensemble") if runs else None
+    return {"runs": runs_table, "winners": winners_out, "ensemble": ensemble, "arrays": arrays_by_size, "wall_s": wall,
             "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray), "tta": tta,
             "externals": [{"name": e.name, "path": e.path, "images": len(next(iter(e.by_size.values())).labels)}
                           for e in externals]}
@@ -237,21 +238,66 @@ def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdi
     summary.to_csv(files["summary"])
     rows = [{**r["spec"].label, **e["metrics"], "epochs_run": r["epochs_run"], "time_s": r["time_s"]}
             for r, e in zip(mine, evals, strict=True)]
-    scored = {}
-    for ext in externals:
-        data = ext.by_size[int(mine[0]["spec"].config["image_size"])]
-        ext_evals = [evaluate_external(r["y_val"], r["probs_val"], data.labels, r["probs_external"][ext.name],
-                                       arrays.class_names) for r in mine]
-        scored[ext.name] = {"path": ext.path, "images": len(data.labels), "summary": summarise(ext_evals)}
-        files[f"external_{ext.name}"] = wdir / f"external_{ext.name}_summary.csv"
-        scored[ext.name]["summary"].to_csv(files[f"external_{ext.name}"])
-        for row, e in zip(rows, ext_evals, strict=True):
-            row.update({f"{ext.name}:{key.removeprefix('test_')}": v for key, v in e["metrics"].items()
+    scored = score_externals(mine, externals, arrays.class_names, wdir)
+    for name, ext in scored.items():
+        files[f"external_{name}"] = ext["file"]
+        for row, e in zip(rows, ext["evals"], strict=True):
+            row.update({f"{name}:{key.removeprefix('test_')}": v for key, v in e["metrics"].items()
                         if key.startswith("test_")})
     winner = {"winner": k, "trial_id": trial_id, "config": mine[0]["spec"].config, "evals": evals, "best": best,
               "summary": summary, "files": files, "history": history, "class_names": arrays.class_names,
               "size": int(mine[0]["spec"].config["image_size"]), "external": scored}
     return winner, rows
+
+
+def score_externals(runs: Sequence[dict[str, Any]], externals: Sequence[ExternalSet], class_names: Sequence[str],
+                    folder: Path) -> dict[str, dict[str, Any]]:
+    """Each external set scored by each run at its validation threshold: per set the evaluations, their summary
+    (written to ``folder/external_<name>_summary.csv``), its path and image count."""
+    scored = {}
+    size = int(runs[0]["spec"].config["image_size"])
+    for ext in externals:
+        data = ext.by_size[size]
+        evals = [evaluate_external(r["y_val"], r["probs_val"], data.labels, r["probs_external"][ext.name],
+                                   class_names) for r in runs]
+        summary = summarise(evals)
+        path = folder / f"external_{ext.name}_summary.csv"
+        summary.to_csv(path)
+        scored[ext.name] = {"path": ext.path, "images": len(data.labels), "evals": evals, "summary": summary,
+                            "file": path}
+    return scored
+
+
+def build_ensemble(runs: Sequence[dict[str, Any]], arrays_by_size: dict[int, SplitArrays],
+                   externals: Sequence[ExternalSet], folder: Path) -> dict[str, Any] | None:
+    """Every seed of every winner (at winner 1's image size) as one model: the mean of their probabilities, scored
+    like a single run (threshold chosen on validation) and saved as an ensemble checkpoint. None with fewer than two
+    such runs, or with folds (each fold validates on other images, so their validation predictions cannot be
+    averaged)."""
+    from cxrmodels.train.checkpoint import ensemble_payload, save_checkpoint
+
+    size = int(runs[0]["spec"].config["image_size"])
+    members = [r for r in runs if int(r["spec"].config["image_size"]) == size]
+    if len(members) < 2 or any(r["spec"].fold is not None for r in members):
+        return None
+    arrays = arrays_by_size[size]
+    averaged = {"spec": members[0]["spec"], "y_val": members[0]["y_val"],
+                **{key: np.mean([r[key] for r in members], axis=0) for key in ("probs_val", "probs_test")},
+                "probs_external": {e.name: np.mean([r["probs_external"][e.name] for r in members], axis=0)
+                                   for e in externals}}
+    ev = evaluate_run(averaged["y_val"], averaged["probs_val"], arrays.y["test"], averaged["probs_test"],
+                      arrays.class_names)
+    trials = list(dict.fromkeys(r["spec"].trial_id for r in members))
+    files = write_winner_outputs(folder, [ev], [{"members": len(members)}], 0, arrays.class_names, arrays.y["test"],
+                                 f"ensemble of {len(members)} runs")
+    files["model"] = save_checkpoint(folder / "model.pt", ensemble_payload(
+        [r["payload"] for r in members], threshold=float(ev["metrics"]["threshold"]),
+        threshold_chosen_on="validation", tta=members[0]["spec"].tta, source_trials=trials))
+    summary = summarise([ev])
+    summary.to_csv(folder / "summary.csv")
+    return {"winner": "ensemble", "trial_id": "+".join(trials), "members": len(members), "evals": [ev], "best": 0,
+            "summary": summary, "files": files, "class_names": arrays.class_names, "size": size,
+            "external": score_externals([averaged], externals, arrays.class_names, folder)}
 
 
 def add_retrain_args(parser: argparse.ArgumentParser, allow_both: bool = False) -> None:

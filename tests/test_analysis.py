@@ -308,3 +308,13 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     from cxrmodels.train.checkpoint import load_checkpoint
 
     assert load_checkpoint(out / "retrain" / "best_model.pt")["tta"] == 2
+
+    # every run as one model: scored like one (validation threshold), externals too, and predict accepts it
+    ensemble = result["retrain"]["ensemble"]
+    assert ensemble["members"] == 2 and set(ensemble["external"]) == {"site_b", "site_c"}
+    assert "Ensemble: the 2 retrained runs as one model" in text
+    from analysis import predict
+
+    model = out / "retrain" / "ensemble" / "model.pt"
+    assert predict.main(["--model", str(model), str(binary), "--csv", str(tmp_path / "e.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "e.csv")) == 30

@@ -58,3 +58,28 @@ def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
     with pytest.raises(pickle.UnpicklingError):
         load_model(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_an_ensemble_checkpoint_predicts_the_mean_of_its_members(tmp_path: Path, task: str) -> None:
+    from cxrmodels.train.checkpoint import EnsembleModel, ensemble_payload
+    from cxrmodels.train.loop import build_model
+
+    names = ["NORMAL", "PNEUMONIA"] if task == "binary" else ["NORMAL", "BACTERIAL", "VIRAL"]
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        cfg = TrialConfig(task=task, backbone="test_resnet", image_size=32, seed=seed)
+        model = build_model(cfg)
+        members.append({"model": model.state_dict(), "config": cfg.to_dict(), "class_names": names,
+                        "preprocess": {"size": 32}})
+    path = save_checkpoint(tmp_path / "ens.pt", ensemble_payload(members, threshold=0.35))
+    ensemble, payload = load_model(path)
+    assert isinstance(ensemble, EnsembleModel) and payload["threshold"] == 0.35 and payload["class_names"] == names
+    x = (np.random.default_rng(0).random((5, 32, 32)) * 255).astype(np.uint8)
+    singles = [predict_proba(load_model(save_checkpoint(tmp_path / f"m{i}.pt", {"format": "cxrmodels.checkpoint/1",
+                                                                               **m}))[0], x)
+               for i, m in enumerate(members)]
+    assert np.allclose(predict_proba(ensemble, x), np.mean(singles, axis=0), atol=1e-5)
+    with pytest.raises(ValueError, match="share"):
+        ensemble_payload([members[0], {**members[1], "preprocess": {"size": 64}}])
