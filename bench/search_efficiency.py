@@ -2,6 +2,7 @@
 
     python bench/search_efficiency.py            # synthetic (300 images, 48 px) + chest_xray subset (64 px), 3 seeds
     python bench/search_efficiency.py --quick    # 120 synthetic images, a 2x3x2 grid of 1-2 epochs, 1 seed
+    python bench/search_efficiency.py --tasks chest_xray --xray-images 2400 --val-fraction 0.3   # docs/benchmarks.md
 
 Every search is a real ``search.run`` search (preset ``study-b-grid`` plus ``--set`` overrides), so the three
 strategies share the model (custom_cnn, no pretrained weights), image size, data, split (seed 0) and fixed settings:
@@ -20,10 +21,17 @@ The grid is the same 36 configurations in every seed (only the trials' seed diff
 configuration's best score over the seeds is the training noise. ``grid_seed_noise`` gives it pooled over the
 configurations, and the grid winners' scores under the other seeds (how much of "the grid's best" is a lucky draw);
 the headline is also given "within the seed noise" (the grid's best minus the pooled standard deviation of the
-configurations that never collapsed).
+configurations that never collapsed). Beside the noise, ``between_config_sd_never_collapsed`` is how much the
+configurations' mean scores differ: the search can only tell configurations apart where that is the larger.
+``--val-fraction`` enlarges the validation split (the test split stays 15%) to lower the noise.
+
+Each search's winner (rank 1 of its results.csv: the best validation objective of a non-collapsed epoch) is also
+scored on the test split, which no search sees: its best checkpoint, the binary threshold chosen on validation,
+test AUROC, accuracy, sensitivity and specificity (``winner``). A search that wins on validation but loses on test
+has not won.
 
 From each trial's ``progress.csv`` the epochs of a search are put in time order (``timestamp``, then the trial's own
-``time_total_s``) to give the best ``score`` so far (the objective: the preset's, val_auc, collapsed epochs included)
+``time_total_s``) to give the best ``score`` so far (the preset's objective, val_auc; collapsed epochs do not count)
 against cumulative epochs trained over all trials and against wall time since the search started. Headline: the
 fraction of the grid's total epochs each ASHA search needed to first reach the grid's best score (same seed).
 
