@@ -232,8 +232,6 @@ def image_sizes(config: Mapping[str, Any]) -> list[int]:
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Check everything that can be checked without data or Ray; fill ``mode``. Returns the config."""
-    from cxrmodels.train.config import TrialConfig
-
     problems: list[str] = []
     if config["task"] not in ("binary", "multiclass"):
         problems.append(f"task {config['task']!r} is not binary or multiclass")
@@ -270,8 +268,23 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     if config["searcher"] == "grid" and not config["grid"]:
         problems.append("searcher grid needs a 'grid' section (key -> list of values) in the preset")
 
-    # Every key that reaches TrialConfig must be one of its fields, and every end of every range a valid value:
-    # the checks run through TrialConfig itself so they can never drift from what a trial accepts.
+    problems += _trial_settings_problems(config, problems_so_far=bool(problems))
+    if not problems and config["scheduler"] == "asha" and asha.get("grace_period", 1) > (cap := max_epochs(config)):
+        problems.append(f"asha.grace_period {asha['grace_period']} is more than the most epochs a trial may run "
+                        f"({cap}): lower it (--set asha.grace_period={cap}) or allow more epochs (--max-epochs)")
+    if problems:
+        raise SearchConfigError("invalid search configuration: " + "; ".join(dict.fromkeys(problems)))
+    config["mode"] = objective_mode(config)
+    return config
+
+
+def _trial_settings_problems(config: Mapping[str, Any], problems_so_far: bool) -> list[str]:
+    """Every key that reaches TrialConfig must be one of its fields, and every end of every range a valid value: the
+    checks run through TrialConfig itself so they can never drift from what a trial accepts. The values are checked
+    only when nothing else is wrong (``problems_so_far``), as one bad key would make every value fail."""
+    from cxrmodels.train.config import TrialConfig
+
+    problems: list[str] = []
     trial_fields = set(TrialConfig.__dataclass_fields__)
     for section in ("fixed", "space", "grid"):
         unknown = sorted(set(config[section]) - trial_fields)
@@ -281,29 +294,22 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     for key in ("task",):
         if key in config["fixed"] or key in config["space"] or key in config["grid"]:
             problems.append(f"'{key}' is set at the top level (--{key}), not in fixed/space/grid")
-    if not problems:
-        for section in ("space", "grid") if config["searcher"] == "grid" else ("space",):
-            for key, spec in config[section].items():
-                if is_range(spec) and not spec["low"] <= spec["high"]:
-                    problems.append(f"{section}.{key}: low {spec['low']} > high {spec['high']}")
-                if isinstance(spec, list) and not spec:
-                    problems.append(f"{section}.{key}: an empty list of choices")
-                if is_range(spec) and spec.get("log", key in LOG_KEYS) and spec["low"] <= 0:
-                    problems.append(f"{section}.{key}: a log-scale range needs low > 0 (use a small floor like 1e-6)")
-                for value in spec_values(spec):
-                    problem = _check_trial_value(config, key, value)
-                    if problem:
-                        problems.append(f"{section}.{key}: {problem}")
-        problem = _check_trial_value(config, "task", config["task"])
-        if problem:
-            problems.append(problem)
-    if not problems and config["scheduler"] == "asha" and asha.get("grace_period", 1) > (cap := max_epochs(config)):
-        problems.append(f"asha.grace_period {asha['grace_period']} is more than the most epochs a trial may run "
-                        f"({cap}): lower it (--set asha.grace_period={cap}) or allow more epochs (--max-epochs)")
-    if problems:
-        raise SearchConfigError("invalid search configuration: " + "; ".join(dict.fromkeys(problems)))
-    config["mode"] = objective_mode(config)
-    return config
+    if problems or problems_so_far:
+        return problems
+    for section in ("space", "grid") if config["searcher"] == "grid" else ("space",):
+        for key, spec in config[section].items():
+            if is_range(spec) and not spec["low"] <= spec["high"]:
+                problems.append(f"{section}.{key}: low {spec['low']} > high {spec['high']}")
+            if isinstance(spec, list) and not spec:
+                problems.append(f"{section}.{key}: an empty list of choices")
+            if is_range(spec) and spec.get("log", key in LOG_KEYS) and spec["low"] <= 0:
+                problems.append(f"{section}.{key}: a log-scale range needs low > 0 (use a small floor like 1e-6)")
+            for value in spec_values(spec):
+                problem = _check_trial_value(config, key, value)
+                if problem:
+                    problems.append(f"{section}.{key}: {problem}")
+    problem = _check_trial_value(config, "task", config["task"])
+    return problems + ([problem] if problem else [])
 
 
 def _check_trial_value(config: Mapping[str, Any], key: str, value: Any) -> str | None:
