@@ -209,9 +209,7 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, s
         shutil.copyfile(winners_out[0]["files"]["model"], out / "best_model.pt")
     ensemble = build_ensemble(runs, arrays_by_size, externals, out / "ensemble") if runs else None
     return {"runs": runs_table, "winners": winners_out, "ensemble": ensemble, "arrays": arrays_by_size, "wall_s": wall,
-            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray), "tta": tta,
-            "externals": [{"name": e.name, "path": e.path, "images": len(next(iter(e.by_size.values())).labels)}
-                          for e in externals]}
+            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray), "tta": tta}
 
 
 def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdir: Path,

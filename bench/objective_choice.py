@@ -85,9 +85,9 @@ def search_settings(args: argparse.Namespace) -> dict:
 
 
 def load_arrays(config: dict, external: str) -> dict:
-    from cxrmodels.data.dataset import prepare
+    from cxrmodels.data.dataset import load_labelled, prepare
     from cxrmodels.data.preprocess import PreprocessConfig
-    from cxrmodels.data.records import class_names
+    from cxrmodels.data.records import class_names, task_labels
     from cxrmodels.data.splits import SplitConfig
 
     size = config["space"]["image_size"][0]
@@ -96,9 +96,9 @@ def load_arrays(config: dict, external: str) -> dict:
     prepared = prepare(config["data"], preprocess, split=split, seed=config["seed"],
                        synthetic_n=config.get("synthetic_n"))
     arrays = {s: prepared.arrays(s, config["task"]) for s in ("train", "val", "test")}
-    if external and Path(external).is_dir():
-        ext = prepare(external, preprocess, keep_split=True, split=SplitConfig(folds=0, min_test=None, min_val=None))
-        arrays["external"] = ext.arrays("test", config["task"])
+    if external and Path(external).is_dir():  # reported only: no candidate or trial is chosen on it
+        ext = load_labelled(external, preprocess)
+        arrays["external"] = (ext.images, task_labels(ext.labels, config["task"]))
     return {"arrays": arrays, "class_names": class_names(config["task"]), "preprocess": preprocess.to_dict(),
             "counts": {s: int(len(y)) for s, (_, y) in arrays.items()}}
 

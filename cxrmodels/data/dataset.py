@@ -21,7 +21,7 @@ import pandas as pd
 
 from cxrmodels.data.cache import cached_content_hashes, default_cache_dir, load_or_build
 from cxrmodels.data.preprocess import PreprocessConfig
-from cxrmodels.data.records import PNEUMONIA, Record, class_names, task_labels
+from cxrmodels.data.records import Record, class_names, task_labels
 from cxrmodels.data.sources import SPLITS, load_records
 from cxrmodels.data.splits import SplitConfig, make_splits, read_manifest, write_manifest
 
@@ -73,10 +73,6 @@ class LabelledImages:
     labels: list[str]
     paths: list[str]
     skipped: list[tuple[str, str]]
-
-    def has_subtypes(self) -> bool:
-        """Whether every pneumonia image says bacterial or viral (needed to score a 3-class model 3-class)."""
-        return PNEUMONIA not in self.labels
 
 
 def load_labelled(data: str, preprocess: PreprocessConfig, *, cache_dir: str | Path | None = None,
