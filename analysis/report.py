@@ -202,6 +202,9 @@ def write_external_section(rep: Report, winner: dict[str, Any]) -> None:
         rep.p(f"External validation on {name} ({ext['path']}, {ext['images']} images): the same runs, at the "
               "threshold each chose on validation. Nothing was fitted on this set (no weights, threshold, "
               "calibration or early stopping). drop = internal mean minus external mean.")
+        if ext.get("skipped"):
+            rep.p(f"{ext['skipped']} file(s) of {name} could not be used and were left out; each is listed with its "
+                  f"reason in {Path(ext['skipped_file']).name}.")
         rep.table(table)
         big = table[table["metric"].isin(("accuracy", "auc", "accuracy_3class")) & (table["drop"] >= NOTABLE_DROP)]
         if len(big):

@@ -251,7 +251,10 @@ def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdi
 def score_externals(runs: Sequence[dict[str, Any]], externals: Sequence[ExternalSet], class_names: Sequence[str],
                     folder: Path) -> dict[str, dict[str, Any]]:
     """Each external set scored by each run at its validation threshold: per set the evaluations, their summary
-    (written to ``folder/external_<name>_summary.csv``), its path and image count."""
+    (written to ``folder/external_<name>_summary.csv``), its path, image count and the files left out (unreadable
+    or unlabelled; listed with their reasons in ``folder/external_<name>_skipped.csv``)."""
+    from cxrmodels.data.dataset import write_skipped_report
+
     scored = {}
     size = int(runs[0]["spec"].config["image_size"])
     for ext in externals:
@@ -261,8 +264,10 @@ def score_externals(runs: Sequence[dict[str, Any]], externals: Sequence[External
         summary = summarise(evals)
         path = folder / f"external_{ext.name}_summary.csv"
         summary.to_csv(path)
+        skipped = write_skipped_report(data.skipped, folder / f"external_{ext.name}_skipped.csv") if data.skipped \
+            else None
         scored[ext.name] = {"path": ext.path, "images": len(data.labels), "evals": evals, "summary": summary,
-                            "file": path}
+                            "file": path, "skipped": len(data.skipped), "skipped_file": skipped}
     return scored
 
 

@@ -29,6 +29,7 @@ INT_KEYS: frozenset[str] = frozenset({"epochs", "freeze_epochs", "finetune_block
 LOG_KEYS: frozenset[str] = frozenset({"lr", "weight_decay", "finetune_lr_ratio"})
 # Searched only when the trial's backbone is pretrained (transfer learning); absent otherwise.
 TRANSFER_KEYS: tuple[str, ...] = ("freeze_epochs", "finetune_blocks", "finetune_lr_ratio")
+SCRATCH_BACKBONES: frozenset[str] = frozenset({"custom_cnn"})
 
 DEFAULTS: dict[str, Any] = {
     "description": "",
@@ -230,6 +231,45 @@ def image_sizes(config: Mapping[str, Any]) -> list[int]:
     return [224]
 
 
+def uses_pretrained(backbone: str, fixed: Mapping[str, Any]) -> bool:
+    """Transfer learning applies when the preset asks for pretrained weights and the backbone has them.
+    ``pretrained`` is a bool (every backbone that has weights) or a list of the backbones that start from them (the
+    others train from scratch: e.g. the one whose weights ship in a pip package, on an offline machine)."""
+    wanted = fixed.get("pretrained")
+    if isinstance(wanted, (list, tuple)):
+        return backbone in wanted
+    return bool(wanted) and backbone not in SCRATCH_BACKBONES
+
+
+def pretrained_backbones(config: Mapping[str, Any]) -> list[str]:
+    """The backbones of the search that start from pretrained weights (none given by ``pretrained_path``)."""
+    fixed = config["fixed"]
+    if fixed.get("pretrained_path"):
+        return []
+    backbones = spec_values(config["space"].get("backbone", fixed.get("backbone", "custom_cnn")))
+    backbones += spec_values(config["grid"].get("backbone", []))
+    return [b for b in dict.fromkeys(map(str, backbones)) if uses_pretrained(b, fixed)]
+
+
+def _weights_problems(config: Mapping[str, Any]) -> list[str]:
+    """A backbone whose ImageNet weights ship in a pip package (the offline source) but are on neither this machine's
+    package list nor its timm cache: one message before any trial runs, not a failure in every trial that samples
+    it. Hub-only backbones are left to timm's loader, whose error says how to provide them."""
+    from cxrmodels.models.registry import is_known_backbone, timm_name_of
+    from cxrmodels.models.weights import WEIGHTS_PACKAGES, missing_offline
+
+    wanted, problems = config["fixed"].get("pretrained"), []
+    if isinstance(wanted, (list, tuple)):
+        problems += [f"fixed.pretrained lists {b!r}, which is not a registered backbone (see python -m "
+                     "cxrmodels.train --list-backbones)" for b in wanted if not is_known_backbone(str(b))]
+    for backbone in pretrained_backbones(config):
+        timm_name = timm_name_of(backbone) if is_known_backbone(backbone) else None
+        why = missing_offline(timm_name) if timm_name in WEIGHTS_PACKAGES else None
+        if why:
+            problems.append(f"{why}; or train {backbone} from scratch (--set fixed.pretrained=false)")
+    return problems
+
+
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Check everything that can be checked without data or Ray; fill ``mode``. Returns the config."""
     problems: list[str] = []
@@ -269,6 +309,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         problems.append("searcher grid needs a 'grid' section (key -> list of values) in the preset")
 
     problems += _trial_settings_problems(config, problems_so_far=bool(problems))
+    if not problems:
+        problems += _weights_problems(config)
     if not problems and config["scheduler"] == "asha" and asha.get("grace_period", 1) > (cap := max_epochs(config)):
         problems.append(f"asha.grace_period {asha['grace_period']} is more than the most epochs a trial may run "
                         f"({cap}): lower it (--set asha.grace_period={cap}) or allow more epochs (--max-epochs)")
@@ -318,8 +360,10 @@ def _check_trial_value(config: Mapping[str, Any], key: str, value: Any) -> str |
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value!r} is not finite"
     d = {**config["fixed"], "task": config["task"], key: value}
-    if "pretrained" in d and d.get("pretrained") and d.get("backbone", "custom_cnn") == "custom_cnn":
-        d.pop("pretrained")
+    if uses_pretrained(str(d.get("backbone", "custom_cnn")), d):
+        d["pretrained"] = True
+    else:
+        d.pop("pretrained", None)
         d.pop("pretrained_path", None)
     try:
         TrialConfig.from_dict(d)

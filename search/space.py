@@ -11,14 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from search.config import INT_KEYS, LOG_KEYS, TRANSFER_KEYS, is_range, max_epochs
-
-SCRATCH_BACKBONES: frozenset[str] = frozenset({"custom_cnn"})
-
-
-def uses_pretrained(backbone: str, fixed: Mapping[str, Any]) -> bool:
-    """Transfer learning applies when the preset asks for pretrained weights and the backbone has them."""
-    return bool(fixed.get("pretrained")) and backbone not in SCRATCH_BACKBONES
+from search.config import INT_KEYS, LOG_KEYS, TRANSFER_KEYS, is_range, max_epochs, uses_pretrained
 
 
 def constant_trial_keys(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,7 +29,9 @@ def trial_dict(base: Mapping[str, Any], sampled: Mapping[str, Any]) -> dict[str,
     """Exactly the TrialConfig keys of one trial: constants, then the sampled values; ``pretrained`` (and its
     path) only where the backbone has pretrained weights."""
     d = {**base, **sampled}
-    if not uses_pretrained(str(d.get("backbone", "custom_cnn")), d):
+    if uses_pretrained(str(d.get("backbone", "custom_cnn")), d):
+        d["pretrained"] = True  # a list of backbones in the preset: this one is in it
+    else:
         d.pop("pretrained", None)
         d.pop("pretrained_path", None)
         for key in TRANSFER_KEYS:

@@ -281,6 +281,7 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
         label = "NORMAL" if png.parent.name == "NORMAL" else "PNEUMONIA"
         (binary / label).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(png, binary / label / f"scan{i}.png")
+    (binary / "NORMAL" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # unreadable: left out, and said so
     out = tmp_path / "rep"
     out.mkdir()
     args = report.build_parser().parse_args([str(experiment), "--out", str(out), "--task", "multiclass",
@@ -300,6 +301,10 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     assert "test_accuracy_3class" not in winner["external"]["site_c"]["summary"].index  # binary labels: binary only
     text = (out / "report.md").read_text()
     assert "External validation on site_b" in text and "External validation on site_c" in text
+    assert winner["external"]["site_c"]["skipped"] == 1 and winner["external"]["site_b"]["skipped"] == 0
+    assert "1 file(s) of site_c could not be used" in text
+    skipped = pd.read_csv(out / "retrain" / "winner_1" / "external_site_c_skipped.csv")
+    assert skipped["path"].str.endswith("truncated.png").all()
     assert "| metric | internal test | external | drop |" in text
     runs = pd.read_csv(out / "retrain" / "runs.csv")
     assert {"site_b:accuracy", "site_c:auc"} <= set(runs.columns)

