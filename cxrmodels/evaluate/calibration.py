@@ -1,0 +1,79 @@
+"""Are the probabilities honest? Temperature scaling (Guo et al. 2017) and the expected calibration error.
+
+Temperature scaling divides a model's logits by one number T > 0 fitted on validation, which changes no ranking
+(AUROC and arg-max stay the same) and only makes the probabilities say what they mean. It works on probabilities,
+not logits, so that it applies to anything that outputs them (a single model, test-time augmentation, an
+ensemble): ``log p`` are logits up to a per-image constant, and ``softmax(log p / T)`` is exactly
+``sigmoid(logit / T)`` for a two-column binary output. T > 1 softens an over-confident model.
+
+Fit it on validation only; test and external sets are scored with the T their validation gave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+
+ECE_BINS = 15
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+_EPS = 1e-7
+
+
+def _log_probs(probs: np.ndarray) -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"expected class probabilities of shape (n, k >= 2), got {p.shape}")
+    return np.log(np.clip(p, _EPS, 1.0))
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Class probabilities (n, k) rescaled by ``temperature`` (1: unchanged)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return softmax(_log_probs(probs) / temperature, axis=1)
+
+
+def nll(y: Sequence[int] | np.ndarray, probs: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the true classes after ``temperature``."""
+    y = np.asarray(y, dtype=np.int64)
+    logp = log_softmax(_log_probs(probs) / temperature, axis=1)
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+def fit_temperature(y: Sequence[int] | np.ndarray, probs: np.ndarray) -> float:
+    """The T (within :data:`TEMPERATURE_BOUNDS`) that minimises the validation NLL; searched on log T, so that
+    halving and doubling are equally far from 1."""
+    y = np.asarray(y, dtype=np.int64)
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        raise ValueError("temperature scaling needs validation images of at least two classes")
+    lo, hi = np.log(TEMPERATURE_BOUNDS)
+    result = minimize_scalar(lambda log_t: nll(y, probs, float(np.exp(log_t))), bounds=(lo, hi), method="bounded",
+                             options={"xatol": 1e-4})
+    return float(np.exp(result.x))
+
+
+def reliability_table(y: Sequence[int] | np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> pd.DataFrame:
+    """Per confidence bin (equal width over [0, 1]): images, mean confidence (the top class's probability) and
+    accuracy (the top class is the true one): the points of a reliability diagram. Empty bins are kept (count 0)."""
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    confidence, correct = p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.bincount(which, weights=confidence, minlength=bins) / count
+        acc = np.bincount(which, weights=correct, minlength=bins) / count
+    return pd.DataFrame({"low": edges[:-1], "high": edges[1:], "count": count, "confidence": conf, "accuracy": acc})
+
+
+def expected_calibration_error(y: Sequence[int] | np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE: the image-weighted mean gap between confidence and accuracy over ``bins`` equal-width bins."""
+    table = reliability_table(y, probs, bins)
+    used = table["count"] > 0
+    gaps = (table.loc[used, "confidence"] - table.loc[used, "accuracy"]).abs()
+    return float((gaps * table.loc[used, "count"]).sum() / max(int(table["count"].sum()), 1))
