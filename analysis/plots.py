@@ -106,6 +106,27 @@ def plot_roc_curve(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[flo
     return _save(fig, path)
 
 
+def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: PathLike, *, bins: int = 15,
+                     title: str = "reliability") -> Path:
+    """Reliability diagram: per confidence bin, the accuracy of the top class against its mean probability, one
+    line per ``label -> (y, probs)``, the diagonal for perfect calibration, and the images per bin below."""
+    from cxrmodels.evaluate.calibration import reliability_table
+
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.7", ls="--", lw=1, label="perfectly calibrated")
+    width = 1.0 / bins / max(len(curves), 1)
+    for i, (label, (y, probs)) in enumerate(curves.items()):
+        table = reliability_table(y, probs, bins)
+        used = table["count"] > 0
+        ax.plot(table.loc[used, "confidence"], table.loc[used, "accuracy"], marker="o", lw=1.5, label=label)
+        hist.bar(table["low"] + (i + 0.5) * width, table["count"], width=width, label=label)
+    ax.set(ylabel="accuracy of the top class", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    hist.set(xlabel="confidence (probability of the top class)", ylabel="images")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _heatmap(ax: plt.Axes, table: pd.DataFrame, fmt: str, vmax: float | None, title: str) -> None:
     values = table.to_numpy(dtype=float)
     im = ax.imshow(np.nan_to_num(values, nan=0.0), cmap="Blues", vmin=0, vmax=vmax)

@@ -112,6 +112,17 @@ def preprocess_config(payload: dict):
     return PreprocessConfig(size=size)
 
 
+def calibrated(probs: np.ndarray, payload: dict) -> tuple[np.ndarray, str]:
+    """The probabilities rescaled by the checkpoint's temperature (fitted on validation by analysis.report), and
+    a phrase saying which probabilities these are."""
+    from cxrmodels.evaluate.calibration import apply_temperature
+
+    t = payload.get("temperature")
+    if t is None:
+        return probs, "probabilities as the model outputs them (not calibrated)"
+    return apply_temperature(probs, float(t)), f"probabilities calibrated by temperature scaling (T = {float(t):.2f})"
+
+
 def resolve_threshold(cli_threshold: float | None, payload: dict) -> tuple[float, str]:
     """(threshold, where it came from): the command line, else the checkpoint's validation choice, else 0.5."""
     if cli_threshold is not None:
@@ -274,9 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: --tta: {err}", file=sys.stderr)
         return 2
+    probs, calibration = calibrated(probs, payload)
     table = prediction_table(items, probs, class_names, threshold)
     print(f"model {args.model} ({', '.join(class_names)}); threshold {threshold:.2f} on P(PNEUMONIA) ({source}); "
-          + (f"test-time augmentation: {tta} views averaged" if tta > 1 else "no test-time augmentation"))
+          + (f"test-time augmentation: {tta} views averaged" if tta > 1 else "no test-time augmentation")
+          + f"; {calibration}")
     shown = table.drop(columns=_redundant_columns(table, class_names))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     summary = labelled_summary(table, probs, class_names, threshold)

@@ -271,7 +271,7 @@ def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[s
             rt = retrain_and_evaluate(exp, out / sub, winners, seeds=range(args.seeds), folds=args.folds,
                                       task=task, epochs=args.epochs, device=args.device, no_ray=args.no_ray,
                                       cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                                      external=args.external, tta=args.tta)
+                                      external=args.external, tta=args.tta, calibrate=args.calibrate)
             suffix = "" if sub == "retrain" else f" ({rt['task']})"
             timings["retrain_evaluate" + suffix] = time.perf_counter() - t
             t = time.perf_counter()
@@ -330,6 +330,7 @@ def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Names
             rep.p("3-class per-class metrics on test (mean ± std over runs):")
             rep.table(pd.read_csv(w["files"]["per_class"]))
         write_external_section(rep, w)
+        write_calibration_section(rep, w)
         rep.image(w["files"]["pr_curve"], "Test precision-recall, every threshold marked with its F1; ringed: the "
                                           "threshold chosen on validation (representative run)")
         rep.image(w["files"]["roc_curve"], "Test ROC with AUC (representative run)")
@@ -361,6 +362,25 @@ def write_ensemble_section(rep: Report, ens: dict[str, Any], seeds: Sequence[int
     rep.image(ens["files"]["pr_curve"], "Ensemble: test precision-recall; ringed: the threshold chosen on validation")
     rep.image(ens["files"]["confusion_png"], "Ensemble: test confusion matrix, counts and row-normalised")
     write_external_section(rep, ens)
+    write_calibration_section(rep, ens)
+
+
+def write_calibration_section(rep: Report, winner: dict[str, Any]) -> None:
+    """ECE before and after temperature scaling on every held-out set, and the reliability diagram."""
+    table = winner.get("calibration")
+    if table is None:
+        rep.p("Probabilities are the models' own (--no-calibration): no temperature scaling.")
+        return
+    t = table["temperature_mean"].iloc[0]
+    rep.p(f"Calibration: temperature scaling, one temperature per run fitted on that run's validation predictions "
+          f"(mean T = {t:.2f}; T > 1 softens over-confident probabilities, and no ranking or arg-max changes). Every "
+          "figure above, and the saved model's threshold, use the calibrated probabilities; the saved model stores "
+          "its T and analysis.predict applies it. ECE = expected calibration error, 15 equal-width bins of the top "
+          "class's probability (lower is better); the test and external rows were never used to fit T.")
+    shown = table.reset_index()[["set", "ece_before_mean", "ece_after_mean", "ece_before_std", "ece_after_std"]]
+    rep.table(shown.round(4))
+    rep.image(winner["files"]["reliability"], "Reliability on test before and after temperature scaling "
+                                              "(representative run)")
 
 
 def resolved_preprocessing(exp) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.calibration import calibrate_run, write_calibration
 from analysis.evaluation import evaluate_external, evaluate_run, summarise, validation_score, write_winner_outputs
 from analysis.experiment import Experiment, SplitArrays, trial_config
 from analysis.leaderboard import experiment_and_winners
@@ -180,9 +181,10 @@ def load_arrays_by_size(exp: Experiment, specs: Sequence[RunSpec], task: str) ->
 def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, seeds: Sequence[int] = (0, 1, 2),
                          folds: bool = False, task: str | None = None, epochs: int | None = None, device: str = "cpu",
                          no_ray: bool = False, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
-                         external: Sequence[str] = (), tta: int = 1) -> dict[str, Any]:
+                         external: Sequence[str] = (), tta: int = 1, calibrate: bool = True) -> dict[str, Any]:
     """Retrain every winner, evaluate every run (on test, and on each ``external`` labelled folder at the threshold
-    chosen on validation), write per-winner outputs; returns what the report shows."""
+    chosen on validation), write per-winner outputs; returns what the report shows. ``calibrate``: temperature
+    scaling fitted on each run's validation predictions (``analysis.calibration``) before anything is scored."""
     out.mkdir(parents=True, exist_ok=True)
     task = task or exp.task
     fold_ids: list[int] = []
@@ -195,6 +197,8 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, s
     externals = load_externals(exp, external, sorted(arrays_by_size))
     start = time.perf_counter()
     runs = run_all(specs, arrays_by_size, should_use_ray(no_ray), cpus_per_run, gpus_per_run, externals)
+    if calibrate:
+        runs = [calibrate_run(r) for r in runs]
     wall = time.perf_counter() - start
     rows, winners_out = [], []
     for k in sorted({s.winner for s in specs}):
@@ -209,7 +213,8 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, s
         shutil.copyfile(winners_out[0]["files"]["model"], out / "best_model.pt")
     ensemble = build_ensemble(runs, arrays_by_size, externals, out / "ensemble") if runs else None
     return {"runs": runs_table, "winners": winners_out, "ensemble": ensemble, "arrays": arrays_by_size, "wall_s": wall,
-            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray), "tta": tta}
+            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray), "tta": tta,
+            "calibrated": calibrate}
 
 
 def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdir: Path,
@@ -226,7 +231,8 @@ def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdi
     files = write_winner_outputs(wdir, evals, labels, best, arrays.class_names, arrays.y["test"],
                                  f"winner {k} ({trial_id})")
     payload = {**mine[best]["payload"], "threshold": float(evals[best]["metrics"]["threshold"]),
-               "threshold_chosen_on": "validation", "source_trial": trial_id, "tta": mine[best]["spec"].tta}
+               "threshold_chosen_on": "validation", "source_trial": trial_id, "tta": mine[best]["spec"].tta,
+               **({"temperature": mine[best]["temperature"]} if "temperature" in mine[best] else {})}
     files["model"] = save_checkpoint(wdir / "model.pt", payload)
     history = pd.concat([r["history"].assign(**r["spec"].label) for r in mine], ignore_index=True)
     files["history"] = wdir / "history.csv"
@@ -244,8 +250,22 @@ def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdi
                         if key.startswith("test_")})
     winner = {"winner": k, "trial_id": trial_id, "config": mine[0]["spec"].config, "evals": evals, "best": best,
               "summary": summary, "files": files, "history": history, "class_names": arrays.class_names,
-              "size": int(mine[0]["spec"].config["image_size"]), "external": scored}
+              "size": int(mine[0]["spec"].config["image_size"]), "external": scored,
+              "calibration": winner_calibration(mine, best, arrays, externals, files, wdir, f"winner {k}")}
     return winner, rows
+
+
+def winner_calibration(runs: Sequence[dict[str, Any]], best: int, arrays: SplitArrays,
+                       externals: Sequence[ExternalSet], files: dict[str, Path], folder: Path,
+                       title: str) -> pd.DataFrame | None:
+    """The calibration table and reliability diagram of calibrated runs (None when calibration is off)."""
+    if "raw" not in runs[0]:
+        return None
+    size = int(runs[0]["spec"].config["image_size"])
+    labels = {e.name: e.by_size[size].labels for e in externals}
+    table, written = write_calibration(runs, best, arrays.y["test"], labels, arrays.class_names, folder, title)
+    files.update(written)
+    return table
 
 
 def score_externals(runs: Sequence[dict[str, Any]], externals: Sequence[ExternalSet], class_names: Sequence[str],
@@ -284,23 +304,28 @@ def build_ensemble(runs: Sequence[dict[str, Any]], arrays_by_size: dict[int, Spl
     if len(members) < 2 or any(r["spec"].fold is not None for r in members):
         return None
     arrays = arrays_by_size[size]
+    raw = [r.get("raw", r) for r in members]  # the members' own probabilities, before their temperatures
     averaged = {"spec": members[0]["spec"], "y_val": members[0]["y_val"],
-                **{key: np.mean([r[key] for r in members], axis=0) for key in ("probs_val", "probs_test")},
-                "probs_external": {e.name: np.mean([r["probs_external"][e.name] for r in members], axis=0)
+                **{key: np.mean([r[key] for r in raw], axis=0) for key in ("probs_val", "probs_test")},
+                "probs_external": {e.name: np.mean([r["probs_external"][e.name] for r in raw], axis=0)
                                    for e in externals}}
+    if "raw" in members[0]:
+        averaged = calibrate_run(averaged)  # the ensemble gets a temperature of its own
     ev = evaluate_run(averaged["y_val"], averaged["probs_val"], arrays.y["test"], averaged["probs_test"],
                       arrays.class_names)
     trials = list(dict.fromkeys(r["spec"].trial_id for r in members))
     files = write_winner_outputs(folder, [ev], [{"members": len(members)}], 0, arrays.class_names, arrays.y["test"],
                                  f"ensemble of {len(members)} runs")
+    calibration = winner_calibration([averaged], 0, arrays, externals, files, folder, "ensemble")
     files["model"] = save_checkpoint(folder / "model.pt", ensemble_payload(
         [r["payload"] for r in members], threshold=float(ev["metrics"]["threshold"]),
-        threshold_chosen_on="validation", tta=members[0]["spec"].tta, source_trials=trials))
+        threshold_chosen_on="validation", tta=members[0]["spec"].tta, source_trials=trials,
+        **({"temperature": averaged["temperature"]} if "temperature" in averaged else {})))
     summary = summarise([ev])
     summary.to_csv(folder / "summary.csv")
     return {"winner": "ensemble", "trial_id": "+".join(trials), "members": len(members), "evals": [ev], "best": 0,
             "summary": summary, "files": files, "class_names": arrays.class_names, "size": size,
-            "external": score_externals([averaged], externals, arrays.class_names, folder)}
+            "external": score_externals([averaged], externals, arrays.class_names, folder), "calibration": calibration}
 
 
 def add_retrain_args(parser: argparse.ArgumentParser, allow_both: bool = False) -> None:
@@ -327,6 +352,9 @@ def add_retrain_args(parser: argparse.ArgumentParser, allow_both: bool = False) 
                         help="test-time augmentation: average the predictions over N fixed views (small shifts and "
                         "zooms, the image itself first; 1 = off); the threshold is chosen on validation with the same "
                         "views")
+    parser.add_argument("--no-calibration", dest="calibrate", action="store_false",
+                        help="keep the models' raw probabilities (default: temperature scaling fitted on validation, "
+                        "stored in the saved models so that analysis.predict prints calibrated probabilities)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = retrain_and_evaluate(exp, args.out, winners, seeds=range(args.seeds), folds=args.folds, task=args.task,
                                epochs=args.epochs, device=args.device, no_ray=args.no_ray,
                                cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                               external=args.external, tta=args.tta)
+                               external=args.external, tta=args.tta, calibrate=args.calibrate)
     for w in res["winners"]:
         print(f"winner {w['winner']} ({w['trial_id']}):")
         print(w["summary"]["mean_std"].to_string())

@@ -313,6 +313,15 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     from cxrmodels.train.checkpoint import load_checkpoint
 
     assert load_checkpoint(out / "retrain" / "best_model.pt")["tta"] == 2
+    # calibration: one temperature per run, fitted on validation, stored with the model; ECE on every held-out set
+    calibration = winner["calibration"]
+    assert list(calibration.index) == ["validation", "test", "site_b", "site_c"]
+    assert (calibration["temperature_mean"] > 0).all() and calibration["ece_after_mean"].between(0, 1).all()
+    temperature = load_checkpoint(out / "retrain" / "best_model.pt")["temperature"]
+    assert temperature > 0
+    assert (out / "retrain" / "winner_1" / "reliability.png").is_file() and "ECE = expected calibration" in text
+    assert result["retrain"]["ensemble"]["calibration"] is not None
+    assert load_checkpoint(out / "retrain" / "ensemble" / "model.pt")["temperature"] > 0
 
     # every run as one model: scored like one (validation threshold), externals too, and predict accepts it
     ensemble = result["retrain"]["ensemble"]

@@ -16,7 +16,8 @@ from analysis import predict
 SIZE = 48
 
 
-def _save_tiny_checkpoint(path: Path, task: str, *, threshold: float | None = None, logit: float = 1.0) -> Path:
+def _save_tiny_checkpoint(path: Path, task: str, *, threshold: float | None = None, logit: float = 1.0,
+                          temperature: float | None = None) -> Path:
     """A custom_cnn checkpoint in the models engineer's format, its last layer set to a constant logit so the
     predictions are known: binary P(PNEUMONIA) = sigmoid(logit); multiclass favours the last class (VIRAL)."""
     checkpoint = pytest.importorskip("cxrmodels.train.checkpoint", reason="checkpoint API not there yet")
@@ -43,6 +44,8 @@ def _save_tiny_checkpoint(path: Path, task: str, *, threshold: float | None = No
     }
     if threshold is not None:
         payload["threshold"] = threshold
+    if temperature is not None:
+        payload["temperature"] = temperature
     return checkpoint.save_checkpoint(path, payload)
 
 
@@ -103,6 +106,21 @@ def test_predict_threshold_from_checkpoint_and_override(tmp_path, kaggle_folder,
     with pytest.raises(SystemExit) as exc:
         predict.main(["--model", str(ckpt), str(kaggle_folder), "--threshold", "1.5"])
     assert exc.value.code == 2
+
+
+def test_predict_applies_the_checkpoints_temperature_and_says_so(tmp_path, kaggle_folder, capsys):
+    """P(PNEUMONIA) = sigmoid(1.0) = 0.731 raw; the report's temperature 2 makes it sigmoid(0.5) = 0.622, and the
+    stored threshold (chosen on the calibrated probabilities) decides on that."""
+    ckpt = _save_tiny_checkpoint(tmp_path / "cal.pt", "binary", threshold=0.7, logit=1.0, temperature=2.0)
+    out_csv = tmp_path / "p.csv"
+    assert predict.main(["--model", str(ckpt), str(kaggle_folder / "NORMAL"), "--csv", str(out_csv)]) == 0
+    assert "probabilities calibrated by temperature scaling (T = 2.00)" in capsys.readouterr().out
+    table = pd.read_csv(out_csv)
+    np.testing.assert_allclose(table["p_pneumonia"], 1 / (1 + np.exp(-0.5)), atol=2e-3)
+    assert (table["decision"] == "NORMAL").all()  # 0.622 < 0.70; uncalibrated 0.731 would have said PNEUMONIA
+    raw = _save_tiny_checkpoint(tmp_path / "raw.pt", "binary", logit=1.0)
+    assert predict.main(["--model", str(raw), str(kaggle_folder / "NORMAL")]) == 0
+    assert "not calibrated" in capsys.readouterr().out
 
 
 def test_predict_multiclass_reports_three_class_confusion(tmp_path, kaggle_folder, capsys):
