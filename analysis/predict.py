@@ -123,10 +123,20 @@ def calibrated(probs: np.ndarray, payload: dict) -> tuple[np.ndarray, str]:
     return apply_temperature(probs, float(t)), f"probabilities calibrated by temperature scaling (T = {float(t):.2f})"
 
 
-def resolve_threshold(cli_threshold: float | None, payload: dict) -> tuple[float, str]:
-    """(threshold, where it came from): the command line, else the checkpoint's validation choice, else 0.5."""
+def resolve_threshold(cli_threshold: float | None, payload: dict,
+                      operating_point: str | None = None) -> tuple[float, str]:
+    """(threshold, where it came from): the command line, else the named operating point stored in the checkpoint
+    (analysis.report --min-sensitivity / --min-specificity), else its validation choice, else 0.5."""
     if cli_threshold is not None:
         return float(cli_threshold), "--threshold"
+    if operating_point is not None:
+        points = payload.get("operating_points") or {}
+        if operating_point not in points:
+            raise CheckpointError(f"--operating-point {operating_point!r}: the checkpoint has "
+                                  f"{', '.join(map(repr, points)) or 'no operating points'} (analysis.report "
+                                  "--min-sensitivity S or --min-specificity S stores more)")
+        point = points[operating_point]
+        return float(point["threshold"]), f"operating point {operating_point}: {point.get('rule', '')}".strip()
     stored = payload.get("threshold")
     if stored is not None:
         return float(stored), "checkpoint"
@@ -249,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image files, or folders (Kaggle NORMAL/PNEUMONIA or class folders give labels)")
     parser.add_argument("--threshold", type=_threshold, default=None,
                         help="decision threshold on P(PNEUMONIA) (default: the checkpoint's, else 0.5)")
+    parser.add_argument("--operating-point", default=None, metavar="NAME",
+                        help="decide at a threshold stored in the checkpoint: 'f1' (the default decision) or one the "
+                        "report was asked for, e.g. 'sensitivity>=0.95'")
     parser.add_argument("--gradcam-dir", type=Path, default=None, help="write one Grad-CAM overlay PNG per image")
     parser.add_argument("--csv", type=Path, default=None, help="write the per-image predictions to this CSV")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto (default: cpu)")
@@ -271,7 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     class_names = tuple(payload.get("class_names") or ())
-    threshold, source = resolve_threshold(args.threshold, payload)
+    try:
+        threshold, source = resolve_threshold(args.threshold, payload, args.operating_point)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     items, skipped = collect_items(args.inputs)
     items, x, unreadable = load_images(items, preprocess_config(payload))
     for path, reason in [*skipped, *unreadable]:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from analysis.experiment import Experiment
 from analysis.leaderboard import build_leaderboard, select_winners, top_table, winner_rule
+from analysis.operating_points import requirements
 from analysis.retrain import add_retrain_args, retrain_and_evaluate
 from analysis.search_plots import write_search_plots
 
@@ -271,7 +272,8 @@ def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[s
             rt = retrain_and_evaluate(exp, out / sub, winners, seeds=range(args.seeds), folds=args.folds,
                                       task=task, epochs=args.epochs, device=args.device, no_ray=args.no_ray,
                                       cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                                      external=args.external, tta=args.tta, calibrate=args.calibrate)
+                                      external=args.external, tta=args.tta, calibrate=args.calibrate,
+                                      operating=requirements(args.min_sensitivity, args.min_specificity))
             suffix = "" if sub == "retrain" else f" ({rt['task']})"
             timings["retrain_evaluate" + suffix] = time.perf_counter() - t
             t = time.perf_counter()
@@ -331,6 +333,7 @@ def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Names
             rep.table(pd.read_csv(w["files"]["per_class"]))
         write_external_section(rep, w)
         write_calibration_section(rep, w)
+        write_operating_section(rep, w)
         rep.image(w["files"]["pr_curve"], "Test precision-recall, every threshold marked with its F1; ringed: the "
                                           "threshold chosen on validation (representative run)")
         rep.image(w["files"]["roc_curve"], "Test ROC with AUC (representative run)")
@@ -363,6 +366,25 @@ def write_ensemble_section(rep: Report, ens: dict[str, Any], seeds: Sequence[int
     rep.image(ens["files"]["confusion_png"], "Ensemble: test confusion matrix, counts and row-normalised")
     write_external_section(rep, ens)
     write_calibration_section(rep, ens)
+    write_operating_section(rep, ens)
+
+
+def write_operating_section(rep: Report, winner: dict[str, Any]) -> None:
+    """The requested operating points: the validation-chosen threshold and what each set achieved at it."""
+    op = winner.get("operating")
+    if not op:
+        return
+    rep.p("Operating points you asked for (--min-sensitivity / --min-specificity): each run's threshold chosen on its "
+          "validation predictions, over every distinct score, to meet the floor with the best other figure; the test "
+          "and external rows show what was actually achieved there (mean and std over runs). Study B's F1-best "
+          "threshold above stays the default decision; the saved model stores both (analysis.predict "
+          "--operating-point NAME).")
+    for message in op["unmet"]:
+        rep.p(f"Not met on validation: {message}")
+    if len(op["table"]):
+        cols = ["threshold_mean", "sensitivity_mean", "sensitivity_std", "specificity_mean", "specificity_std",
+                "accuracy_mean", "precision_mean"]
+        rep.table(op["table"][cols].reset_index().round(3))
 
 
 def write_calibration_section(rep: Report, winner: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from analysis.calibration import calibrate_run, write_calibration
 from analysis.evaluation import evaluate_external, evaluate_run, summarise, validation_score, write_winner_outputs
 from analysis.experiment import Experiment, SplitArrays, trial_config
 from analysis.leaderboard import experiment_and_winners
+from analysis.operating_points import Requirement, operating_table, requirements, stored_points
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,8 @@ def load_arrays_by_size(exp: Experiment, specs: Sequence[RunSpec], task: str) ->
 def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, seeds: Sequence[int] = (0, 1, 2),
                          folds: bool = False, task: str | None = None, epochs: int | None = None, device: str = "cpu",
                          no_ray: bool = False, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
-                         external: Sequence[str] = (), tta: int = 1, calibrate: bool = True) -> dict[str, Any]:
+                         external: Sequence[str] = (), tta: int = 1, calibrate: bool = True,
+                         operating: Sequence[Requirement] = ()) -> dict[str, Any]:
     """Retrain every winner, evaluate every run (on test, and on each ``external`` labelled folder at the threshold
     chosen on validation), write per-winner outputs; returns what the report shows. ``calibrate``: temperature
     scaling fitted on each run's validation predictions (``analysis.calibration``) before anything is scored."""
@@ -204,21 +206,22 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, s
     for k in sorted({s.winner for s in specs}):
         mine = [r for r in runs if r["spec"].winner == k]
         winner, winner_rows = evaluate_winner(k, mine, arrays_by_size[int(mine[0]["spec"].config["image_size"])],
-                                              out / f"winner_{k}", externals)
+                                              out / f"winner_{k}", externals, operating)
         winners_out.append(winner)
         rows += winner_rows
     runs_table = pd.DataFrame(rows)
     runs_table.to_csv(out / "runs.csv", index=False)
     if winners_out:
         shutil.copyfile(winners_out[0]["files"]["model"], out / "best_model.pt")
-    ensemble = build_ensemble(runs, arrays_by_size, externals, out / "ensemble") if runs else None
+    ensemble = build_ensemble(runs, arrays_by_size, externals, out / "ensemble", operating) if runs else None
     return {"runs": runs_table, "winners": winners_out, "ensemble": ensemble, "arrays": arrays_by_size, "wall_s": wall,
             "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray), "tta": tta,
             "calibrated": calibrate}
 
 
 def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdir: Path,
-                    externals: Sequence[ExternalSet]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                    externals: Sequence[ExternalSet],
+                    operating: Sequence[Requirement] = ()) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One winner's runs: test evaluation, the saved representative model (best on validation), per-winner files,
     and each external set scored at each run's validation threshold. Returns (the winner, its rows of runs.csv)."""
     from cxrmodels.train.checkpoint import save_checkpoint
@@ -232,7 +235,9 @@ def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdi
                                  f"winner {k} ({trial_id})")
     payload = {**mine[best]["payload"], "threshold": float(evals[best]["metrics"]["threshold"]),
                "threshold_chosen_on": "validation", "source_trial": trial_id, "tta": mine[best]["spec"].tta,
-               **({"temperature": mine[best]["temperature"]} if "temperature" in mine[best] else {})}
+               **({"temperature": mine[best]["temperature"]} if "temperature" in mine[best] else {}),
+               "operating_points": stored_points(mine[best], evals[best]["metrics"]["threshold"], operating,
+                                                 arrays.class_names)}
     files["model"] = save_checkpoint(wdir / "model.pt", payload)
     history = pd.concat([r["history"].assign(**r["spec"].label) for r in mine], ignore_index=True)
     files["history"] = wdir / "history.csv"
@@ -251,8 +256,23 @@ def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdi
     winner = {"winner": k, "trial_id": trial_id, "config": mine[0]["spec"].config, "evals": evals, "best": best,
               "summary": summary, "files": files, "history": history, "class_names": arrays.class_names,
               "size": int(mine[0]["spec"].config["image_size"]), "external": scored,
-              "calibration": winner_calibration(mine, best, arrays, externals, files, wdir, f"winner {k}")}
+              "calibration": winner_calibration(mine, best, arrays, externals, files, wdir, f"winner {k}"),
+              "operating": winner_operating(mine, operating, arrays, externals, files, wdir)}
     return winner, rows
+
+
+def winner_operating(runs: Sequence[dict[str, Any]], operating: Sequence[Requirement], arrays: SplitArrays,
+                     externals: Sequence[ExternalSet], files: dict[str, Path], folder: Path) -> dict[str, Any] | None:
+    """What each requested operating point achieves per set (``operating_points.csv``), and the requirements that
+    validation could not meet; None when none was requested."""
+    if not operating:
+        return None
+    size = int(runs[0]["spec"].config["image_size"])
+    labels = {e.name: e.by_size[size].labels for e in externals}
+    table, unmet = operating_table(runs, operating, arrays.y["test"], labels, arrays.class_names)
+    files["operating_points"] = folder / "operating_points.csv"
+    table.to_csv(files["operating_points"])
+    return {"table": table, "unmet": unmet}
 
 
 def winner_calibration(runs: Sequence[dict[str, Any]], best: int, arrays: SplitArrays,
@@ -292,7 +312,8 @@ def score_externals(runs: Sequence[dict[str, Any]], externals: Sequence[External
 
 
 def build_ensemble(runs: Sequence[dict[str, Any]], arrays_by_size: dict[int, SplitArrays],
-                   externals: Sequence[ExternalSet], folder: Path) -> dict[str, Any] | None:
+                   externals: Sequence[ExternalSet], folder: Path,
+                   operating: Sequence[Requirement] = ()) -> dict[str, Any] | None:
     """Every seed of every winner (at winner 1's image size) as one model: the mean of their probabilities, scored
     like a single run (threshold chosen on validation) and saved as an ensemble checkpoint. None with fewer than two
     such runs, or with folds (each fold validates on other images, so their validation predictions cannot be
@@ -320,12 +341,21 @@ def build_ensemble(runs: Sequence[dict[str, Any]], arrays_by_size: dict[int, Spl
     files["model"] = save_checkpoint(folder / "model.pt", ensemble_payload(
         [r["payload"] for r in members], threshold=float(ev["metrics"]["threshold"]),
         threshold_chosen_on="validation", tta=members[0]["spec"].tta, source_trials=trials,
+        operating_points=stored_points(averaged, ev["metrics"]["threshold"], operating, arrays.class_names),
         **({"temperature": averaged["temperature"]} if "temperature" in averaged else {})))
     summary = summarise([ev])
     summary.to_csv(folder / "summary.csv")
     return {"winner": "ensemble", "trial_id": "+".join(trials), "members": len(members), "evals": [ev], "best": 0,
             "summary": summary, "files": files, "class_names": arrays.class_names, "size": size,
-            "external": score_externals([averaged], externals, arrays.class_names, folder), "calibration": calibration}
+            "external": score_externals([averaged], externals, arrays.class_names, folder), "calibration": calibration,
+            "operating": winner_operating([averaged], operating, arrays, externals, files, folder)}
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a rate in (0, 1], e.g. 0.95; got {text}")
+    return value
 
 
 def add_retrain_args(parser: argparse.ArgumentParser, allow_both: bool = False) -> None:
@@ -352,6 +382,12 @@ def add_retrain_args(parser: argparse.ArgumentParser, allow_both: bool = False) 
                         help="test-time augmentation: average the predictions over N fixed views (small shifts and "
                         "zooms, the image itself first; 1 = off); the threshold is chosen on validation with the same "
                         "views")
+    parser.add_argument("--min-sensitivity", type=_rate, action="append", default=[], metavar="S",
+                        help="an operating point: the threshold chosen on validation with sensitivity >= S and the "
+                        "best specificity, reported on test and external sets beside the F1-best one and stored in "
+                        "the saved models (analysis.predict --operating-point 'sensitivity>=S'); repeatable")
+    parser.add_argument("--min-specificity", type=_rate, action="append", default=[], metavar="S",
+                        help="the same with specificity >= S and the best sensitivity; repeatable")
     parser.add_argument("--no-calibration", dest="calibrate", action="store_false",
                         help="keep the models' raw probabilities (default: temperature scaling fitted on validation, "
                         "stored in the saved models so that analysis.predict prints calibrated probabilities)")
@@ -375,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = retrain_and_evaluate(exp, args.out, winners, seeds=range(args.seeds), folds=args.folds, task=args.task,
                                epochs=args.epochs, device=args.device, no_ray=args.no_ray,
                                cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                               external=args.external, tta=args.tta, calibrate=args.calibrate)
+                               external=args.external, tta=args.tta, calibrate=args.calibrate,
+                               operating=requirements(args.min_sensitivity, args.min_specificity))
     for w in res["winners"]:
         print(f"winner {w['winner']} ({w['trial_id']}):")
         print(w["summary"]["mean_std"].to_string())

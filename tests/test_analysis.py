@@ -287,7 +287,8 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     args = report.build_parser().parse_args([str(experiment), "--out", str(out), "--task", "multiclass",
                                              "--top-k", "1", "--seeds", "2", "--epochs", "1", "--no-ray",
                                              "--allow-collapsed", "--external", str(kaggle), "--external",
-                                             str(binary), "--tta", "2"])
+                                             str(binary), "--tta", "2", "--min-sensitivity", "0.9",
+                                             "--min-specificity", "0.8"])
     result = report.build_report(Experiment(experiment), out, args)
     winner = result["retrain"]["winners"][0]
     assert set(winner["external"]) == {"site_b", "site_c"}
@@ -322,6 +323,18 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     assert (out / "retrain" / "winner_1" / "reliability.png").is_file() and "ECE = expected calibration" in text
     assert result["retrain"]["ensemble"]["calibration"] is not None
     assert load_checkpoint(out / "retrain" / "ensemble" / "model.pt")["temperature"] > 0
+    # operating points: chosen on validation, met there, reported on test and both external sets, stored for predict
+    table = winner["operating"]["table"]
+    for name, column in (("sensitivity>=0.9", "sensitivity_mean"), ("specificity>=0.8", "specificity_mean")):
+        if name in table.index.get_level_values(0):  # a 1-epoch model may meet a floor only at an end of the scores
+            assert table.loc[(name, "validation"), column] >= float(name.split(">=")[1])
+            assert {"test", "site_b", "site_c"} <= set(table.loc[name].index)
+        else:
+            assert any(m.startswith(name) for m in winner["operating"]["unmet"])
+            assert f"Not met on validation: {name}" in text
+    points = load_checkpoint(out / "retrain" / "best_model.pt")["operating_points"]
+    assert points["f1"]["threshold"] == load_checkpoint(out / "retrain" / "best_model.pt")["threshold"]
+    assert "Operating points you asked for" in text
 
     # every run as one model: scored like one (validation threshold), externals too, and predict accepts it
     ensemble = result["retrain"]["ensemble"]

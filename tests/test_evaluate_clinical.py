@@ -72,6 +72,9 @@ def test_an_unreachable_operating_point_is_a_clear_message() -> None:
     y, p = rng.integers(0, 2, 200), rng.random(200)  # a useless model
     with pytest.raises(OperatingPointError, match="cannot meet sensitivity >= 0.95 and specificity >= 0.95"):
         operating_threshold(y, p, min_sensitivity=0.95, min_specificity=0.95)
+    y, p = np.array([0, 0, 1, 1]), np.array([0.5, 0.6, 0.1, 0.9])  # a pneumonia scored below every normal
+    with pytest.raises(OperatingPointError, match=r"sensitivity >= 1.0 only by calling every image PNEUMONIA"):
+        operating_threshold(y, p, min_sensitivity=1.0)
     with pytest.raises(ValueError, match="must be in"):
         operating_threshold(y, p, min_sensitivity=95)
 

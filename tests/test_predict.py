@@ -118,6 +118,16 @@ def test_predict_applies_the_checkpoints_temperature_and_says_so(tmp_path, kaggl
     table = pd.read_csv(out_csv)
     np.testing.assert_allclose(table["p_pneumonia"], 1 / (1 + np.exp(-0.5)), atol=2e-3)
     assert (table["decision"] == "NORMAL").all()  # 0.622 < 0.70; uncalibrated 0.731 would have said PNEUMONIA
+    # a stored operating point decides instead of the F1-best threshold; an unknown name is a one-line error
+    payload = torch.load(ckpt, weights_only=True)
+    payload["operating_points"] = {"f1": {"threshold": 0.7}, "sensitivity>=0.95": {"threshold": 0.6, "rule": "r"}}
+    torch.save(payload, ckpt)
+    assert predict.main(["--model", str(ckpt), str(kaggle_folder / "NORMAL"), "--csv", str(out_csv),
+                         "--operating-point", "sensitivity>=0.95"]) == 0
+    assert "operating point sensitivity>=0.95" in capsys.readouterr().out
+    assert (pd.read_csv(out_csv)["decision"] == "PNEUMONIA").all()  # 0.622 >= 0.60
+    assert predict.main(["--model", str(ckpt), str(kaggle_folder), "--operating-point", "specificity>=0.9"]) == 2
+    assert "the checkpoint has 'f1', 'sensitivity>=0.95'" in capsys.readouterr().err
     raw = _save_tiny_checkpoint(tmp_path / "raw.pt", "binary", logit=1.0)
     assert predict.main(["--model", str(raw), str(kaggle_folder / "NORMAL")]) == 0
     assert "not calibrated" in capsys.readouterr().out

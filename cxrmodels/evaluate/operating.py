@@ -57,6 +57,12 @@ def operating_threshold(y_val: Sequence[int] | np.ndarray, p_val: Sequence[float
         score = sens + spec
     candidates = np.flatnonzero(ok)
     k = int(candidates[np.argmax(score[candidates])])
+    if score[k] <= 0:  # met only at an end of the scores: every image called one class
+        floor, other = (("sensitivity", "specificity") if min_specificity is None else ("specificity", "sensitivity"))
+        raise OperatingPointError(
+            f"validation meets {floor} >= {min_sensitivity if min_specificity is None else min_specificity} only by "
+            f"calling every image {'PNEUMONIA' if floor == 'sensitivity' else 'NORMAL'} ({other} 0): lower the "
+            "requirement, or use a model with a higher validation AUROC.")
     return {"threshold": _between(thresholds, k, p), "sensitivity": float(sens[k]), "specificity": float(spec[k]),
             "min_sensitivity": min_sensitivity, "min_specificity": min_specificity}
 
