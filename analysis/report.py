@@ -334,6 +334,7 @@ def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Names
         write_external_section(rep, w)
         write_calibration_section(rep, w)
         write_operating_section(rep, w)
+        write_intervals_section(rep, w, "the saved model (the run best on validation)")
         rep.image(w["files"]["pr_curve"], "Test precision-recall, every threshold marked with its F1; ringed: the "
                                           "threshold chosen on validation (representative run)")
         rep.image(w["files"]["roc_curve"], "Test ROC with AUC (representative run)")
@@ -367,6 +368,19 @@ def write_ensemble_section(rep: Report, ens: dict[str, Any], seeds: Sequence[int
     write_external_section(rep, ens)
     write_calibration_section(rep, ens)
     write_operating_section(rep, ens)
+    write_intervals_section(rep, ens, "the ensemble")
+
+
+def write_intervals_section(rep: Report, winner: dict[str, Any], what: str) -> None:
+    """The headline figures of one saved model with 95% bootstrap intervals, test and external side by side."""
+    table = winner.get("intervals")
+    if table is None or table.empty:
+        return
+    rep.p(f"95% bootstrap intervals of {what}: value [low, high] over 2,000 resamples of the patients (all X-rays of "
+          "a patient drawn together), at the threshold chosen on validation. They say how much a figure could move on "
+          "another test set drawn like this one, for this one model; the mean ± std above says how much it moves "
+          "between trainings.")
+    rep.table(table.reset_index())
 
 
 def write_operating_section(rep: Report, winner: dict[str, Any]) -> None:

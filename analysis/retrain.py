@@ -29,6 +29,7 @@ import pandas as pd
 from analysis.calibration import calibrate_run, write_calibration
 from analysis.evaluation import evaluate_external, evaluate_run, summarise, validation_score, write_winner_outputs
 from analysis.experiment import Experiment, SplitArrays, trial_config
+from analysis.intervals import model_intervals
 from analysis.leaderboard import experiment_and_winners
 from analysis.operating_points import Requirement, operating_table, requirements, stored_points
 
@@ -257,8 +258,22 @@ def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdi
               "summary": summary, "files": files, "history": history, "class_names": arrays.class_names,
               "size": int(mine[0]["spec"].config["image_size"]), "external": scored,
               "calibration": winner_calibration(mine, best, arrays, externals, files, wdir, f"winner {k}"),
-              "operating": winner_operating(mine, operating, arrays, externals, files, wdir)}
+              "operating": winner_operating(mine, operating, arrays, externals, files, wdir),
+              "intervals": winner_intervals(mine[best], evals[best]["metrics"]["threshold"], arrays, externals,
+                                            files, wdir)}
     return winner, rows
+
+
+def winner_intervals(run: dict[str, Any], threshold: float, arrays: SplitArrays, externals: Sequence[ExternalSet],
+                     files: dict[str, Path], folder: Path) -> pd.DataFrame:
+    """95% patient-bootstrap intervals of the saved model's headline figures on test and each external set
+    (``intervals.csv``, long form)."""
+    size = int(run["spec"].config["image_size"])
+    table = model_intervals(run, threshold, arrays.y["test"], arrays.rows("test")["patient"].astype(str).tolist(),
+                            {e.name: e.by_size[size] for e in externals}, arrays.class_names)
+    files["intervals"] = folder / "intervals.csv"
+    table.attrs["long"].to_csv(files["intervals"], index=False)
+    return table
 
 
 def winner_operating(runs: Sequence[dict[str, Any]], operating: Sequence[Requirement], arrays: SplitArrays,
@@ -348,7 +363,8 @@ def build_ensemble(runs: Sequence[dict[str, Any]], arrays_by_size: dict[int, Spl
     return {"winner": "ensemble", "trial_id": "+".join(trials), "members": len(members), "evals": [ev], "best": 0,
             "summary": summary, "files": files, "class_names": arrays.class_names, "size": size,
             "external": score_externals([averaged], externals, arrays.class_names, folder), "calibration": calibration,
-            "operating": winner_operating([averaged], operating, arrays, externals, files, folder)}
+            "operating": winner_operating([averaged], operating, arrays, externals, files, folder),
+            "intervals": winner_intervals(averaged, ev["metrics"]["threshold"], arrays, externals, files, folder)}
 
 
 def _rate(text: str) -> float:

@@ -335,6 +335,14 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     points = load_checkpoint(out / "retrain" / "best_model.pt")["operating_points"]
     assert points["f1"]["threshold"] == load_checkpoint(out / "retrain" / "best_model.pt")["threshold"]
     assert "Operating points you asked for" in text
+    # 95% patient-bootstrap intervals of the saved model: test and each external set; 3-class rows where labels allow
+    intervals = winner["intervals"]
+    assert list(intervals.columns) == ["test", "site_b", "site_c"]
+    assert intervals.loc["accuracy_3class", "site_c"] == "-" and intervals.loc["auc", "site_c"] != "-"
+    long = pd.read_csv(out / "retrain" / "winner_1" / "intervals.csv")
+    finite = long.dropna()
+    assert len(finite) and ((finite["low"] <= finite["high"]) & finite["low"].between(0, 1)).all()
+    assert "95% bootstrap intervals of the saved model" in text
 
     # every run as one model: scored like one (validation threshold), externals too, and predict accepts it
     ensemble = result["retrain"]["ensemble"]

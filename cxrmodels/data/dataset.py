@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,7 @@ class LabelledImages:
     labels: list[str]
     paths: list[str]
     skipped: list[tuple[str, str]]
+    patients: list[str] = field(default_factory=list)  # per image: resampled together by the bootstrap intervals
 
 
 def load_labelled(data: str, preprocess: PreprocessConfig, *, cache_dir: str | Path | None = None,
@@ -85,7 +86,7 @@ def load_labelled(data: str, preprocess: PreprocessConfig, *, cache_dir: str | P
     if not records:
         raise ValueError(f"{data}: none of the {len(source.records)} image(s) could be decoded")
     return LabelledImages(np.asarray(cached.images), [r.label for r in records], [r.path for r in records],
-                          [*source.skipped, *cached.skipped])
+                          [*source.skipped, *cached.skipped], [r.patient for r in records])
 
 
 def write_skipped_report(skipped: Sequence[tuple[str, str]], path: str | Path) -> Path:
