@@ -28,6 +28,7 @@ import pandas as pd
 
 from analysis.experiment import Experiment
 from analysis.leaderboard import build_leaderboard, select_winners, top_table, winner_rule
+from analysis.model_card import write_model_cards
 from analysis.operating_points import requirements
 from analysis.retrain import add_retrain_args, retrain_and_evaluate
 from analysis.search_plots import write_search_plots
@@ -289,6 +290,12 @@ def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[s
     rep.h("Timings (seconds)")
     rep.table(pd.DataFrame({"step": list(timings), "seconds": [round(v, 1) for v in timings.values()]}))
     (out / "report.md").write_text(rep.markdown())
+    if result.get("retrains"):  # model_card.md beside the report, and the same cards at the end of report.html
+        cards = write_model_cards(lambda: Report(out), exp, result["retrains"], {
+            "preprocessing": resolved_preprocessing(exp), "split_sizes": split_sizes(exp),
+            "anchors": pd.DataFrame(ANCHORS)})
+        (out / "model_card.md").write_text(cards.markdown())
+        rep.blocks.extend(cards.blocks)
     (out / "report.html").write_text(rep.html(f"Analysis of {exp.path.name}"))
     return result
 

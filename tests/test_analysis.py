@@ -343,6 +343,13 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     finite = long.dropna()
     assert len(finite) and ((finite["low"] <= finite["high"]) & finite["low"].between(0, 1)).all()
     assert "95% bootstrap intervals of the saved model" in text
+    # the model card: one per saved model (the winner, the ensemble), its figures the report's own
+    card = (out / "model_card.md").read_text()
+    assert card.count("## Model card: multiclass model") == 2 and "Not a medical device" in card
+    for value in [intervals.loc["auc", "test"], intervals.loc["accuracy", "site_b"]]:
+        assert value in card and value in text
+    assert f"T = {calibration['temperature_mean'].iloc[0]:.2f}" in card and "Known failure modes" in card
+    assert "Model card: multiclass model, winner 1" in (out / "report.html").read_text()
 
     # every run as one model: scored like one (validation threshold), externals too, and predict accepts it
     ensemble = result["retrain"]["ensemble"]
