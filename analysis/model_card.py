@@ -52,8 +52,10 @@ def write_card(card: Any, exp: Experiment, model: dict[str, Any], task: str, see
     card.p(intended_use(task) + " " + NOT_A_DEVICE)
     card.h("Data", 3)
     card.p(f"Source: {exp.config.get('data')}. Split by patient (all images of a patient, and byte-identical images, "
-           f"on one side); {exp.manifest['patient'].nunique()} patients. Preprocessing: {context['preprocessing']}.")
+           f"on one side); {exp.manifest['patient'].nunique()} patients. Images per class and split, then the "
+           "preprocessing:")
     card.table(context["split_sizes"], index=True)
+    card.table(context["preprocessing"])
     card.h("How it was chosen and trained", 3)
     card.p(f"Search: {exp.config.get('searcher')} with scheduler {exp.config.get('scheduler')}, {len(exp.results)} "
            f"trials, objective {exp.objective} ({exp.mode}); trial {model['trial_id']} retrained with seeds "

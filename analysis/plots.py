@@ -45,6 +45,23 @@ def _point_labels(sweep: pd.DataFrame) -> list[tuple[str, float, float]]:
     return labels
 
 
+def _place_labels(ax: plt.Axes, labels: list[tuple[str, float, float]], char_w: float = 0.0125,
+                  line_h: float = 0.036) -> None:
+    """Each label beside its point where it overlaps no label already placed (right, left, then below or above);
+    a point with no free place keeps its colour only (threshold_sweep.csv has every threshold)."""
+    boxes: list[tuple[float, float, float, float]] = []
+    for text, x, y in labels:
+        w = len(text) * char_w
+        for x0, y0 in ((x + 0.012, y + 0.008), (x - 0.012 - w, y + 0.008), (x - w / 2, y - 0.012 - line_h),
+                       (x - w / 2, y + 0.02), (x + 0.012, y - line_h), (x - 0.012 - w, y - line_h)):
+            box = (x0, y0, x0 + w, y0 + line_h)
+            inside = box[0] >= -0.01 and box[2] <= 1.02 and box[1] >= -0.01 and box[3] <= 1.05
+            if inside and not any(b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3] for b in boxes):
+                boxes.append(box)
+                ax.text(x0, y0, text, fontsize=7, va="bottom")
+                break
+
+
 def plot_pr_curve(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[float] | np.ndarray,
                   sweep: pd.DataFrame, path: PathLike, chosen_threshold: float | None = None,
                   title: str = "Precision-recall (PNEUMONIA positive)") -> Path:
@@ -66,9 +83,7 @@ def plot_pr_curve(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[floa
     if defined is not None and (~defined).any():
         ax.scatter(sweep.loc[~defined, "recall"], sweep.loc[~defined, "precision"], facecolors="white",
                    edgecolors="k", s=30, zorder=4, label="no positive prediction")
-    for i, (label, x, y_) in enumerate(_point_labels(sweep)):
-        dy = 6 if i % 2 == 0 else -10  # alternate above/below: neighbouring points often sit close
-        ax.annotate(label, (x, y_), textcoords="offset points", xytext=(4, dy), fontsize=6.5)
+    _place_labels(ax, _point_labels(sweep))
     if chosen_threshold is not None:
         hit = sweep.loc[np.isclose(sweep["threshold"], chosen_threshold)]
         if not hit.empty:
@@ -76,7 +91,7 @@ def plot_pr_curve(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[floa
             ax.scatter([r["recall"]], [r["precision"]], s=220, facecolors="none", edgecolors="red", lw=2, zorder=5,
                        label=f"chosen {chosen_threshold:.2f} (F1 {r['f1']:.3f})")
     fig.colorbar(sc, ax=ax, label="F1")
-    ax.set(xlabel="recall (sensitivity)", ylabel="precision", xlim=(-0.02, 1.2), ylim=(-0.02, 1.05), title=title)
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision", xlim=(-0.02, 1.02), ylim=(-0.02, 1.05), title=title)
     ax.legend(loc="lower left", fontsize=8)
     return _save(fig, path)
 
@@ -166,7 +181,8 @@ def plot_gradcam_grid(images: Sequence[np.ndarray], examples: pd.DataFrame, path
         raise ValueError(f"{len(images)} images for {len(examples)} examples")
     classes = list(dict.fromkeys(examples["true"])) or ["(none)"]
     ncols = max(1, int(examples.groupby("true").size().max()) if len(examples) else 1)
-    fig, axes = plt.subplots(len(classes), ncols, figsize=(2.6 * ncols, 2.9 * len(classes)), squeeze=False)
+    fig, axes = plt.subplots(len(classes), ncols, figsize=(2.6 * ncols, 3.2 * len(classes)), squeeze=False,
+                             layout="constrained")  # keeps each row's two-line titles off the row above
     for ax in axes.ravel():
         ax.axis("off")
     col = dict.fromkeys(classes, 0)
@@ -185,7 +201,6 @@ def plot_gradcam_grid(images: Sequence[np.ndarray], examples: pd.DataFrame, path
             for spine in ax.spines.values():
                 spine.set(color="red", lw=2.5)
     fig.suptitle(title)
-    fig.tight_layout()
     return _save(fig, path)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import html
 import logging
 import sys
@@ -87,23 +88,46 @@ class Report:
         return "\n".join(lines)
 
     def html(self, title: str) -> str:
-        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-                 "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
-                 "table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;"
-                 "padding:2px 6px}img{max-width:100%}figcaption{color:#555;font-size:13px}</style></head><body>"]
-        for kind, val in self.blocks:
+        """One self-contained page: a small stylesheet, a table of contents, tables that scroll inside their own
+        box, and the PNGs embedded, so that the file can be mailed."""
+        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                 f"<style>{STYLE}</style></head><body>"]
+        toc = [(i, v[0], v[1]) for i, (k, v) in enumerate(self.blocks) if k == "h" and v[0] in (2, 3)]
+        for i, (kind, val) in enumerate(self.blocks):
             if kind == "h":
-                parts.append(f"<h{val[0]}>{html.escape(val[1])}</h{val[0]}>")
+                parts.append(f"<h{val[0]} id='s{i}'>{html.escape(val[1])}</h{val[0]}>")
+                if val[0] == 1 and toc and i < toc[0][0]:
+                    parts.append("<nav><b>Contents</b><ul>" + "".join(
+                        f"<li class='l{level}'><a href='#s{j}'>{html.escape(text)}</a></li>" for j, level, text in toc)
+                        + "</ul></nav>")
             elif kind == "p":
                 parts.append(f"<p>{html.escape(val)}</p>")
             elif kind == "table":
-                parts.append(val.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0))
+                cells = val.apply(lambda column: column.map(_html_cell))
+                parts.append(f"<div class='table'>{cells.to_html(index=False, border=0)}</div>")
             elif kind == "img":
                 data = base64.b64encode(val[0].read_bytes()).decode()
                 parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(val[1])}'>"
                              f"<figcaption>{html.escape(val[1])}</figcaption></figure>")
         parts.append("</body></html>")
         return "\n".join(parts)
+
+
+#: The report page's stylesheet: a readable measure, tables that scroll in their own box, a compact contents list.
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:auto;padding:1em 1.5em;line-height:1.45;"
+         "color:#222}h1{font-size:1.7em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}"
+         "div.table{overflow-x:auto;max-width:100%;margin:.6em 0}table{border-collapse:collapse;font-size:12.5px}"
+         "td,th{border:1px solid #d0d0d0;padding:3px 7px;white-space:nowrap;text-align:right}"
+         "th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}img{max-width:100%;height:auto}"
+         "figure{margin:1em 0}figcaption{color:#555;font-size:13px}nav{background:#f7f7f7;padding:.5em 1em;"
+         "font-size:14px}nav ul{margin:.3em 0;padding-left:1.2em}nav li.l3{margin-left:1.2em;font-size:13px}")
+
+
+def _html_cell(v: Any) -> str:
+    """A table cell for the page: blank for a missing value (never <NA> or nan), floats to 4 significant digits."""
+    if v is None or v is pd.NA or (isinstance(v, float | np.floating) and np.isnan(v)):
+        return ""
+    return f"{v:.4g}" if isinstance(v, float | np.floating) else str(v)
 
 
 def _cell(v: Any) -> str:
@@ -225,11 +249,13 @@ def write_search_sections(rep: Report, exp: Experiment, board: pd.DataFrame, sea
     cfg = exp.config
     data_label = f"data {cfg.get('data')} (n={len(exp.manifest)}, split seed {exp.split_config().seed})"
     rep.h(f"Analysis of experiment {exp.path.name}", 1)
-    rep.p(f"Experiment folder: {exp.path}. Task {exp.task}; objective {exp.objective} ({exp.mode}); "
-          f"searcher {cfg.get('searcher')}, scheduler {cfg.get('scheduler')}, {len(exp.results)} trials; "
-          f"search seed {cfg.get('seed')}. Data source: {cfg.get('data')}; preprocessing (per searched image size) "
-          f"{resolved_preprocessing(exp)}; split {exp.split_config()} (read from split_manifest.csv, never "
-          "re-derived).")
+    rep.table(settings_table({"experiment folder": exp.path, "task": exp.task,
+                              "objective": f"{exp.objective} ({exp.mode})", "searcher": cfg.get("searcher"),
+                              "scheduler": cfg.get("scheduler"), "trials": len(exp.results),
+                              "search seed": cfg.get("seed"), "data source": cfg.get("data")}))
+    rep.p("Preprocessing, per searched image size, and the split (read from split_manifest.csv, never re-derived):")
+    rep.table(preprocessing_table(exp))
+    rep.table(settings_table(dataclasses.asdict(exp.split_config())))
     rep.h("Split sizes")
     rep.table(split_sizes(exp), index=True)
     rep.h("Leaderboard")
@@ -292,7 +318,7 @@ def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[s
     (out / "report.md").write_text(rep.markdown())
     if result.get("retrains"):  # model_card.md beside the report, and the same cards at the end of report.html
         cards = write_model_cards(lambda: Report(out), exp, result["retrains"], {
-            "preprocessing": resolved_preprocessing(exp), "split_sizes": split_sizes(exp),
+            "preprocessing": preprocessing_table(exp), "split_sizes": split_sizes(exp),
             "anchors": pd.DataFrame(ANCHORS)})
         (out / "model_card.md").write_text(cards.markdown())
         rep.blocks.extend(cards.blocks)
@@ -327,8 +353,9 @@ def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Names
         rep.h(f"Winner {w['winner']}: trial {w['trial_id']}", 3)
         shown = {k: v for k, v in w["config"].items() if k in ("backbone", "optimizer", "lr", "batch_size", "epochs",
                                                                  "image_size", "dropout", "weight_decay")}
-        rep.p(f"Config: {shown}. Saved model (run best on validation): {w['files']['model'].name}, threshold "
-              f"{w['evals'][w['best']]['metrics']['threshold']:.2f}.")
+        rep.p(f"Saved model (the run best on validation): winner_{w['winner']}/{w['files']['model'].name}, "
+              f"threshold {w['evals'][w['best']]['metrics']['threshold']:.2f}. Its configuration:")
+        rep.table(settings_table(shown))
         rep.table(w["summary"].reset_index()[["metric", "mean_std", "min", "max", "n"]])
         sweep = pd.read_csv(w["files"]["threshold_sweep"])
         cols = ["threshold", "val_f1_mean", "test_precision_mean", "test_recall_mean", "test_specificity_mean",
@@ -426,12 +453,23 @@ def write_calibration_section(rep: Report, winner: dict[str, Any]) -> None:
                                               "(representative run)")
 
 
-def resolved_preprocessing(exp) -> str:
-    """Every preprocessing parameter in force (the preset holds only what differs from the defaults)."""
-    sizes = sorted({int(v) for v in exp.results.get("config/image_size", []) if v == v}) or [None]
-    configs = [{**(c := exp.preprocess_config(size)).to_dict(), "tile_grid": c.effective_tile_grid} if size else {}
-               for size in sizes]
-    return "; ".join(str(c) for c in configs)
+def settings_table(settings: dict[str, Any]) -> pd.DataFrame:
+    """Settings as a two-column table (a nested value in words, not a Python repr)."""
+    def words(v: Any) -> str:
+        if isinstance(v, dict):
+            return ", ".join(f"{k} {words(x)}" for k, x in v.items()) or "none"
+        return "none" if v is None else str(v)
+
+    return pd.DataFrame({"setting": list(settings), "value": [words(v) for v in settings.values()]})
+
+
+def preprocessing_table(exp) -> pd.DataFrame:
+    """Every preprocessing parameter in force, one column per searched image size."""
+    sizes = sorted({int(v) for v in exp.results.get("config/image_size", []) if v == v})
+    configs = {f"{size} px": {**(c := exp.preprocess_config(size)).to_dict(), "tile_grid": c.effective_tile_grid}
+               for size in sizes}
+    table = pd.DataFrame(configs).drop(index="size", errors="ignore")
+    return table.rename_axis("parameter").reset_index().astype(str)
 
 
 def build_parser() -> argparse.ArgumentParser:

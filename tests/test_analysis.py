@@ -349,7 +349,12 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     for value in [intervals.loc["auc", "test"], intervals.loc["accuracy", "site_b"]]:
         assert value in card and value in text
     assert f"T = {calibration['temperature_mean'].iloc[0]:.2f}" in card and "Known failure modes" in card
-    assert "Model card: multiclass model, winner 1" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "Model card: multiclass model, winner 1" in page
+    # a document, not a dump: settings as tables, no Python reprs or <NA>, a table of contents, scrolling tables
+    assert "<nav><b>Contents</b>" in page and "<div class='table'>" in page
+    for repr_text in ("SplitConfig(", "{'size'", "Config: {", "&lt;NA&gt;", "<NA>"):
+        assert repr_text not in page and repr_text not in text
 
     # every run as one model: scored like one (validation threshold), externals too, and predict accepts it
     ensemble = result["retrain"]["ensemble"]
