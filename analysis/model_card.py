@@ -63,7 +63,8 @@ def write_card(card: Any, exp: Experiment, model: dict[str, Any], task: str, see
                                 else "; this saved run is the one best on validation."))
     config = model.get("config") or {}
     if config:
-        card.table(pd.DataFrame({"setting": list(config), "value": [str(v) for v in config.values()]}))
+        card.table(pd.DataFrame({"setting": list(config),
+                                 "value": [f"{v:.4g}" if isinstance(v, float) else str(v) for v in config.values()]}))
     write_performance(card, model)
     card.h("Known failure modes", 3)
     ev = model["evals"][model["best"]]

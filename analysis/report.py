@@ -259,7 +259,8 @@ def write_search_sections(rep: Report, exp: Experiment, board: pd.DataFrame, sea
     rep.h("Split sizes")
     rep.table(split_sizes(exp), index=True)
     rep.h("Leaderboard")
-    rep.p(f"Status counts: {board['status'].value_counts().to_dict()}; collapsed trials: "
+    counts = ", ".join(f"{status} {n}" for status, n in board["status"].value_counts().items())
+    rep.p(f"Trials by status: {counts}; collapsed trials: "
           f"{int(board['collapsed'].astype(str).str.lower().isin(('true', '1')).sum())}. Full table: leaderboard.csv.")
     rep.table(top_table(board, max(10, args.top_k), exp.objective, exp.mode))
     rep.p(winner_rule(args.top_k, exp.objective, exp.mode, args.allow_collapsed))
@@ -458,6 +459,8 @@ def settings_table(settings: dict[str, Any]) -> pd.DataFrame:
     def words(v: Any) -> str:
         if isinstance(v, dict):
             return ", ".join(f"{k} {words(x)}" for k, x in v.items()) or "none"
+        if isinstance(v, float):
+            return f"{v:.4g}"
         return "none" if v is None else str(v)
 
     return pd.DataFrame({"setting": list(settings), "value": [words(v) for v in settings.values()]})
