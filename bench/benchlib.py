@@ -92,9 +92,16 @@ class GpuUtilisation:
                 "median": statistics.median(self.samples), "max": max(self.samples)}
 
 
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
 def write_result(result: dict, out: str | Path) -> Path:
-    """``result`` as indented JSON at ``out`` (parent folders made)."""
+    """``result`` as indented JSON at ``out`` (parent folders made). A ``--quick`` result (``result["quick"]``)
+    bound for a committed file in bench/results/ goes to ``<name>_quick.json`` beside it instead (ignored by git),
+    so that checking a benchmark never overwrites its full measurement."""
     out = Path(out)
+    if result.get("quick") and out.resolve().parent == RESULTS_DIR and not out.stem.endswith("_quick"):
+        out = out.with_name(f"{out.stem}_quick{out.suffix}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     return out

@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     prepared = prepare(f"synthetic:{args.n}", PreprocessConfig(size=args.size), seed=0)
     print(prepared.summary())
-    out: dict = {"n_images": args.n, "size": args.size, "optimizer": "adam 1e-3, batch 32, dropout 0.3",
-                 "machine": machine(), "results": {}}
+    out: dict = {"quick": args.quick, "n_images": args.n, "size": args.size,
+                 "optimizer": "adam 1e-3, batch 32, dropout 0.3", "machine": machine(), "results": {}}
     start = time.perf_counter()
     for task in args.tasks:
         train_x, train_y = prepared.arrays("train", task)
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
             out["results"][f"{backbone}/{task}"] = row
             print(backbone, task, {k: f"{v['mean']:.3f} +/- {v['std']:.3f}" for k, v in row.items()})
     out["seconds"] = round(time.perf_counter() - start, 1)
-    write_result(out, args.out)
-    print(f"wrote {args.out} ({out['seconds']} s)")
+    print(f"wrote {write_result(out, args.out)} ({out['seconds']} s)")
     return out
 
 

@@ -42,3 +42,15 @@ def test_machine_records_the_same_keys_with_extras():
     record = benchlib.machine(opencv="x")
     assert {"cpu_count", "python", "torch", "torch_threads", "ray", "opencv"} <= record.keys()
     assert "gpu" not in record
+
+
+def test_a_quick_run_never_overwrites_a_committed_result(tmp_path, monkeypatch):
+    """--quick results bound for bench/results/NAME.json land in NAME_quick.json (ignored by git); an explicit path
+    elsewhere is kept as given."""
+    monkeypatch.setattr(benchlib, "RESULTS_DIR", tmp_path)
+    full = benchlib.write_result({"quick": False, "x": 1}, tmp_path / "speed.json")
+    quick = benchlib.write_result({"quick": True, "x": 2}, tmp_path / "speed.json")
+    assert full == tmp_path / "speed.json" and quick == tmp_path / "speed_quick.json"
+    assert '"x": 1' in full.read_text() and '"x": 2' in quick.read_text()
+    elsewhere = benchlib.write_result({"quick": True}, tmp_path / "mine" / "speed.json")
+    assert elsewhere == tmp_path / "mine" / "speed.json"
