@@ -241,6 +241,18 @@ def uses_pretrained(backbone: str, fixed: Mapping[str, Any]) -> bool:
     return bool(wanted) and backbone not in SCRATCH_BACKBONES
 
 
+def resolve_pretrained(d: dict[str, Any]) -> bool:
+    """Turn a trial dict's preset-level ``pretrained`` (bool or list of backbones) into TrialConfig's bool, in place:
+    ``True`` for a backbone that starts from weights, else ``pretrained`` and ``pretrained_path`` removed. Returns
+    whether the trial is pretrained."""
+    if uses_pretrained(str(d.get("backbone", "custom_cnn")), d):
+        d["pretrained"] = True
+        return True
+    d.pop("pretrained", None)
+    d.pop("pretrained_path", None)
+    return False
+
+
 def pretrained_backbones(config: Mapping[str, Any]) -> list[str]:
     """The backbones of the search that start from pretrained weights (none given by ``pretrained_path``)."""
     fixed = config["fixed"]
@@ -360,11 +372,7 @@ def _check_trial_value(config: Mapping[str, Any], key: str, value: Any) -> str |
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value!r} is not finite"
     d = {**config["fixed"], "task": config["task"], key: value}
-    if uses_pretrained(str(d.get("backbone", "custom_cnn")), d):
-        d["pretrained"] = True
-    else:
-        d.pop("pretrained", None)
-        d.pop("pretrained_path", None)
+    resolve_pretrained(d)
     try:
         TrialConfig.from_dict(d)
     except (ValueError, TypeError, ImportError) as exc:

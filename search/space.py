@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from search.config import INT_KEYS, LOG_KEYS, TRANSFER_KEYS, is_range, max_epochs, uses_pretrained
+from search.config import INT_KEYS, LOG_KEYS, TRANSFER_KEYS, is_range, max_epochs, resolve_pretrained, uses_pretrained
 
 
 def constant_trial_keys(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -29,11 +29,7 @@ def trial_dict(base: Mapping[str, Any], sampled: Mapping[str, Any]) -> dict[str,
     """Exactly the TrialConfig keys of one trial: constants, then the sampled values; ``pretrained`` (and its
     path) only where the backbone has pretrained weights."""
     d = {**base, **sampled}
-    if uses_pretrained(str(d.get("backbone", "custom_cnn")), d):
-        d["pretrained"] = True  # a list of backbones in the preset: this one is in it
-    else:
-        d.pop("pretrained", None)
-        d.pop("pretrained_path", None)
+    if not resolve_pretrained(d):
         for key in TRANSFER_KEYS:
             if key not in sampled:
                 d.pop(key, None)
