@@ -47,19 +47,6 @@ FIGURES = ("binary_accuracy", "normal_recall", "auc", "accuracy_3class", "balanc
 _ARRAYS: dict = {}  # set before the worker processes fork; read there
 
 
-def _pairs(items: list[str]) -> dict:
-    """``key=value`` strings as a dict, values parsed as YAML scalars (numbers, true/false)."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"expected key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DATA / "chest_xray"))
@@ -76,8 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="2 seeds on 240 synthetic images at 48 px")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    args.base = {**BASE, **_pairs(args.base)}
-    args.variants = {name: _pairs([kv for kv in spec.split(",") if kv])
+    from search.config import parse_set  # key=value, values as YAML: the same parser as search.run --set
+
+    args.base = {**BASE, **parse_set(args.base)}
+    args.variants = {name: parse_set([kv for kv in spec.split(",") if kv])
                      for name, _, spec in (v.partition(":") for v in args.variant)} or VARIANTS
     if args.quick:
         args.data, args.external, args.size, args.seeds, args.name = "synthetic", "", 48, 2, "quick"
