@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrmodels.data.records import NORMAL, PNEUMONIA, task_labels
+from cxrmodels.data.records import BINARY_CLASSES, NORMAL, PNEUMONIA, task_labels
 from cxrmodels.evaluate.calibration import ECE_BINS, apply_temperature, expected_calibration_error, fit_temperature
 
 PROB_KEYS = ("probs_val", "probs_test")
@@ -31,22 +31,23 @@ def calibrate_run(run: Mapping[str, Any]) -> dict[str, Any]:
             "probs_external": {name: apply_temperature(p, t) for name, p in run["probs_external"].items()}}
 
 
-def scored_classes(labels: Sequence[str], probs: np.ndarray, class_names: Sequence[str]) -> tuple[np.ndarray,
-                                                                                                  np.ndarray]:
-    """Targets and probabilities on the classes a labelled set can score: the model's own, or NORMAL vs PNEUMONIA
-    for a 3-class model on labels without the pneumonia subtype."""
-    names = list(class_names)
+def scored_classes(labels: Sequence[str], probs: np.ndarray,
+                   class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Targets, probabilities and their class names on the classes a labelled set can score: the model's own, or
+    NORMAL vs PNEUMONIA for a 3-class model on labels without the pneumonia subtype."""
+    names = tuple(class_names)
     if len(names) == 2 or PNEUMONIA not in labels:
-        return task_labels(labels, "multiclass" if len(names) == 3 else "binary"), probs
+        return task_labels(labels, "multiclass" if len(names) == 3 else "binary"), probs, names
     p_normal = probs[:, names.index(NORMAL)]
-    return (np.asarray(labels) != NORMAL).astype(np.int64), np.stack([p_normal, 1.0 - p_normal], 1)
+    return (task_labels(labels, "binary"), np.stack([p_normal, 1.0 - p_normal], 1),
+            tuple(BINARY_CLASSES))
 
 
 def _held_out(run: Mapping[str, Any], probs: Mapping[str, Any], y_test: np.ndarray,
               external_labels: Mapping[str, Sequence[str]], class_names: Sequence[str]) -> dict[str, tuple]:
     sets = {"validation": (run["y_val"], probs["probs_val"]), "test": (y_test, probs["probs_test"])}
     for name, labels in external_labels.items():
-        sets[name] = scored_classes(labels, probs["probs_external"][name], class_names)
+        sets[name] = scored_classes(labels, probs["probs_external"][name], class_names)[:2]
     return sets
 
 

@@ -38,8 +38,7 @@ def model_intervals(run: Mapping[str, Any], threshold: float, y_test: np.ndarray
     three = len(class_names) == 3
     tables = {"test": set_intervals(y_test, run["probs_test"], class_names, threshold, test_patients, three, seed)}
     for name, data in externals.items():
-        y, probs = scored_classes(data.labels, run["probs_external"][name], class_names)
-        names = class_names if probs.shape[1] == len(class_names) else ("NORMAL", "PNEUMONIA")
+        y, probs, names = scored_classes(data.labels, run["probs_external"][name], class_names)
         tables[name] = set_intervals(y, probs, names, threshold, data.patients or None, len(names) == 3, seed)
     long = pd.concat(tables, names=["set", "metric"]).reset_index()
     text = long.assign(text=[f"{r.value:.3f} [{r.low:.3f}, {r.high:.3f}]" for r in long.itertuples()])

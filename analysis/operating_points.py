@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.calibration import scored_classes
 from analysis.evaluation import binary_targets
-from cxrmodels.data.records import NORMAL
 from cxrmodels.evaluate import binary_metrics, pneumonia_probability
 from cxrmodels.evaluate.operating import OperatingPointError, operating_threshold
 
@@ -41,11 +41,9 @@ def requirements(min_sensitivity: Sequence[float] = (), min_specificity: Sequenc
                                                                        for s in min_specificity]
 
 
-def _binary(labels_or_y: Sequence | np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> tuple:
-    """(0/1 targets, P(pneumonia)) from class indices or label names."""
-    values = np.asarray(labels_or_y)
-    y = (values != NORMAL).astype(np.int64) if values.dtype.kind in "UO" else binary_targets(values, class_names)
-    return y, pneumonia_probability(probs, class_names)
+def _binary(y: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(0/1 targets, P(pneumonia)) from class indices."""
+    return binary_targets(y, class_names), pneumonia_probability(probs, class_names)
 
 
 def _achieved(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
@@ -61,7 +59,7 @@ def score_run(run: Mapping[str, Any], req: Requirement, y_test: np.ndarray,
     y_val, p_val = _binary(run["y_val"], run["probs_val"], class_names)
     op = operating_threshold(y_val, p_val, min_sensitivity=req.min_sensitivity, min_specificity=req.min_specificity)
     sets = {"validation": (y_val, p_val), "test": _binary(y_test, run["probs_test"], class_names)}
-    sets.update({name: _binary(labels, run["probs_external"][name], class_names)
+    sets.update({name: _binary(*scored_classes(labels, run["probs_external"][name], class_names))
                  for name, labels in external_labels.items()})
     return [{"operating_point": req.name, "set": name, "threshold": op["threshold"], **_achieved(y, p, op["threshold"])}
             for name, (y, p) in sets.items()]

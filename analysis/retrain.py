@@ -216,8 +216,7 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, s
         shutil.copyfile(winners_out[0]["files"]["model"], out / "best_model.pt")
     ensemble = build_ensemble(runs, arrays_by_size, externals, out / "ensemble", operating) if runs else None
     return {"runs": runs_table, "winners": winners_out, "ensemble": ensemble, "arrays": arrays_by_size, "wall_s": wall,
-            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray), "tta": tta,
-            "calibrated": calibrate}
+            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray), "tta": tta}
 
 
 def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdir: Path,
@@ -264,6 +263,12 @@ def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdi
     return winner, rows
 
 
+def external_labels(externals: Sequence[ExternalSet], run: dict[str, Any]) -> dict[str, list[str]]:
+    """Each external set's labels, as prepared at ``run``'s image size (the order its predictions are in)."""
+    size = int(run["spec"].config["image_size"])
+    return {e.name: e.by_size[size].labels for e in externals}
+
+
 def winner_intervals(run: dict[str, Any], threshold: float, arrays: SplitArrays, externals: Sequence[ExternalSet],
                      files: dict[str, Path], folder: Path) -> pd.DataFrame:
     """95% patient-bootstrap intervals of the saved model's headline figures on test and each external set
@@ -282,9 +287,8 @@ def winner_operating(runs: Sequence[dict[str, Any]], operating: Sequence[Require
     validation could not meet; None when none was requested."""
     if not operating:
         return None
-    size = int(runs[0]["spec"].config["image_size"])
-    labels = {e.name: e.by_size[size].labels for e in externals}
-    table, unmet = operating_table(runs, operating, arrays.y["test"], labels, arrays.class_names)
+    table, unmet = operating_table(runs, operating, arrays.y["test"], external_labels(externals, runs[0]),
+                                   arrays.class_names)
     files["operating_points"] = folder / "operating_points.csv"
     table.to_csv(files["operating_points"])
     return {"table": table, "unmet": unmet}
@@ -296,9 +300,8 @@ def winner_calibration(runs: Sequence[dict[str, Any]], best: int, arrays: SplitA
     """The calibration table and reliability diagram of calibrated runs (None when calibration is off)."""
     if "raw" not in runs[0]:
         return None
-    size = int(runs[0]["spec"].config["image_size"])
-    labels = {e.name: e.by_size[size].labels for e in externals}
-    table, written = write_calibration(runs, best, arrays.y["test"], labels, arrays.class_names, folder, title)
+    table, written = write_calibration(runs, best, arrays.y["test"], external_labels(externals, runs[0]),
+                                       arrays.class_names, folder, title)
     files.update(written)
     return table
 
