@@ -19,6 +19,18 @@ NOT_A_DEVICE = (
     "clinical use needs a prospective validation on the intended population and a qualified reader for every image.")
 
 
+def settings_table(settings: dict[str, Any]) -> pd.DataFrame:
+    """Settings as a two-column table (a nested value in words, not a Python repr)."""
+    def words(v: Any) -> str:
+        if isinstance(v, dict):
+            return ", ".join(f"{k} {words(x)}" for k, x in v.items()) or "none"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "none" if v is None else str(v)
+
+    return pd.DataFrame({"setting": list(settings), "value": [words(v) for v in settings.values()]})
+
+
 def intended_use(task: str) -> str:
     what = ("NORMAL vs PNEUMONIA" if task == "binary"
             else "NORMAL / BACTERIAL / VIRAL pneumonia (also read as NORMAL vs PNEUMONIA)")
@@ -63,8 +75,7 @@ def write_card(card: Any, exp: Experiment, model: dict[str, Any], task: str, see
                                 else "; this saved run is the one best on validation."))
     config = model.get("config") or {}
     if config:
-        card.table(pd.DataFrame({"setting": list(config),
-                                 "value": [f"{v:.4g}" if isinstance(v, float) else str(v) for v in config.values()]}))
+        card.table(settings_table(config))
     write_performance(card, model)
     card.h("Known failure modes", 3)
     ev = model["evals"][model["best"]]

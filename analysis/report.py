@@ -29,7 +29,7 @@ import pandas as pd
 
 from analysis.experiment import Experiment
 from analysis.leaderboard import build_leaderboard, select_winners, top_table, winner_rule
-from analysis.model_card import write_model_cards
+from analysis.model_card import settings_table, write_model_cards
 from analysis.operating_points import requirements
 from analysis.retrain import add_retrain_args, retrain_and_evaluate
 from analysis.search_plots import write_search_plots
@@ -452,18 +452,6 @@ def write_calibration_section(rep: Report, winner: dict[str, Any]) -> None:
     rep.table(shown.round(4))
     rep.image(winner["files"]["reliability"], "Reliability on test before and after temperature scaling "
                                               "(representative run)")
-
-
-def settings_table(settings: dict[str, Any]) -> pd.DataFrame:
-    """Settings as a two-column table (a nested value in words, not a Python repr)."""
-    def words(v: Any) -> str:
-        if isinstance(v, dict):
-            return ", ".join(f"{k} {words(x)}" for k, x in v.items()) or "none"
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "none" if v is None else str(v)
-
-    return pd.DataFrame({"setting": list(settings), "value": [words(v) for v in settings.values()]})
 
 
 def preprocessing_table(exp) -> pd.DataFrame:
