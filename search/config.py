@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "asha": {"grace_period": 1, "reduction_factor": 2},
     "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": None},
+    "time_budget_s": None,  # wall-clock cap on the search (Tune stops the trials still running; None: no cap)
     "max_failures": 0,  # retries of a trial that raised (node lost, spot preemption); a diverged loss is not retried
     "storage_path": "./experiments",
     "name": None,
@@ -305,6 +306,9 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             str(config["data"])).expanduser().exists():
         problems.append(f"--data {config['data']}: no such file or folder (give a Kaggle-layout folder, a folder "
                         "with one sub-folder per class, a CSV manifest, or 'synthetic')")
+    budget = config.get("time_budget_s")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        problems.append(f"time_budget_s {budget!r} must be a number of seconds > 0, or null for no cap")
     res = config["resources"]
     gpus = res.get("gpus_per_trial", 0)
     if not (gpus == "auto" or (isinstance(gpus, (int, float)) and gpus >= 0)):

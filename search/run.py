@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent-trials", type=int, help="cap on trials running at once (default: as resources "
                    "allow)")
     p.add_argument("--max-failures", type=int, help="retries of a trial that raised (from its last checkpoint)")
+    p.add_argument("--time-budget-s", type=float, help="wall-clock cap on the search in seconds: trials still running "
+                   "then stop, and their best checkpoints are kept (default: none)")
     p.add_argument("--storage-path", help="where experiment folders go: a directory or s3://bucket/prefix (shared "
                    "storage is required on a multi-node cluster)")
     p.add_argument("--name", help="experiment folder name (default: cxr-<preset>-<date-time>)")
@@ -108,7 +110,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         config = apply_smoke_test(config)
     flags: dict[str, Any] = {}
     for flag in ("data", "task", "objective", "mode", "searcher", "scheduler", "num_samples", "seed", "max_failures",
-                 "storage_path", "name", "cache_dir", "top_k"):
+                 "time_budget_s", "storage_path", "name", "cache_dir", "top_k"):
         value = getattr(args, flag)
         if value is not None:
             flags[flag] = value
@@ -407,6 +409,7 @@ def build_tuner(config: dict[str, Any], trainable: Any, storage: str, name: str,
         search_alg=build_searcher(config),
         scheduler=build_scheduler(config),
         num_samples=int(config["num_samples"]),
+        time_budget_s=config["time_budget_s"],
         max_concurrent_trials=config["resources"].get("max_concurrent_trials"),
         trial_dirname_creator=trial_dirname,
     )
