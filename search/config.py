@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from search.study import storage_problems
+
 logger = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -50,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "asha": {"grace_period": 1, "reduction_factor": 2},
     "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": None},
     "time_budget_s": None,  # wall-clock cap on the search (Tune stops the trials still running; None: no cap)
+    "optuna_storage": None,  # the Optuna study's home: None = optuna_study.log in the experiment folder, or a URL/path
+    "study_name": None,  # set when the search starts (<name>-<8 hex>), so --resume continues the same study
     "max_failures": 0,  # retries of a trial that raised (node lost, spot preemption); a diverged loss is not retried
     "storage_path": "./experiments",
     "name": None,
@@ -309,6 +313,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     budget = config.get("time_budget_s")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
         problems.append(f"time_budget_s {budget!r} must be a number of seconds > 0, or null for no cap")
+    problems += storage_problems(config.get("optuna_storage"))
     res = config["resources"]
     gpus = res.get("gpus_per_trial", 0)
     if not (gpus == "auto" or (isinstance(gpus, (int, float)) and gpus >= 0)):

@@ -19,6 +19,7 @@ from typing import Any
 
 from search import config as search_config
 from search.config import SearchConfigError
+from search.study import new_study_name
 from search.trainable import SCORE
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent-trials", type=int, help="cap on trials running at once (default: as resources "
                    "allow)")
     p.add_argument("--max-failures", type=int, help="retries of a trial that raised (from its last checkpoint)")
+    p.add_argument("--optuna-storage", metavar="URL_OR_PATH",
+                   help="where the Optuna study is kept: an RDB URL (sqlite:///..., postgresql://...) or a journal "
+                   "file (default: optuna_study.log in the experiment folder)")
     p.add_argument("--time-budget-s", type=float, help="wall-clock cap on the search in seconds: trials still running "
                    "then stop, and their best checkpoints are kept (default: none)")
     p.add_argument("--storage-path", help="where experiment folders go: a directory or s3://bucket/prefix (shared "
@@ -110,7 +114,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         config = apply_smoke_test(config)
     flags: dict[str, Any] = {}
     for flag in ("data", "task", "objective", "mode", "searcher", "scheduler", "num_samples", "seed", "max_failures",
-                 "time_budget_s", "storage_path", "name", "cache_dir", "top_k"):
+                 "time_budget_s", "optuna_storage", "storage_path", "name", "cache_dir", "top_k"):
         value = getattr(args, flag)
         if value is not None:
             flags[flag] = value
@@ -478,6 +482,8 @@ def run_search(args: argparse.Namespace, callbacks: Sequence[Any]) -> int:
         config = build_config(args)
         storage, name = build_experiment_path(config)
         config["storage_path"], config["name"] = storage, name
+        if config["searcher"] != "grid":
+            config["study_name"] = config.get("study_name") or new_study_name(name)
     if args.print_config:
         print(search_config.dump(config))
         return 0

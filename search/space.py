@@ -89,9 +89,12 @@ def build_searcher(config: Mapping[str, Any]) -> Any:
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, config["num_samples"] // 3)))
     from search.optuna_searcher import TrialOptunaSearch
+    from search.study import searcher_storage
     from search.trainable import SCORE
 
-    return TrialOptunaSearch(space=build_define_by_run(config), metric=SCORE, mode=config["mode"], sampler=sampler)
+    storage, study_name = searcher_storage(config)
+    return TrialOptunaSearch(space=build_define_by_run(config), metric=SCORE, mode=config["mode"], sampler=sampler,
+                             storage=storage, study_name=study_name)
 
 
 def build_param_space(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -227,3 +227,34 @@ def test_class_map_and_keep_split_flags(tmp_path) -> None:
     assert _config("--data", str(tmp_path), "--no-keep-split")["keep_split"] is False
     with pytest.raises(sc.SearchConfigError, match="FOLDER=LABEL"):
         run.parse_class_map("1:NORMAL")
+
+
+def test_time_budget_and_study_storage_settings_are_checked() -> None:
+    from search.run import build_config, build_parser
+
+    args = build_parser().parse_args(["--time-budget-s", "90", "--optuna-storage", "sqlite:///study.db"])
+    config = build_config(args)
+    assert config["time_budget_s"] == 90 and config["optuna_storage"] == "sqlite:///study.db"
+    for bad, message in ((["--time-budget-s", "0"], "time_budget_s 0.0 must be"),
+                         (["--optuna-storage", "redis://host/0"], "not a scheme Optuna's RDB storage takes")):
+        with pytest.raises(sc.SearchConfigError, match=message):
+            build_config(build_parser().parse_args(bad))
+
+
+def test_study_storage_is_a_journal_in_the_experiment_or_a_database(tmp_path) -> None:
+    import optuna
+
+    from search.study import STUDY_FILE, new_study_name, open_storage, storage_location
+
+    config = {"storage_path": str(tmp_path), "name": "exp"}
+    assert storage_location(config) == str(tmp_path / "exp" / STUDY_FILE)
+    assert storage_location({"storage_path": "s3://bucket/x", "name": "exp"}) is None  # no journal on S3
+    url = f"sqlite:///{tmp_path / 'team.db'}"
+    assert storage_location({**config, "optuna_storage": url}) == url
+    names = {new_study_name("exp") for _ in range(3)}
+    assert len(names) == 3 and all(n.startswith("exp-") for n in names)
+    for location in (storage_location(config), url):
+        study = optuna.create_study(storage=open_storage(location), study_name="s", direction="maximize")
+        study.tell(study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)}), 0.5)
+        again = optuna.load_study(study_name="s", storage=open_storage(location))
+        assert [t.value for t in again.trials] == [0.5] and "lr" in again.trials[0].params

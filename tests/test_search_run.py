@@ -82,6 +82,14 @@ def test_search_runs_asha_stops_trials_and_optuna_learns(tmp_path: Path, capsys)
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 6, states
     assert all(t.value == t.value for t in study.trials)  # no NaN
+    # ... and the study outlives the driver: a journal file in the experiment folder that Optuna itself reads back.
+    from search.study import STUDY_FILE, load_study
+
+    assert (experiment / STUDY_FILE).is_file()
+    stored = load_study(experiment)
+    assert stored.study_name.startswith("e2e-") and [t.state.name for t in stored.trials] == states
+    assert all({"backbone", "lr", "optimizer"} <= set(t.params) for t in stored.trials)
+    assert sorted(t.value for t in stored.trials) == sorted(t.value for t in study.trials)
 
     # The test split never reached a trial: train+val images are fewer than the whole manifest.
     manifest = pd.read_csv(experiment / "split_manifest.csv")
@@ -149,6 +157,10 @@ def test_interrupted_search_is_finished_by_resume(tmp_path: Path, capsys, monkey
     final = pd.read_csv(experiment / "results.csv").set_index("trial_id")
     assert len(final) == 4 and (final["status"] == "completed").all(), final["status"]
     assert set(first.index) <= set(final.index)
+    from search.study import load_study  # --resume went on with the same stored Optuna study
+
+    states = [t.state.name for t in load_study(experiment).trials]
+    assert states.count("COMPLETE") == 4, states
     for trial_id, epochs in finished_before.items():  # kept, not re-run
         assert _epochs(experiment / f"trial_{trial_id}") == epochs
         assert _timings(experiment / f"trial_{trial_id}") == timings[trial_id]

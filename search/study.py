@@ -1,0 +1,105 @@
+"""Where an Optuna search keeps its study, so that it outlives the driver and can be browsed.
+
+By default the study is Optuna's journal file ``optuna_study.log`` in the experiment folder: no server, readable by
+``optuna.load_study`` and ``optuna-dashboard``. ``optuna_storage`` in the search settings (``--optuna-storage``)
+names another home: an RDB URL (``sqlite:///...``, ``postgresql://...``, ``mysql://...``) that a team shares, or
+another journal file path. Each search gets a unique study name (``<experiment name>-<8 hex digits>``), saved in
+``search_config.yaml`` so that ``--resume`` continues the same study and :func:`load_study` finds it.
+
+An experiment folder on object storage (``s3://``, ``gs://``) cannot hold a journal file; there the study lives in
+the searcher's memory (and Tune's searcher checkpoint) unless ``optuna_storage`` names a database or a local file.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+STUDY_FILE = "optuna_study.log"
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+
+
+def is_rdb_url(storage: str) -> bool:
+    """An SQLAlchemy URL such as ``sqlite:///study.db`` or ``postgresql+psycopg2://user@host/db``."""
+    scheme = storage.split("://", 1)[0].split("+", 1)[0] if "://" in storage else ""
+    return scheme in RDB_SCHEMES
+
+
+def storage_problems(storage: Any) -> list[str]:
+    """What is wrong with an ``optuna_storage`` setting (for ``search.config.validate``)."""
+    if storage is None:
+        return []
+    if not isinstance(storage, str) or not storage.strip():
+        return [f"optuna_storage {storage!r} must be an RDB URL (sqlite:///..., postgresql://..., mysql://...) or a "
+                "journal file path"]
+    if "://" in storage and not is_rdb_url(storage):
+        schemes = ", ".join(RDB_SCHEMES)
+        return [f"optuna_storage {storage!r}: not a scheme Optuna's RDB storage takes ({schemes}); a journal file "
+                "must be a local or mounted path"]
+    return []
+
+
+def new_study_name(experiment_name: str) -> str:
+    """Unique even in a database that many teams' searches share."""
+    return f"{experiment_name}-{uuid.uuid4().hex[:8]}"
+
+
+def storage_location(config: Mapping[str, Any]) -> str | None:
+    """The study's storage as a URL or a journal path; None when it can only live in memory (object storage)."""
+    if config.get("optuna_storage"):
+        storage = str(config["optuna_storage"])
+        return storage if is_rdb_url(storage) else str(Path(storage).expanduser().resolve())
+    root = str(config.get("storage_path") or "")
+    if "://" in root or not config.get("name"):
+        return None
+    return str(Path(root) / str(config["name"]) / STUDY_FILE)
+
+
+def open_storage(location: str) -> Any:
+    """Optuna's storage object for a location from :func:`storage_location`."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if is_rdb_url(location):
+        return optuna.storages.RDBStorage(location)
+    Path(location).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(location))
+
+
+def searcher_storage(config: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """(storage object or None, study name) for ``OptunaSearch``; logs where the study goes."""
+    location = storage_location(config)
+    if location is None or not config.get("study_name"):
+        logger.info("the Optuna study lives in memory only (experiment on %s); give --optuna-storage to keep it",
+                    config.get("storage_path"))
+        return None, None
+    logger.info("Optuna study %s in %s", config["study_name"], location)
+    return open_storage(location), str(config["study_name"])
+
+
+def load_study(experiment: str | Path) -> Any:
+    """The Optuna study of a finished or running search, from its experiment folder (trials, parameters, values)."""
+    import optuna
+    import yaml
+
+    from search.run import CONFIG_FILE
+
+    folder = Path(experiment).expanduser()
+    saved = folder / CONFIG_FILE
+    if not saved.is_file():
+        raise FileNotFoundError(f"{folder}: no {CONFIG_FILE} there (is it an experiment folder?)")
+    config = yaml.safe_load(saved.read_text()) or {}
+    if config.get("searcher") == "grid" or not config.get("study_name"):
+        raise ValueError(f"{folder}: this search kept no Optuna study (searcher {config.get('searcher')!r}, "
+                         "or written before studies were stored)")
+    config = {**config, "storage_path": str(folder.parent), "name": folder.name}  # the folder may have moved
+    location = storage_location(config)
+    if location is None:
+        raise ValueError(f"{folder}: the study lived in memory only (the experiment is on object storage)")
+    return optuna.load_study(study_name=str(config["study_name"]), storage=open_storage(location))
