@@ -24,6 +24,7 @@ import pandas as pd
 
 from cxrmodels.data.records import NORMAL, PNEUMONIA, task_labels
 from cxrmodels.evaluate import binary_metrics, multiclass_report, pneumonia_probability
+from cxrmodels.progress import bar
 
 log = logging.getLogger("analysis.predict")
 
@@ -151,7 +152,7 @@ def load_images(items: Sequence[Item], cfg) -> tuple[list[Item], np.ndarray, lis
     kept: list[Item] = []
     arrays: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
-    for item in items:
+    for item in bar(items, desc="reading", unit="img"):
         try:
             arrays.append(preprocess(decode_image(item.path), cfg))
             kept.append(item)
@@ -159,6 +160,19 @@ def load_images(items: Sequence[Item], cfg) -> tuple[list[Item], np.ndarray, lis
             skipped.append((str(item.path), str(err) or type(err).__name__))
     x = np.stack(arrays) if arrays else np.zeros((0, cfg.size, cfg.size), np.uint8)
     return kept, x, skipped
+
+
+def predict_all(model, x: np.ndarray, *, batch_size: int, device: str, tta: int) -> np.ndarray:
+    """``predict_proba`` in blocks of images, so a large folder shows its progress."""
+    from cxrmodels.train.loop import predict_proba
+
+    block = max(batch_size, 256)
+    probs = []
+    with bar(total=len(x), desc="predicting", unit="img") as shown:
+        for start in range(0, len(x), block):
+            probs.append(predict_proba(model, x[start:start + block], batch_size=batch_size, device=device, tta=tta))
+            shown.update(len(probs[-1]))
+    return np.concatenate(probs)
 
 
 # ----------------------------------------------------------------------------------------------- outputs
@@ -275,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from cxrmodels.train.loop import predict_proba, resolve_device
+    from cxrmodels.train.loop import resolve_device
 
     device = str(resolve_device(args.device))
     try:
@@ -298,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     tta = int(args.tta if args.tta is not None else payload.get("tta", 1))
     try:
-        probs = predict_proba(model, x, batch_size=args.batch_size, device=device, tta=tta)
+        probs = predict_all(model, x, batch_size=args.batch_size, device=device, tta=tta)
     except ValueError as err:
         print(f"error: --tta: {err}", file=sys.stderr)
         return 2

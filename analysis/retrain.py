@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ from analysis.experiment import Experiment, SplitArrays, trial_config
 from analysis.intervals import model_intervals
 from analysis.leaderboard import experiment_and_winners
 from analysis.operating_points import Requirement, operating_table, requirements, stored_points
+from cxrmodels.progress import active as progress_active
+from cxrmodels.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +114,10 @@ def run_arrays(arrays: SplitArrays, fold: int | None) -> tuple[np.ndarray, np.nd
 
 
 def train_run(spec: RunSpec, arrays: SplitArrays, threads: int | None = None,
-              externals: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Train one run to its end (early stopping on validation), then predict validation, test and external images."""
+              externals: dict[str, np.ndarray] | None = None,
+              report: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Train one run to its end (early stopping on validation), then predict validation, test and external images.
+    ``report(epoch, epochs)`` is called after every epoch (the progress display)."""
     import torch
 
     from cxrmodels.train.config import TrialConfig
@@ -128,6 +132,8 @@ def train_run(spec: RunSpec, arrays: SplitArrays, threads: int | None = None,
     trainer = Trainer(cfg, data)
     while not trainer.done:
         trainer.run_epoch()
+        if report is not None:
+            report(trainer.epoch, cfg.epochs)
     payload = trainer.checkpoint_payload()  # best-val-loss weights
     trainer.model.load_state_dict(payload["model"])
 
@@ -151,14 +157,73 @@ def should_use_ray(no_ray: bool) -> bool:
     return (os.cpu_count() or 1) > 1 or torch.cuda.is_available()
 
 
+def run_name(spec: RunSpec) -> str:
+    return f"winner {spec.winner} " + (f"fold {spec.fold}" if spec.fold is not None else f"seed {spec.seed}")
+
+
+class RunBars:
+    """One bar over the runs, and one per run over its epochs (drawn when the run reports its first epoch)."""
+
+    def __init__(self, specs: Sequence[RunSpec]) -> None:
+        self.specs = list(specs)
+        self.overall = bar(total=len(specs), desc="retraining", unit="run")
+        self.runs: dict[int, Any] = {}
+        self.done: set[int] = set()
+
+    def epoch(self, index: int, epoch: int, epochs: int) -> None:
+        if index in self.done:  # a late message of a finished run
+            return
+        if index not in self.runs:
+            self.runs[index] = bar(total=epochs, desc=f"  {run_name(self.specs[index])}", unit="epoch",
+                                   position=len(self.runs) + 1, leave=False)
+        self.runs[index].update(epoch - self.runs[index].n)
+
+    def finished(self, index: int, result: dict[str, Any]) -> None:
+        self.done.add(index)
+        if index in self.runs:
+            self.runs.pop(index).close()
+        self.overall.update()
+        log.info("retrained %s: %d epoch(s) in %.0f s", run_name(self.specs[index]), result["epochs_run"],
+                 result["time_s"])
+
+    def close(self) -> None:
+        for run in self.runs.values():
+            run.close()
+        self.overall.close()
+
+
+class QueueReporter:
+    """``train_run``'s ``report`` inside a Ray task: epochs go to the driver through a Ray queue."""
+
+    def __init__(self, queue: Any, index: int) -> None:
+        self.queue, self.index = queue, index
+
+    def __call__(self, epoch: int, epochs: int) -> None:
+        self.queue.put_nowait((self.index, epoch, epochs))
+
+
 def run_all(specs: Sequence[RunSpec], arrays_by_size: dict[int, SplitArrays], use_ray: bool, cpus_per_run: int = 1,
             gpus_per_run: float = 0.0, externals: Sequence[ExternalSet] = ()) -> list[dict[str, Any]]:
-    """All runs, on Ray tasks (``num_cpus``/``num_gpus`` each) or one after another."""
+    """All runs, on Ray tasks (``num_cpus``/``num_gpus`` each) or one after another, with progress bars."""
     ext = {size: {e.name: e.by_size[size].images for e in externals} for size in arrays_by_size}
-    if not use_ray:
-        return [train_run(s, arrays_by_size[int(s.config["image_size"])], None, ext[int(s.config["image_size"])])
-                for s in specs]
+    bars = RunBars(specs)
+    try:
+        if not use_ray:
+            results = []
+            for i, s in enumerate(specs):
+                z = int(s.config["image_size"])
+                results.append(train_run(s, arrays_by_size[z], None, ext[z], lambda e, n, i=i: bars.epoch(i, e, n)))
+                bars.finished(i, results[-1])
+            return results
+        return _run_on_ray(specs, arrays_by_size, ext, cpus_per_run, gpus_per_run, bars)
+    finally:
+        bars.close()
+
+
+def _run_on_ray(specs: Sequence[RunSpec], arrays_by_size: dict[int, SplitArrays], ext: dict[int, Any],
+                cpus_per_run: int, gpus_per_run: float, bars: RunBars) -> list[dict[str, Any]]:
     import ray
+    from ray.util.queue import Queue
 
     started = not ray.is_initialized()
     if started:
@@ -168,8 +233,20 @@ def run_all(specs: Sequence[RunSpec], arrays_by_size: dict[int, SplitArrays], us
         ext_refs = {size: ray.put(e) for size, e in ext.items()}
         task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run)(train_run)
         log.info("retraining %d run(s) on Ray (%s CPU, %s GPU each)", len(specs), cpus_per_run, gpus_per_run)
+        queue = Queue(actor_options={"num_cpus": 0}) if progress_active() else None
+        reporters = [QueueReporter(queue, i) if queue is not None else None for i in range(len(specs))]
         sizes = [int(s.config["image_size"]) for s in specs]
-        return ray.get([task.remote(s, refs[z], cpus_per_run, ext_refs[z]) for s, z in zip(specs, sizes, strict=True)])
+        futures = [task.remote(s, refs[z], cpus_per_run, ext_refs[z], r)
+                   for s, z, r in zip(specs, sizes, reporters, strict=True)]
+        index = {ref: i for i, ref in enumerate(futures)}
+        pending = list(futures)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            while queue is not None and not queue.empty():
+                bars.epoch(*queue.get_nowait())
+            for ref in done:
+                bars.finished(index[ref], ray.get(ref))
+        return ray.get(futures)
     finally:
         if started:
             ray.shutdown()

@@ -413,7 +413,7 @@ def build_tuner(config: dict[str, Any], trainable: Any, storage: str, name: str,
         search_alg=build_searcher(config),
         scheduler=build_scheduler(config),
         num_samples=int(config["num_samples"]),
-        time_budget_s=config["time_budget_s"],
+        time_budget_s=config.get("time_budget_s"),
         max_concurrent_trials=config["resources"].get("max_concurrent_trials"),
         trial_dirname_creator=trial_dirname,
     )

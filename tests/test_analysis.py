@@ -242,14 +242,18 @@ def test_multiclass_folds_retraining(experiment, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_retraining_on_ray_tasks(experiment, tmp_path):
+def test_retraining_on_ray_tasks(experiment, tmp_path, capsys, monkeypatch):
     exp = Experiment(experiment)
     winners = leaderboard.select_winners(exp.results, 1, exp.mode, allow_collapsed=True)
     specs = retrain.build_run_specs(winners, [0, 1], epochs=1)
     arrays = retrain.load_arrays_by_size(exp, specs, exp.task)
+    monkeypatch.setenv("CXR_PROGRESS", "1")  # as on a terminal: the runs' epochs reach the driver's bars
     runs = retrain.run_all(specs, arrays, use_ray=True)
     assert [r["spec"].seed for r in runs] == [0, 1]
     assert all(r["probs_test"].shape == (len(arrays[48].y["test"]), 2) for r in runs)
+    shown = capsys.readouterr().err
+    assert "retraining" in shown and "2/2" in shown
+    assert "winner 1 seed 0" in shown and "winner 1 seed 1" in shown and "epoch" in shown
 
 
 @pytest.mark.slow

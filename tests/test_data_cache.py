@@ -140,3 +140,16 @@ def test_prepare_keeps_the_given_split(tmp_path: Path, kaggle_dir: Path) -> None
     data = prepare(str(kaggle_dir), CFG, cache_dir=tmp_path, keep_split=True, split=SplitConfig(folds=0))
     assert set(data.manifest.split) == {"train"}
     assert len(data.arrays("train", "binary")[0]) == 60 and len(data.arrays("test", "binary")[0]) == 0
+
+
+def test_cache_build_shows_progress_only_when_asked_or_on_a_terminal(kaggle_dir: Path, tmp_path: Path, capsys,
+                                                                     monkeypatch) -> None:
+    records = load_records(str(kaggle_dir)).records[:20]
+    monkeypatch.setenv("CXR_PROGRESS", "1")
+    load_or_build(records, PreprocessConfig(size=32), cache_dir=tmp_path / "a")
+    shown = capsys.readouterr()
+    assert "preprocessing at 32 px" in shown.err and "20/20" in shown.err and "img/s" in shown.err
+    assert shown.out == ""  # stdout stays the command's result
+    monkeypatch.delenv("CXR_PROGRESS")  # pytest's stderr is no terminal: quiet, as in logs and CI
+    load_or_build(records, PreprocessConfig(size=32), cache_dir=tmp_path / "b")
+    assert "preprocessing" not in capsys.readouterr().err

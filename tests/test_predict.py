@@ -93,6 +93,18 @@ def test_predict_binary_folder_csv_and_gradcam(tmp_path, kaggle_folder, capsys):
     assert img.shape == (SIZE, SIZE, 3)
 
 
+def test_predict_shows_progress_on_request_and_keeps_stdout_clean(tmp_path, kaggle_folder, capsys, monkeypatch):
+    ckpt = _save_tiny_checkpoint(tmp_path / "binary.pt", "binary", logit=1.0)
+    assert predict.main(["--model", str(ckpt), str(kaggle_folder)]) == 0
+    quiet = capsys.readouterr()
+    assert "reading" not in quiet.err and "predicting" not in quiet.err  # no terminal: no bars
+    monkeypatch.setenv("CXR_PROGRESS", "1")
+    assert predict.main(["--model", str(ckpt), str(kaggle_folder)]) == 0
+    shown = capsys.readouterr()
+    assert "reading" in shown.err and "5/5" in shown.err and "predicting" in shown.err and "4/4" in shown.err
+    assert shown.out == quiet.out  # the bars go to stderr only
+
+
 def test_predict_threshold_from_checkpoint_and_override(tmp_path, kaggle_folder, capsys):
     ckpt = _save_tiny_checkpoint(tmp_path / "binary.pt", "binary", threshold=0.8, logit=1.0)
     out_csv = tmp_path / "p.csv"

@@ -28,6 +28,7 @@ from cxrmodels.data.decode import UnreadableImage, decode_image
 from cxrmodels.data.preprocess import PreprocessConfig, preprocess
 from cxrmodels.data.records import Record
 from cxrmodels.data.synthetic import GENERATOR_VERSION, SYNTHETIC_SCHEME
+from cxrmodels.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,10 @@ def build_images(records: Sequence[Record], cfg: PreprocessConfig,
     out = np.empty((len(records), cfg.size, cfg.size), dtype=np.uint8)
     kept: list[int] = []
     skipped: list[tuple[str, str]] = []
-    with cf.ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+    results = bar(total=len(records), desc=f"preprocessing at {cfg.size} px", unit="img")
+    with cf.ThreadPoolExecutor(max_workers=workers or default_workers()) as pool, results:
         for i, result in enumerate(pool.map(lambda r: _safe_load(r, cfg), records, chunksize=8)):
+            results.update()
             if isinstance(result, str):
                 skipped.append((records[i].path, result))
             else:
