@@ -87,18 +87,38 @@ def collect_items(inputs: Sequence[str]) -> tuple[list[Item], list[tuple[str, st
 # ----------------------------------------------------------------------------------------------- the model
 
 
-def load_predictor(path: str, device: str):
-    """(model, payload) through the models engineer's ``load_model`` (``weights_only=True``: no code runs)."""
-    from cxrmodels.train.checkpoint import load_model
+def is_onnx(path: str) -> bool:
+    return Path(path).suffix.lower() == ".onnx"
 
+
+def load_predictor(path: str, device: str):
+    """(model, payload) through the models engineer's ``load_model`` (``weights_only=True``: no code runs), or an
+    ONNX Runtime session for a ``.onnx`` file from ``analysis.export`` (no PyTorch needed)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
+    if is_onnx(path):
+        return _load_onnx(p, device)
+    from cxrmodels.train.checkpoint import load_model
+
     try:
         return load_model(p, device)
     except Exception as err:  # any failure here means "not a usable checkpoint"; say which and why in one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {reason[:300]}") from err
+
+
+def _load_onnx(path: Path, device: str):
+    try:
+        from analysis.export import OnnxModel
+
+        model = OnnxModel(path, device)
+    except ImportError:
+        raise CheckpointError(f"{path}: an ONNX model needs ONNX Runtime: pip install 'cxr-tune[onnx]'") from None
+    except Exception as err:  # noqa: BLE001 - not a usable model file, whatever the reason: one line
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot load ONNX model {path}: {reason[:300]}") from err
+    return model, model.payload
 
 
 def preprocess_config(payload: dict):
@@ -163,14 +183,24 @@ def load_images(items: Sequence[Item], cfg) -> tuple[list[Item], np.ndarray, lis
 
 
 def predict_all(model, x: np.ndarray, *, batch_size: int, device: str, tta: int) -> np.ndarray:
-    """``predict_proba`` in blocks of images, so a large folder shows its progress."""
-    from cxrmodels.train.loop import predict_proba
+    """``predict_proba`` (or the ONNX session) in blocks of images, so a large folder shows its progress."""
+    if hasattr(model, "session"):  # analysis.export.OnnxModel: the views are inside its graph
+        if tta != model.payload["tta"]:
+            raise ValueError(f"this ONNX model averages {model.payload['tta']} view(s) inside its graph; export it "
+                             f"again with python -m analysis.export --tta {tta}")
 
-    block = max(batch_size, 256)
+        def block_probs(block: np.ndarray) -> np.ndarray:
+            return model.predict(block, batch_size)
+    else:
+        from cxrmodels.train.loop import predict_proba
+
+        def block_probs(block: np.ndarray) -> np.ndarray:
+            return predict_proba(model, block, batch_size=batch_size, device=device, tta=tta)
+
     probs = []
     with bar(total=len(x), desc="predicting", unit="img") as shown:
-        for start in range(0, len(x), block):
-            probs.append(predict_proba(model, x[start:start + block], batch_size=batch_size, device=device, tta=tta))
+        for start in range(0, len(x), max(batch_size, 256)):
+            probs.append(block_probs(x[start:start + max(batch_size, 256)]))
             shown.update(len(probs[-1]))
     return np.concatenate(probs)
 
@@ -268,7 +298,8 @@ def _threshold(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="checkpoint (.pt) saved by training or the analysis")
+    parser.add_argument("--model", required=True, help="checkpoint (.pt) saved by training or the analysis, or an "
+                        ".onnx file from analysis.export (runs without PyTorch)")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                         help="image files, or folders (Kaggle NORMAL/PNEUMONIA or class folders give labels)")
     parser.add_argument("--threshold", type=_threshold, default=None,
@@ -286,12 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _device(model: str, device: str) -> str:
+    """The torch device for a checkpoint; an ONNX model picks its ONNX Runtime provider from the name alone."""
+    if is_onnx(model):
+        return device
+    from cxrmodels.train.loop import resolve_device
+
+    return str(resolve_device(device))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from cxrmodels.train.loop import resolve_device
-
-    device = str(resolve_device(args.device))
+    device = _device(args.model, args.device)
     try:
         model, payload = load_predictor(args.model, device)
     except CheckpointError as err:
@@ -332,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"predictions written to {args.csv}")
     if args.gradcam_dir is not None and hasattr(model, "members"):
         print("no Grad-CAM for an ensemble: a heat map explains one network; run predict with a member's model.pt")
+    elif args.gradcam_dir is not None and hasattr(model, "session"):
+        print("no Grad-CAM from an ONNX model: it needs the network's gradients; run predict with the .pt checkpoint")
     elif args.gradcam_dir is not None:
         written = write_gradcams(model, x, table, class_names, args.gradcam_dir, device)
         print(f"{len(written)} Grad-CAM overlay(s) written to {args.gradcam_dir}")
