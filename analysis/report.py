@@ -16,6 +16,7 @@ import argparse
 import base64
 import dataclasses
 import html
+import importlib.util
 import logging
 import sys
 import time
@@ -33,6 +34,7 @@ from analysis.model_card import settings_table, write_model_cards
 from analysis.operating_points import requirements
 from analysis.retrain import add_retrain_args, retrain_and_evaluate
 from analysis.search_plots import write_search_plots
+from search.tracking import INSTALL_HINT
 
 log = logging.getLogger(__name__)
 
@@ -468,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("experiment", type=Path, help="experiment folder written by python -m search.run")
     parser.add_argument("--out", type=Path, required=True, help="output folder for the report and its files")
     add_retrain_args(parser, allow_both=True)
+    parser.add_argument("--mlflow", action="store_true",
+                        help="log the report, model cards and retrained models to MLflow, beside the search's trials "
+                        "(needs cxr-tune[mlflow])")
+    parser.add_argument("--mlflow-uri", metavar="URI", default=None,
+                        help="MLflow tracking server or database (implies --mlflow; default: the search's, else "
+                        "mlflow.db in the experiment folder)")
     return parser
 
 
@@ -475,10 +483,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("cxrmodels.evaluate.binary").setLevel(logging.WARNING)
+    tracked = args.mlflow or args.mlflow_uri is not None
+    if tracked and importlib.util.find_spec("mlflow") is None:
+        print(f"error: --mlflow needs the mlflow package: {INSTALL_HINT}", file=sys.stderr)
+        return 2
     exp = Experiment(args.experiment)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = build_report(exp, args.out, args)
+    if tracked:
+        from analysis.tracking import log_report
+
+        print(f"logged to MLflow: run {log_report(exp, args.out, result, args.mlflow_uri)}")
     print(f"report written to {args.out / 'report.md'} and {args.out / 'report.html'} "
           f"in {time.perf_counter() - start:.1f} s; winners {list(result['winners']['trial_id'])}")
     for sub, rt in result.get("retrains", {}).items():

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from search.study import storage_problems
+from search.tracking import tracking_problems
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ DEFAULTS: dict[str, Any] = {
     "time_budget_s": None,  # wall-clock cap on the search (Tune stops the trials still running; None: no cap)
     "optuna_storage": None,  # the Optuna study's home: None = optuna_study.log in the experiment folder, or a URL/path
     "study_name": None,  # set when the search starts (<name>-<8 hex>), so --resume continues the same study
+    "mlflow": False,  # log every trial to MLflow (search/tracking.py); off by default
+    "mlflow_uri": None,  # None: mlflow.db (SQLite) in the experiment folder; or a tracking server / database URI
     "max_failures": 0,  # retries of a trial that raised (node lost, spot preemption); a diverged loss is not retried
     "storage_path": "./experiments",
     "name": None,
@@ -313,7 +316,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     budget = config.get("time_budget_s")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
         problems.append(f"time_budget_s {budget!r} must be a number of seconds > 0, or null for no cap")
-    problems += storage_problems(config.get("optuna_storage"))
+    problems += storage_problems(config.get("optuna_storage")) + tracking_problems(config)
     res = config["resources"]
     gpus = res.get("gpus_per_trial", 0)
     if not (gpus == "auto" or (isinstance(gpus, (int, float)) and gpus >= 0)):

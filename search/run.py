@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optuna-storage", metavar="URL_OR_PATH",
                    help="where the Optuna study is kept: an RDB URL (sqlite:///..., postgresql://...) or a journal "
                    "file (default: optuna_study.log in the experiment folder)")
+    p.add_argument("--mlflow", action="store_true", default=None,
+                   help="log every trial (parameters, per-epoch metrics) to MLflow: mlflow.db in the experiment "
+                   "folder unless --mlflow-uri (needs cxr-tune[mlflow])")
+    p.add_argument("--mlflow-uri", metavar="URI", help="MLflow tracking server or database (implies --mlflow)")
     p.add_argument("--time-budget-s", type=float, help="wall-clock cap on the search in seconds: trials still running "
                    "then stop, and their best checkpoints are kept (default: none)")
     p.add_argument("--storage-path", help="where experiment folders go: a directory or s3://bucket/prefix (shared "
@@ -114,10 +118,13 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         config = apply_smoke_test(config)
     flags: dict[str, Any] = {}
     for flag in ("data", "task", "objective", "mode", "searcher", "scheduler", "num_samples", "seed", "max_failures",
-                 "time_budget_s", "optuna_storage", "storage_path", "name", "cache_dir", "top_k"):
+                 "time_budget_s", "optuna_storage", "mlflow", "mlflow_uri", "storage_path", "name", "cache_dir",
+                 "top_k"):
         value = getattr(args, flag)
         if value is not None:
             flags[flag] = value
+    if args.mlflow_uri:
+        flags["mlflow"] = True
     if args.class_map:
         flags["class_map"] = parse_class_map(args.class_map)
     if args.keep_split is not None:
@@ -506,6 +513,10 @@ def run_search(args: argparse.Namespace, callbacks: Sequence[Any]) -> int:
         if resuming:
             tuner = restore_tuner(experiment, trainable)
         else:
+            if config.get("mlflow"):
+                from search.tracking import search_callback
+
+                callbacks = [*callbacks, search_callback(config, storage, name)]
             tuner = build_tuner(config, trainable, storage, name, callbacks)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter shows the objective and params
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -27,7 +27,9 @@ def experiment(tmp_path_factory) -> Path:
     storage = tmp_path_factory.mktemp("exp")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")  # as tests/test_search_run.py does
     try:
-        assert run.main(["--smoke-test", "--storage-path", str(storage), "--name", "x", "--no-dashboard"]) == 0
+        # --mlflow: the trials also go to MLflow (mlflow.db in the experiment folder), read back below
+        assert run.main(["--smoke-test", "--storage-path", str(storage), "--name", "x", "--no-dashboard",
+                         "--mlflow"]) == 0
     finally:
         ray.shutdown()
     results = pd.read_csv(storage / "x" / "results.csv")
@@ -41,6 +43,46 @@ def built_report(experiment, tmp_path_factory) -> tuple[Path, dict]:
     args = report.build_parser().parse_args([str(experiment), "--out", str(out), "--top-k", "1", "--seeds", "2",
                                              "--epochs", "1", "--no-ray", "--allow-collapsed"])
     return out, report.build_report(Experiment(experiment), out, args)
+
+
+@pytest.mark.slow
+def test_search_and_report_are_tracked_in_mlflow(experiment, built_report):
+    import mlflow
+    import mlflow.pytorch
+
+    from analysis.tracking import log_report
+    from cxrmodels.train.loop import predict_proba
+    from search.tracking import MLFLOW_DB
+
+    uri = f"sqlite:///{experiment / MLFLOW_DB}"
+    mlflow.set_tracking_uri(uri)
+    trials = mlflow.search_runs(experiment_names=["x"], filter_string="tags.`cxr_tune.kind` = 'trial'")
+    results = pd.read_csv(experiment / "results.csv")
+    assert len(trials) == len(results) and (trials["status"] == "FINISHED").all()
+    assert {"params.lr", "params.backbone", "metrics.val_auc", "metrics.val_loss"} <= set(trials.columns)
+    client = mlflow.tracking.MlflowClient(uri)
+    epochs = sorted(len(client.get_metric_history(r, "val_auc")) for r in trials["run_id"])
+    assert epochs == sorted(results["epochs_run"].astype(int))  # one value per epoch
+
+    out, result = built_report
+    run_id = log_report(Experiment(experiment), out, result)
+    reports = mlflow.search_runs(experiment_names=["x"], filter_string="tags.`cxr_tune.kind` = 'report'")
+    assert list(reports["run_id"]) == [run_id] and "params.winners" in reports.columns
+    task = result["retrain"]["task"]
+    assert reports[f"metrics.{task}/test_auc"].notna().all()
+    artifacts = {a.path for a in client.list_artifacts(run_id, "report")}
+    assert {"report/report.html", "report/report.md", "report/model_card.md"} <= artifacts
+    import torch
+
+    from cxrmodels.train.checkpoint import load_model
+    from cxrmodels.train.loop import probabilities
+
+    logged = mlflow.pytorch.load_model(f"runs:/{run_id}/{task}_model")  # torch.export module, in eval mode
+    images = result["retrain"]["arrays"][48].x["test"][:5]
+    with torch.no_grad():
+        got = probabilities(logged(torch.from_numpy(images).float().div(255).unsqueeze(1))).numpy()
+    saved, _ = load_model(out / "retrain" / "best_model.pt")
+    np.testing.assert_allclose(got, predict_proba(saved, images), atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------- winners (no Ray)

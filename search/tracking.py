@@ -1,0 +1,67 @@
+"""MLflow tracking of a search and of its report (off by default; ``--mlflow``, the ``mlflow`` extra).
+
+The embedded default needs no server: an SQLite file ``mlflow.db`` in the experiment folder, with the artifacts in
+``mlartifacts/`` beside it. ``--mlflow-uri`` names a team's tracking server (``http://...``, ``databricks``) or
+another database instead. Both the search and ``analysis.report --mlflow`` log to the MLflow experiment named after
+the search, so one ``mlflow ui --backend-store-uri sqlite:///<experiment>/mlflow.db`` shows every trial and the
+retrained models side by side. The trials are logged by Ray Tune's own ``MLflowLoggerCallback``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"
+INSTALL_HINT = "pip install 'cxr-tune[mlflow]'"
+
+
+def tracking_problems(config: Mapping[str, Any]) -> list[str]:
+    """What keeps the MLflow settings from working (for ``search.config.validate``)."""
+    if not config.get("mlflow"):
+        return []
+    if importlib.util.find_spec("mlflow") is None:
+        return [f"mlflow tracking needs the mlflow package: {INSTALL_HINT}"]
+    uri = config.get("mlflow_uri")
+    if uri is not None and (not isinstance(uri, str) or not uri.strip()):
+        return [f"mlflow_uri {uri!r} must be a tracking URI (sqlite:///..., http://host:5000, databricks)"]
+    if uri is None and "://" in str(config.get("storage_path") or ""):
+        return ["mlflow tracking with the experiment on object storage needs a tracking server: --mlflow-uri "
+                "http://host:5000 (the embedded default is an SQLite file in a local experiment folder)"]
+    return []
+
+
+def tracking_uri(config: Mapping[str, Any], experiment_dir: str | Path) -> str:
+    """The settings' ``mlflow_uri``, else the SQLite file in the experiment folder."""
+    if config.get("mlflow_uri"):
+        return str(config["mlflow_uri"])
+    return f"sqlite:///{Path(experiment_dir).expanduser().resolve() / MLFLOW_DB}"
+
+
+def ensure_experiment(uri: str, name: str, experiment_dir: str | Path) -> str:
+    """The MLflow experiment ``name`` at ``uri`` (created with its artifacts in the experiment folder when the
+    store is the embedded one); returns its id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:///") and uri.endswith(MLFLOW_DB):
+        artifacts = (Path(experiment_dir).expanduser().resolve() / MLFLOW_ARTIFACTS).as_uri()
+    return client.create_experiment(name, artifact_location=artifacts)
+
+
+def search_callback(config: Mapping[str, Any], storage: str, name: str) -> Any:
+    """Tune's MLflow callback: one MLflow run per trial, its parameters, and every epoch's metrics."""
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    experiment_dir = Path(storage) / name
+    uri = tracking_uri(config, experiment_dir)
+    ensure_experiment(uri, name, experiment_dir)
+    return MLflowLoggerCallback(tracking_uri=uri, experiment_name=name,
+                                tags={"cxr_tune.kind": "trial", "cxr_tune.experiment": str(experiment_dir)})
