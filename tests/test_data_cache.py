@@ -77,7 +77,7 @@ def test_prepare_end_to_end(tmp_path: Path, kaggle_dir: Path) -> None:
     data = prepare(str(kaggle_dir), CFG, cache_dir=tmp_path, split=SplitConfig(folds=2, seed=3))
     assert isinstance(data, PreparedData)
     assert len(data.records) == len(data.manifest) == data.images.shape[0] == 60
-    assert list(data.manifest.columns) == ["path", "label", "patient", "split", "fold"]
+    assert list(data.manifest.columns) == ["path", "label", "patient", "split", "fold", "view", "modality"]
     assert [r.path for r in data.records] == list(data.manifest.path)
     reasons = dict(data.skipped)
     assert any(p.endswith("readme.txt") for p in reasons) and any(p.endswith("IM-9999-0001.jpeg") for p in reasons)

@@ -138,7 +138,10 @@ def test_manifest_roundtrip(tmp_path: Path) -> None:
     m = make_splits(_records(spec))
     back = read_manifest(write_manifest(m, tmp_path / "split.csv"))
     pd.testing.assert_frame_equal(back, m, check_dtype=False)
-    assert list(back.columns) == ["path", "label", "patient", "split", "fold"]
+    assert list(back.columns) == ["path", "label", "patient", "split", "fold", "view", "modality"]
+    old = tmp_path / "old.csv"  # written before the DICOM columns: they read back empty
+    m.drop(columns=["view", "modality"]).to_csv(old, index=False)
+    assert (read_manifest(old)[["view", "modality"]] == "").all().all()
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="missing column"):
         read_manifest(tmp_path / "bad.csv")

@@ -182,3 +182,23 @@ def test_resume_of_a_folder_that_is_no_experiment_is_an_error(tmp_path: Path, ca
     code = run.main(["--resume", str(tmp_path / "nothing"), "--no-dashboard"])
     assert code == run.EXIT_CONFIG_ERROR
     assert "cannot resume" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_smoke_search_over_a_dicom_folder(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("pydicom", reason="the dicom extra")
+    from cxrmodels.data.synthetic import write_synthetic_folder
+    from tests.test_data_dicom import dicom_copy_of
+
+    dicom = dicom_copy_of(write_synthetic_folder(tmp_path / "png", 80, jpeg_every=0), tmp_path / "dicom")
+    code = run.main(["--smoke-test", "--no-dashboard", "--data", str(dicom), "--storage-path", str(tmp_path),
+                     "--name", "dicom", "--set", "space.batch_size=[32]"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    experiment = tmp_path / "dicom"
+    manifest = pd.read_csv(experiment / "split_manifest.csv", keep_default_na=False)
+    assert len(manifest) == 80 and manifest["path"].str.endswith(".dcm").all()
+    assert set(manifest["view"]) == {"PA"} and set(manifest["modality"]) == {"DX"}
+    assert manifest["patient"].str.startswith("PID-").all()  # the PatientID tag, not the file name
+    assert "view per class (DICOM ViewPosition)" in (experiment / "data_summary.txt").read_text()
+    assert (pd.read_csv(experiment / "results.csv")["status"] == "completed").all()

@@ -37,6 +37,7 @@ class PreparedData:
     manifest: pd.DataFrame
     skipped: list[tuple[str, str]]
     preprocess: PreprocessConfig
+    notes: list[str] = field(default_factory=list)  # from the source: patients inferred per file, ...
 
     def indices(self, split: str) -> np.ndarray:
         """Row indices of one split (``train``, ``val``, ``test``)."""
@@ -61,7 +62,13 @@ class PreparedData:
             "per class: " + ", ".join(f"{k} {v}" for k, v in m["label"].value_counts().sort_index().items()),
             "per split: " + ", ".join(f"{s} {int((m['split'] == s).sum())}" for s in SPLITS),
             table.to_string(),
+            *self.notes,
         ]
+        for column in ("view", "modality"):  # DICOM: AP/PA per class is a known shortcut for pneumonia models
+            if column in m.columns and (m[column] != "").any():
+                counts = pd.crosstab(m["label"], m[column].replace("", "(none)"))
+                lines += [f"{column} per class (DICOM {'ViewPosition' if column == 'view' else 'Modality'}):",
+                          counts.to_string()]
         return "\n".join(lines)
 
 
@@ -143,7 +150,8 @@ def prepare(data: str, preprocess: PreprocessConfig, *, cache_dir: str | Path | 
     hashes = cached_content_hashes(source.records, cache_dir)
     manifest = split_manifest(records, [hashes[i] for i in cached.kept], split or SplitConfig(seed=seed), keep_split,
                               cache_dir)
-    prepared = PreparedData(cached.images, records, manifest, [*source.skipped, *cached.skipped], preprocess)
+    prepared = PreparedData(cached.images, records, manifest, [*source.skipped, *cached.skipped], preprocess,
+                            source.notes)
     if log.isEnabledFor(logging.INFO):
         log.info("prepared %s\n%s", data, prepared.summary())
     return prepared

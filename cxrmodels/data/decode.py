@@ -1,4 +1,5 @@
-"""Decode any JPEG/PNG flavour a hospital export produces into one (H, W) uint8 grayscale array.
+"""Decode any JPEG/PNG flavour a hospital export produces, and DICOM (:mod:`cxrmodels.data.dicom`), into one
+(H, W) uint8 grayscale array.
 
 OpenCV decodes straight to grayscale (``IMREAD_GRAYSCALE | IMREAD_ANYDEPTH``): colour images become luminance
 (0.299 R + 0.587 G + 0.114 B), alpha is dropped, and an 8000x8000 RGB file never needs its 3-channel buffer.
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from cxrmodels.data.dicom import DICOM_EXTENSIONS, decode_dicom, is_dicom_bytes
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +103,14 @@ def _decode_pillow(data: bytes) -> np.ndarray:
         raise UnreadableImage(f"corrupt image ({err})") from err
 
 
-def decode_bytes(data: bytes, *, max_side: int | None = None) -> np.ndarray:
+def decode_bytes(data: bytes, *, max_side: int | None = None, dicom: bool = False) -> np.ndarray:
     """Decode image bytes to (H, W) uint8. ``max_side``: allow cheap JPEG down-scaling while the longest side
-    stays at least this long (the caller resizes to its target anyway)."""
+    stays at least this long (the caller resizes to its target anyway). DICOM is recognised by its preamble, or
+    taken as such with ``dicom=True`` (a ``.dcm`` file written without one)."""
     if not data:
         raise UnreadableImage("empty file")
+    if dicom or is_dicom_bytes(data):
+        return np.ascontiguousarray(to_uint8(decode_dicom(data)))
     check_complete(data)
     image = _decode_opencv(data, _reduction(data, max_side))
     if image is None:
@@ -122,4 +128,4 @@ def decode_image(path: str | Path, *, max_side: int | None = None) -> np.ndarray
         data = Path(path).read_bytes()
     except OSError as err:
         raise UnreadableImage(f"cannot read file ({err.strerror or err})") from err
-    return decode_bytes(data, max_side=max_side)
+    return decode_bytes(data, max_side=max_side, dicom=Path(path).suffix.lower() in DICOM_EXTENSIONS)

@@ -25,7 +25,8 @@ class Record:
     """One image: where it is (a file, or an in-memory array for synthetic data), its label and its patient.
 
     ``split`` is the split the source itself declared (Kaggle folder or CSV column), kept only when the user asks
-    to keep the given split; ``None`` means "pool and re-split".
+    to keep the given split; ``None`` means "pool and re-split". ``view`` (DICOM ViewPosition: PA, AP, ...) and
+    ``modality`` (CR, DX) are known for DICOM files only, else empty.
     """
 
     path: str
@@ -33,6 +34,8 @@ class Record:
     patient: str
     split: str | None = None
     image: np.ndarray | None = None
+    view: str = ""
+    modality: str = ""
 
     def __post_init__(self) -> None:
         if self.label not in LABELS:

@@ -3,7 +3,7 @@
 Every source returns a :class:`SourceResult`: the usable :class:`~cxrmodels.data.records.Record` list plus the
 files it passed over, each with a reason, so a user sees what was ignored instead of a crash or a silent drop.
 Nothing here decodes pixels (that is :mod:`cxrmodels.data.decode`, done once by the cache); listing 5,000 files
-stays fast.
+stays fast. DICOM headers (no pixels) are read here, for the patient, the view and the modality.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrmodels.data.decode import UnreadableImage
+from cxrmodels.data.dicom import DICOM_EXTENSIONS, has_dicom_preamble, is_dicom_path, read_header
 from cxrmodels.data.records import BACTERIAL, LABELS, NORMAL, PNEUMONIA, VIRAL, Record
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,17 @@ _IGNORED_DIRS = frozenset({"__MACOSX"})
 
 @dataclass
 class SourceResult:
-    """Records found plus the files passed over as ``(path, reason)``."""
+    """Records found plus the files passed over as ``(path, reason)``, and notes for the data summary."""
 
     records: list[Record]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def is_image_file(path: Path) -> bool:
+    """A JPEG/PNG/DICOM extension, or no extension and the DICOM preamble (PACS exports)."""
+    suffix = path.suffix.lower()
+    return suffix in IMAGE_EXTENSIONS or suffix in DICOM_EXTENSIONS or (suffix == "" and has_dicom_preamble(path))
 
 
 def normalise_label(name: str) -> str | None:
@@ -104,7 +113,7 @@ def iter_image_files(root: Path, skipped: list[tuple[str, str]],
             if _is_hidden(name):
                 continue
             path = Path(dirpath) / name
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if not is_image_file(path):
                 skipped.append((str(path), f"not an image extension ({path.suffix or 'none'})"))
             elif not path.is_file():
                 skipped.append((str(path), "not a regular file (broken link?)"))
@@ -134,25 +143,47 @@ def is_kaggle_layout(root: Path) -> bool:
     return any(len(_find_named(d, (NORMAL, PNEUMONIA))) == 2 for d in _find_named(root, SPLITS).values())
 
 
-class _PatientFallback:
-    """Uses the file stem when a name has no Kermany patient id, and says so once per source."""
+class _RecordMaker:
+    """The records of one source. The patient is the one given (a CSV column), else a DICOM file's PatientID tag,
+    else the Kermany id in the file name, else ``default`` (one patient per file), counted and reported once per
+    source. DICOM headers are read here (ViewPosition, Modality); an unreadable one skips the file with the reason."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.count = 0
+    def __init__(self, source: str, skipped: list[tuple[str, str]]) -> None:
+        self.source, self.skipped = source, skipped
+        self.no_name_id = 0
+        self.no_patient_tag = 0
 
-    def __call__(self, path: Path, default: str) -> str:
-        patient = kermany_patient(path.name)
-        if patient is not None:
-            return patient
-        self.count += 1
-        return default
+    def __call__(self, path: Path, label: str, default: str, *, split: str | None = None,
+                 patient: str = "") -> Record | None:
+        view = modality = ""
+        if is_dicom_path(path):
+            try:
+                header = read_header(path)
+            except UnreadableImage as err:
+                self.skipped.append((str(path), err.reason))
+                return None
+            view, modality = header.view, header.modality
+            if not patient and not header.patient:
+                self.no_patient_tag += 1
+            patient = patient or header.patient or default
+        if not patient:
+            patient = kermany_patient(path.name) or ""
+            if not patient:
+                self.no_name_id += 1
+                patient = default
+        return Record(path=str(path), label=label, patient=patient, split=split, view=view, modality=modality)
 
-    def report(self) -> None:
-        if self.count:
-            log.info(
-                "%s: %d file name(s) carry no patient id (personN / IM-PPPP / NORMAL2-IM-PPPP); each such image "
-                "is treated as its own patient", self.source, self.count)
+    def notes(self) -> list[str]:
+        """Logged once, and kept for the data summary."""
+        notes = []
+        if self.no_patient_tag:
+            notes.append(f"{self.no_patient_tag} DICOM file(s) have no PatientID; each is treated as its own patient")
+        if self.no_name_id:
+            notes.append(f"{self.no_name_id} file name(s) carry no patient id (personN / IM-PPPP / NORMAL2-IM-PPPP); "
+                         "each such image is treated as its own patient")
+        for note in notes:
+            log.info("%s: %s", self.source, note)
+        return notes
 
 
 def kaggle_source(root: str | Path, *, keep_split: bool = False) -> SourceResult:
@@ -176,8 +207,8 @@ def kaggle_source(root: str | Path, *, keep_split: bool = False) -> SourceResult
     for d in _subdirs(root):
         if d.resolve() not in known and d.name.upper() not in (NORMAL, PNEUMONIA):
             skipped.append((str(d), "unexpected folder in a Kaggle layout (expected train/val/test), ignored"))
-    patient_of = _PatientFallback(str(root))
-    records: list[Record] = []
+    make = _RecordMaker(str(root), skipped)
+    records: list[Record | None] = []
     seen: set[tuple[int, int]] = set()
     for split, split_root in roots:
         class_dirs = _find_named(split_root, (NORMAL, PNEUMONIA))
@@ -188,14 +219,9 @@ def kaggle_source(root: str | Path, *, keep_split: bool = False) -> SourceResult
             if folder_label not in class_dirs:
                 continue
             for path in iter_image_files(class_dirs[folder_label], skipped, seen):
-                records.append(Record(
-                    path=str(path),
-                    label=kermany_label(path.name, folder_label),
-                    patient=patient_of(path, path.stem),
-                    split=split if keep_split else None,
-                ))
-    patient_of.report()
-    return SourceResult(records, skipped)
+                records.append(make(path, kermany_label(path.name, folder_label), path.stem,
+                                    split=split if keep_split else None))
+    return SourceResult([r for r in records if r is not None], skipped, make.notes())
 
 
 def resolve_class_map(folders: list[str], class_map: Mapping[str, str] | None) -> dict[str, str]:
@@ -235,15 +261,11 @@ def folder_source(root: str | Path, class_map: Mapping[str, str] | None = None) 
     skipped: list[tuple[str, str]] = []
     for path in sorted(p for p in root.iterdir() if p.is_file() and not _is_hidden(p.name)):
         skipped.append((str(path), "file outside any class folder"))
-    patient_of = _PatientFallback(str(root))
+    make = _RecordMaker(str(root), skipped)
     seen: set[tuple[int, int]] = set()
-    records = [
-        Record(path=str(path), label=labels[d.name], patient=patient_of(path, f"{d.name}/{path.stem}"))
-        for d in folders
-        for path in iter_image_files(d, skipped, seen)
-    ]
-    patient_of.report()
-    return SourceResult(records, skipped)
+    records = [make(path, labels[d.name], f"{d.name}/{path.stem}") for d in folders
+               for path in iter_image_files(d, skipped, seen)]
+    return SourceResult([r for r in records if r is not None], skipped, make.notes())
 
 
 def _csv_path(root: Path, value: str, line: int, csv_path: Path, allow_outside_root: bool) -> Path:
@@ -276,8 +298,9 @@ def csv_source(csv_path: str | Path, *, keep_split: bool = False, allow_outside_
     if keep_split and "split" not in frame.columns:
         raise ValueError(f"{csv_path}: keep_split=True but the CSV has no split column")
     root = csv_path.parent.resolve()
-    patient_of = _PatientFallback(str(csv_path))
-    records: list[Record] = []
+    skipped: list[tuple[str, str]] = []
+    make = _RecordMaker(str(csv_path), skipped)
+    records: list[Record | None] = []
     for i, row in enumerate(frame.itertuples(index=False), start=2):
         values = row._asdict()
         path = _csv_path(root, values["path"], i, csv_path, allow_outside_root)
@@ -290,10 +313,8 @@ def csv_source(csv_path: str | Path, *, keep_split: bool = False, allow_outside_
             raise ValueError(f"{csv_path}:{i}: split {split!r} is not one of {', '.join(SPLITS)}")
         if keep_split and split is None:
             raise ValueError(f"{csv_path}:{i}: keep_split=True but this row has no split")
-        records.append(Record(path=str(path), label=label, patient=patient or patient_of(path, path.stem),
-                              split=split if keep_split else None))
-    patient_of.report()
-    return SourceResult(records, [])
+        records.append(make(path, label, path.stem, split=split if keep_split else None, patient=patient))
+    return SourceResult([r for r in records if r is not None], skipped, make.notes())
 
 
 def synthetic_source(n: int = DEFAULT_SYNTHETIC_N, seed: int = 0) -> SourceResult:

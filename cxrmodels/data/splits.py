@@ -30,6 +30,8 @@ class SplitMinimumsError(ValueError):
     """The data cannot meet the per-class validation/test minimums asked for (``min_val`` / ``min_test``)."""
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "patient", "split", "fold")
+# Known for DICOM records only (empty otherwise); a manifest written before they existed reads with them empty.
+DICOM_COLUMNS: tuple[str, ...] = ("view", "modality")
 NO_FOLD = -1  # the fold of test rows, and of every row when folds are off
 
 
@@ -183,7 +185,7 @@ def assign_folds(labels: Sequence[str], groups: np.ndarray, splits: Sequence[str
 
 def make_splits(records: Sequence[Record], cfg: SplitConfig | None = None, *, keep_split: bool = False,
                 hashes: Sequence[str] | None = None) -> pd.DataFrame:
-    """The manifest (path, label, patient, split, fold), one row per record in order.
+    """The manifest (path, label, patient, split, fold, view, modality), one row per record in order.
 
     ``keep_split`` uses each record's declared split (Kaggle folders / CSV column) instead of re-splitting;
     patients found in more than one declared split are logged, since that split leaks. ``hashes`` (one per
@@ -208,7 +210,8 @@ def make_splits(records: Sequence[Record], cfg: SplitConfig | None = None, *, ke
         splits = assign_splits(labels, groups, cfg)
     folds = assign_folds(labels, groups, splits, cfg.folds, cfg.seed)
     return pd.DataFrame({"path": [r.path for r in records], "label": labels, "patient": [r.patient for r in records],
-                         "split": splits, "fold": folds})
+                         "split": splits, "fold": folds, "view": [r.view for r in records],
+                         "modality": [r.modality for r in records]})
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Path:
@@ -216,19 +219,23 @@ def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{np.random.default_rng().integers(1 << 62)}.tmp")
-    manifest.loc[:, list(MANIFEST_COLUMNS)].to_csv(tmp, index=False)
+    columns = [*MANIFEST_COLUMNS, *(c for c in DICOM_COLUMNS if c in manifest.columns)]
+    manifest.loc[:, columns].to_csv(tmp, index=False)
     tmp.replace(path)
     return path
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read a manifest written by :func:`write_manifest`, checking its columns and values."""
-    frame = pd.read_csv(path, dtype={"path": str, "label": str, "patient": str, "split": str, "fold": "int64"},
-                        keep_default_na=False)
+    frame = pd.read_csv(path, dtype={"path": str, "label": str, "patient": str, "split": str, "fold": "int64",
+                                     "view": str, "modality": str}, keep_default_na=False)
     missing = set(MANIFEST_COLUMNS) - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: not a split manifest, missing column(s) {', '.join(sorted(missing))}")
     bad = sorted(set(frame["split"]) - set(SPLITS))
     if bad:
         raise ValueError(f"{path}: unknown split value(s) {bad}")
-    return frame.loc[:, list(MANIFEST_COLUMNS)]
+    for column in DICOM_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = ""
+    return frame.loc[:, [*MANIFEST_COLUMNS, *DICOM_COLUMNS]]
