@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "searcher": "optuna",
     "scheduler": "asha",
     "num_samples": 8,
+    "cover_backbones": True,  # Optuna searchers: the first trials try every searched backbone once
     "seed": 0,
     "asha": {"grace_period": 1, "reduction_factor": 2},
     "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": None},

@@ -94,7 +94,19 @@ def build_searcher(config: Mapping[str, Any]) -> Any:
 
     storage, study_name = searcher_storage(config)
     return TrialOptunaSearch(space=build_define_by_run(config), metric=SCORE, mode=config["mode"], sampler=sampler,
-                             storage=storage, study_name=study_name)
+                             storage=storage, study_name=study_name, points_to_evaluate=coverage_points(config))
+
+
+def coverage_points(config: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """With ``cover_backbones``, the first trials take each searched backbone once (the other keys sampled as
+    usual, Optuna's ``enqueue_trial``), so no backbone goes untried: 12 trials over 3 backbones drawn by TPE can
+    miss one entirely, and the searcher never learns what it would have given."""
+    backbones = config["space"].get("backbone")
+    if not config.get("cover_backbones") or not isinstance(backbones, list) or len(backbones) < 2:
+        return None
+    if int(config["num_samples"]) < len(backbones):
+        return None  # too few trials to try them all: leave the choice to the sampler
+    return [{"backbone": b} for b in backbones]
 
 
 def build_param_space(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -258,3 +258,19 @@ def test_study_storage_is_a_journal_in_the_experiment_or_a_database(tmp_path) ->
         study.tell(study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)}), 0.5)
         again = optuna.load_study(study_name="s", storage=open_storage(location))
         assert [t.value for t in again.trials] == [0.5] and "lr" in again.trials[0].params
+
+
+def test_the_first_trials_cover_every_backbone() -> None:
+    pytest.importorskip("ray.tune")
+    from search.space import build_searcher
+
+    config = _config("--preset", "cpu", "--data", "synthetic")
+    searcher = build_searcher(config)
+    searcher.set_search_properties(None, None, {})
+    backbones = config["space"]["backbone"]
+    first = [searcher.suggest(f"t{i}") for i in range(len(backbones))]
+    assert sorted(t["backbone"] for t in first) == sorted(backbones)  # each once, whatever TPE would draw
+    lite = next(t for t in first if t["backbone"] == "tf_efficientnet_lite0")
+    assert {"freeze_epochs", "finetune_blocks", "lr"} <= set(lite)  # the rest of the trial sampled as usual
+    assert build_searcher({**config, "cover_backbones": False})._points_to_evaluate in (None, [])
+    assert build_searcher({**config, "num_samples": 2})._points_to_evaluate in (None, [])  # too few trials
