@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -520,8 +521,11 @@ def run_search(args: argparse.Namespace, callbacks: Sequence[Any]) -> int:
             tuner = build_tuner(config, trainable, storage, name, callbacks)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter shows the objective and params
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        started_at = time.monotonic()
         grid = tuner.fit()
-        return summarise(grid, config, storage, name)
+        budget = config.get("time_budget_s")
+        return summarise(grid, config, storage, name,
+                         budget_reached=budget is not None and time.monotonic() - started_at >= 0.98 * budget)
     finally:
         if started:
             ray.shutdown()
@@ -536,7 +540,7 @@ def expected_trials(config: dict[str, Any]) -> int:
     return total
 
 
-def summarise(grid: Any, config: dict[str, Any], storage: str, name: str) -> int:
+def summarise(grid: Any, config: dict[str, Any], storage: str, name: str, budget_reached: bool = False) -> int:
     from search.results import build_results_table, format_top_k
     from search.space import constant_trial_keys
 
@@ -547,7 +551,10 @@ def summarise(grid: Any, config: dict[str, Any], storage: str, name: str) -> int
     experiment = f"{storage.rstrip('/')}/{name}"
     interrupted = int((table["status"] == "interrupted").sum()) if len(table) else 0
     interrupted += max(0, expected_trials(config) - len(table))  # not even started
-    if interrupted:
+    if interrupted and budget_reached:
+        print(f"the search reached its time budget ({config['time_budget_s']:.0f} s): {interrupted} trial(s) stopped "
+              "or never started; results.csv ranks the trials that ran", flush=True)
+    elif interrupted:
         print(f"experiment interrupted with {interrupted} unfinished or unstarted trial(s); continue it with:\n"
               f"  python -m search.run --resume {experiment}", flush=True)
         print(f"experiment: {experiment}", flush=True)

@@ -202,3 +202,15 @@ def test_smoke_search_over_a_dicom_folder(tmp_path: Path, capsys) -> None:
     assert manifest["patient"].str.startswith("PID-").all()  # the PatientID tag, not the file name
     assert "view per class (DICOM ViewPosition)" in (experiment / "data_summary.txt").read_text()
     assert (pd.read_csv(experiment / "results.csv")["status"] == "completed").all()
+
+
+@pytest.mark.slow
+def test_time_budget_ends_the_search_and_keeps_what_ran(tmp_path: Path, capsys) -> None:
+    code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "budget", "--num-samples", "40",
+                     "--scheduler", "none", "--set", "space.epochs=2", "--time-budget-s", "20",
+                     "--max-concurrent-trials", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "reached its time budget (20 s)" in out and "--resume" not in out
+    table = pd.read_csv(tmp_path / "budget" / "results.csv")
+    assert 1 <= len(table) < 40 and table["best_objective"].notna().any()
