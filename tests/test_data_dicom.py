@@ -59,6 +59,8 @@ def test_monochrome1_is_inverted_and_12_bits_keep_their_precision(tmp_path) -> N
     assert mono2.dtype == np.uint8 and mono2.shape == GRADIENT.shape
     assert mono2[0, 0] == 0 and mono2[0, -1] == 255 and len(np.unique(mono2)) == 64  # 12 bits stretched, not >> 8
     np.testing.assert_array_equal(mono1.astype(int), 255 - mono2.astype(int))  # bone bright, as MONOCHROME2
+    full16 = decode_image(write_dicom(tmp_path / "c.dcm", (GRADIENT.astype(np.uint32) * 16).astype(np.uint16), bits=16))
+    np.testing.assert_array_equal(full16, mono2)  # 16 stored bits: the same image, not shifted or wrapped
 
 
 def test_rescale_then_window_are_applied(tmp_path) -> None:
