@@ -25,10 +25,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.experiment import CONFIG_PREFIX, Experiment  # noqa: E402
+from search.config import LOG_KEYS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-LOG_PARAMS = ("lr", "weight_decay")
+LOG_PARAMS = LOG_KEYS  # lr, weight_decay, finetune_lr_ratio: the search's own log-scale keys
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -89,18 +90,31 @@ def plot_optimizer_lr_heatmap(results: pd.DataFrame, objective: str, path: Path)
     return _save(fig, path)
 
 
+def numeric_param(col: pd.Series) -> pd.Series | None:
+    """The column as numbers when every value it has is a number; None for a categorical one. A value may be
+    missing: the transfer-learning keys exist only for the trials of pretrained backbones."""
+    num = pd.to_numeric(col, errors="coerce")
+    present = col.notna()
+    return num if present.any() and num[present].notna().all() else None
+
+
+def category_labels(col: pd.Series) -> pd.Series:
+    return col.astype(object).where(col.notna(), "n/a").astype(str)
+
+
 def encoded_params(results: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
-    """Each parameter on [0, 1]: numbers min-max scaled (log for lr/weight decay), categories by code."""
+    """Each parameter on [0, 1]: numbers min-max scaled (log for lr/weight decay), categories by code; a number
+    a trial does not have stays missing (a gap in its line)."""
     out = pd.DataFrame(index=results.index)
     for p in params:
         col = results[f"{CONFIG_PREFIX}{p}"]
-        num = pd.to_numeric(col, errors="coerce")
-        if num.notna().all():
+        num = numeric_param(col)
+        if num is not None:
             v = np.log10(num) if p in LOG_PARAMS else num
             span = v.max() - v.min()
-            out[p] = (v - v.min()) / span if span else 0.5
+            out[p] = (v - v.min()) / span if span else v * 0 + 0.5
         else:
-            codes = col.astype(str).astype("category").cat.codes
+            codes = category_labels(col).astype("category").cat.codes
             out[p] = codes / max(codes.max(), 1)
     return out
 
@@ -123,14 +137,14 @@ def plot_parallel_coordinates(results: pd.DataFrame, objective: str, path: Path)
         ax.plot(xs, enc.iloc[i].to_numpy(), color=cmap(norm(score.iloc[i])), lw=1.2, alpha=0.8)
     for j, p in enumerate(params):
         col = ok[f"{CONFIG_PREFIX}{p}"]
-        num = pd.to_numeric(col, errors="coerce")
-        lo, hi = (f"{num.min():.3g}", f"{num.max():.3g}") if num.notna().all() else (
-            str(sorted(col.astype(str).unique())[0]), str(sorted(col.astype(str).unique())[-1]))
+        num = numeric_param(col)
+        labels = sorted(category_labels(col).unique())
+        lo, hi = (f"{num.min():.3g}", f"{num.max():.3g}") if num is not None else (labels[0], labels[-1])
         ax.annotate(lo, (j, 0), xytext=(2, -12), textcoords="offset points", fontsize=7)
         ax.annotate(hi, (j, 1), xytext=(2, 4), textcoords="offset points", fontsize=7)
     ax.set_xticks(xs, [*params, objective], rotation=20)
     ax.set_yticks([])
-    ax.set(title="parallel coordinates (axes min-max scaled; lr and weight decay on log scale)")
+    ax.set(title="parallel coordinates (axes min-max scaled, log-scale keys on a log axis; a gap: not applicable)")
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=f"best {objective}")
     return _save(fig, path)
 
