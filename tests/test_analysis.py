@@ -143,6 +143,20 @@ def test_importance_and_rungs_from_a_constructed_table():
     assert set(table.index) == {"adam", "sgd"} and table.columns.str.startswith("1e").all()
 
 
+def test_parallel_coordinates_with_keys_only_some_trials_have(tmp_path):
+    # the transfer keys exist for the pretrained backbone's trials only (the cpu preset): numbers with gaps
+    res = pd.DataFrame({
+        "trial_id": ["a", "b", "c", "d"], "status": ["completed"] * 4, "collapsed": [False] * 4,
+        "best_objective": [0.9, 0.8, 0.85, 0.7], "config/backbone": ["cnn", "lite0", "cnn", "lite0"],
+        "config/lr": [1e-3, 3e-4, 2e-3, 1e-4], "config/finetune_lr_ratio": [np.nan, 0.1, np.nan, 0.5],
+        "config/freeze_epochs": [np.nan, 1.0, np.nan, 2.0],
+    })
+    enc = search_plots.encoded_params(res, ["backbone", "lr", "finetune_lr_ratio", "freeze_epochs"])
+    assert enc["finetune_lr_ratio"].isna().tolist() == [True, False, True, False]
+    assert enc.loc[[1, 3], "finetune_lr_ratio"].tolist() == [0.0, 1.0] and enc["backbone"].notna().all()
+    assert search_plots.plot_parallel_coordinates(res, "val_auc", tmp_path / "pc.png").is_file()
+
+
 # ------------------------------------------------------------------------------------------- the experiment
 
 
