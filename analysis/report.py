@@ -105,7 +105,8 @@ class Report:
             elif kind == "p":
                 parts.append(f"<p>{html.escape(val)}</p>")
             elif kind == "table":
-                cells = val.apply(lambda column: column.map(_html_cell))
+                # a named column axis (crosstabs, pivots) would render as an extra, empty leading column
+                cells = val.apply(lambda column: column.map(_html_cell)).rename_axis(columns=None)
                 parts.append(f"<div class='table'>{cells.to_html(index=False, border=0)}</div>")
             elif kind == "img":
                 data = base64.b64encode(val[0].read_bytes()).decode()
