@@ -34,7 +34,7 @@ from analysis.model_card import settings_table, write_model_cards
 from analysis.operating_points import requirements
 from analysis.retrain import add_retrain_args, retrain_and_evaluate
 from analysis.search_plots import write_search_plots
-from search.tracking import INSTALL_HINT
+from search.tracking import INSTALL_HINT, add_mlflow_args, mlflow_requested
 
 log = logging.getLogger(__name__)
 
@@ -471,12 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("experiment", type=Path, help="experiment folder written by python -m search.run")
     parser.add_argument("--out", type=Path, required=True, help="output folder for the report and its files")
     add_retrain_args(parser, allow_both=True)
-    parser.add_argument("--mlflow", action="store_true",
-                        help="log the report, model cards and retrained models to MLflow, beside the search's trials "
-                        "(needs cxr-tune[mlflow])")
-    parser.add_argument("--mlflow-uri", metavar="URI", default=None,
-                        help="MLflow tracking server or database (implies --mlflow; default: the search's, else "
-                        "mlflow.db in the experiment folder)")
+    add_mlflow_args(parser, "the report, model cards and retrained models", "beside the search's trials, in its "
+                    "store (its --mlflow-uri, else mlflow.db in the experiment folder) unless --mlflow-uri")
     return parser
 
 
@@ -484,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("cxrmodels.evaluate.binary").setLevel(logging.WARNING)
-    tracked = args.mlflow or args.mlflow_uri is not None
+    tracked = mlflow_requested(args)
     if tracked and importlib.util.find_spec("mlflow") is None:
         print(f"error: --mlflow needs the mlflow package: {INSTALL_HINT}", file=sys.stderr)
         return 2

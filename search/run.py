@@ -21,6 +21,7 @@ from typing import Any
 from search import config as search_config
 from search.config import SearchConfigError
 from search.study import new_study_name
+from search.tracking import add_mlflow_args, mlflow_requested
 from search.trainable import SCORE
 
 logger = logging.getLogger(__name__)
@@ -67,18 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent-trials", type=int, help="cap on trials running at once (default: as resources "
                    "allow)")
     p.add_argument("--max-failures", type=int, help="retries of a trial that raised (from its last checkpoint)")
-    p.add_argument("--optuna-storage", metavar="URL_OR_PATH",
-                   help="where the Optuna study is kept: an RDB URL (sqlite:///..., postgresql://...) or a journal "
-                   "file (default: optuna_study.log in the experiment folder)")
-    p.add_argument("--mlflow", action="store_true", default=None,
-                   help="log every trial (parameters, per-epoch metrics) to MLflow: mlflow.db in the experiment "
-                   "folder unless --mlflow-uri (needs cxr-tune[mlflow])")
-    p.add_argument("--mlflow-uri", metavar="URI", help="MLflow tracking server or database (implies --mlflow)")
-    p.add_argument("--time-budget-s", type=float, help="wall-clock cap on the search in seconds: trials still running "
-                   "then stop, and their best checkpoints are kept (default: none)")
-    p.add_argument("--storage-path", help="where experiment folders go: a directory or s3://bucket/prefix (shared "
-                   "storage is required on a multi-node cluster)")
-    p.add_argument("--name", help="experiment folder name (default: cxr-<preset>-<date-time>)")
+    add_output_args(p)
     p.add_argument("--class-map", metavar="FOLDER=LABEL,...",
                    help="class folders with other names: e.g. 1=NORMAL,2=BACTERIAL,3=VIRAL (labels NORMAL, BACTERIAL, "
                    "VIRAL or PNEUMONIA)")
@@ -103,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """Where the search's records go (experiment folder, Optuna study, MLflow) and how long it may run."""
+    p.add_argument("--optuna-storage", metavar="URL_OR_PATH",
+                   help="where the Optuna study is kept: an RDB URL (sqlite:///..., postgresql://...) or a journal "
+                   "file (default: optuna_study.log in the experiment folder)")
+    add_mlflow_args(p, "every trial (parameters, per-epoch metrics)", "mlflow.db in the experiment folder unless "
+                    "--mlflow-uri")
+    p.add_argument("--time-budget-s", type=float, help="wall-clock cap on the search in seconds: trials still running "
+                   "then stop, and their best checkpoints are kept (default: none)")
+    p.add_argument("--storage-path", help="where experiment folders go: a directory or s3://bucket/prefix (shared "
+                   "storage is required on a multi-node cluster)")
+    p.add_argument("--name", help="experiment folder name (default: cxr-<preset>-<date-time>)")
+
+
 def parse_class_map(text: str) -> dict[str, str]:
     """``1=NORMAL,2=BACTERIAL`` -> {"1": "NORMAL", "2": "BACTERIAL"}; the data pipeline checks folders and labels."""
     pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
@@ -124,7 +128,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag)
         if value is not None:
             flags[flag] = value
-    if args.mlflow_uri:
+    if mlflow_requested(args):
         flags["mlflow"] = True
     if args.class_map:
         flags["class_map"] = parse_class_map(args.class_map)

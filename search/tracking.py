@@ -19,6 +19,19 @@ MLFLOW_ARTIFACTS = "mlartifacts"
 INSTALL_HINT = "pip install 'cxr-tune[mlflow]'"
 
 
+def add_mlflow_args(parser: Any, logs: str, default_store: str) -> None:
+    """``--mlflow`` and ``--mlflow-uri`` (which implies it), for the search and the report alike. ``--mlflow``
+    defaults to None, so that an unset flag leaves the preset's ``mlflow`` setting alone."""
+    parser.add_argument("--mlflow", action="store_true", default=None,
+                        help=f"log {logs} to MLflow: {default_store} (needs cxr-tune[mlflow])")
+    parser.add_argument("--mlflow-uri", metavar="URI", default=None,
+                        help="MLflow tracking server or database (implies --mlflow)")
+
+
+def mlflow_requested(args: Any) -> bool:
+    return bool(args.mlflow) or args.mlflow_uri is not None
+
+
 def tracking_problems(config: Mapping[str, Any]) -> list[str]:
     """What keeps the MLflow settings from working (for ``search.config.validate``)."""
     if not config.get("mlflow"):
