@@ -35,7 +35,7 @@ def export_onnx(model_path: str | Path, out: str | Path, *, tta: int | None = No
     import torch
     from torch import nn
 
-    from analysis.predict import load_predictor
+    from analysis.predict import load_predictor, preprocess_config
     from cxrmodels.data.augment import TTA_VIEWS, to_float, tta_view
     from cxrmodels.train.loop import probabilities
 
@@ -53,7 +53,7 @@ def export_onnx(model_path: str | Path, out: str | Path, *, tta: int | None = No
             x = to_float(image)
             return torch.stack([probabilities(self.model(tta_view(x, v))) for v in range(views)]).mean(0)
 
-    size = int(dict(payload.get("preprocess") or {}).get("size") or payload["config"]["image_size"])
+    size = preprocess_config(payload).size
     example = torch.zeros((2, size, size), dtype=torch.uint8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

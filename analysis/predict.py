@@ -197,10 +197,10 @@ def predict_all(model, x: np.ndarray, *, batch_size: int, device: str, tta: int)
         def block_probs(block: np.ndarray) -> np.ndarray:
             return predict_proba(model, block, batch_size=batch_size, device=device, tta=tta)
 
-    probs = []
+    probs, block = [], max(batch_size, 256)
     with bar(total=len(x), desc="predicting", unit="img") as shown:
-        for start in range(0, len(x), max(batch_size, 256)):
-            probs.append(block_probs(x[start:start + max(batch_size, 256)]))
+        for start in range(0, len(x), block):
+            probs.append(block_probs(x[start:start + block]))
             shown.update(len(probs[-1]))
     return np.concatenate(probs)
 

@@ -239,14 +239,16 @@ def _run_on_ray(specs: Sequence[RunSpec], arrays_by_size: dict[int, SplitArrays]
         futures = [task.remote(s, refs[z], cpus_per_run, ext_refs[z], r)
                    for s, z, r in zip(specs, sizes, reporters, strict=True)]
         index = {ref: i for i, ref in enumerate(futures)}
+        results: list[dict[str, Any]] = [{} for _ in futures]
         pending = list(futures)
         while pending:
             done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
             while queue is not None and not queue.empty():
                 bars.epoch(*queue.get_nowait())
-            for ref in done:
-                bars.finished(index[ref], ray.get(ref))
-        return ray.get(futures)
+            for ref in done:  # each result fetched once, in the order of the specs
+                results[index[ref]] = ray.get(ref)
+                bars.finished(index[ref], results[index[ref]])
+        return results
     finally:
         if started:
             ray.shutdown()

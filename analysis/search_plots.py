@@ -112,7 +112,7 @@ def encoded_params(results: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame
         if num is not None:
             v = np.log10(num) if p in LOG_PARAMS else num
             span = v.max() - v.min()
-            out[p] = (v - v.min()) / span if span else v * 0 + 0.5
+            out[p] = (v - v.min()) / span if span else v.where(v.isna(), 0.5)  # one value: mid-axis
         else:
             codes = category_labels(col).astype("category").cat.codes
             out[p] = codes / max(codes.max(), 1)
@@ -138,8 +138,11 @@ def plot_parallel_coordinates(results: pd.DataFrame, objective: str, path: Path)
     for j, p in enumerate(params):
         col = ok[f"{CONFIG_PREFIX}{p}"]
         num = numeric_param(col)
-        labels = sorted(category_labels(col).unique())
-        lo, hi = (f"{num.min():.3g}", f"{num.max():.3g}") if num is not None else (labels[0], labels[-1])
+        if num is not None:
+            lo, hi = f"{num.min():.3g}", f"{num.max():.3g}"
+        else:
+            labels = sorted(category_labels(col).unique())
+            lo, hi = labels[0], labels[-1]
         ax.annotate(lo, (j, 0), xytext=(2, -12), textcoords="offset points", fontsize=7)
         ax.annotate(hi, (j, 1), xytext=(2, 4), textcoords="offset points", fontsize=7)
     ax.set_xticks(xs, [*params, objective], rotation=20)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrmodels.data.decode import UnreadableImage
-from cxrmodels.data.dicom import DICOM_EXTENSIONS, has_dicom_preamble, is_dicom_path, read_header
+from cxrmodels.data.dicom import is_dicom_path, read_header
 from cxrmodels.data.records import BACTERIAL, LABELS, NORMAL, PNEUMONIA, VIRAL, Record
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,7 @@ class SourceResult:
 
 def is_image_file(path: Path) -> bool:
     """A JPEG/PNG/DICOM extension, or no extension and the DICOM preamble (PACS exports)."""
-    suffix = path.suffix.lower()
-    return suffix in IMAGE_EXTENSIONS or suffix in DICOM_EXTENSIONS or (suffix == "" and has_dicom_preamble(path))
+    return path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom_path(path)
 
 
 def normalise_label(name: str) -> str | None:
