@@ -8,7 +8,6 @@ rebuilt from the image cache with the saved preprocessing and then taken row by 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,15 +15,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
+
+from cxrmodels.io import missing_to_none
+from search.experiment import (
+    CONFIG_FILE,
+    CONFIG_PREFIX,
+    MANIFEST_FILE,
+    PROGRESS_FILE,
+    RESULTS_FILE,
+    SUMMARY_FILE,
+    SearchConfig,
+    trial_dirname,
+)
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "search_config.yaml"
-MANIFEST_FILE = "split_manifest.csv"
-RESULTS_FILE = "results.csv"
-SUMMARY_FILE = "data_summary.txt"
-CONFIG_PREFIX = "config/"
 
 
 class ManifestMismatch(ValueError):
@@ -45,17 +49,10 @@ class SplitArrays:
         return self.manifest.loc[self.manifest["split"] == split].reset_index(drop=True)
 
 
-def _clean(value: Any) -> Any:
-    """NaN (a key this trial did not set) -> None; numpy scalars -> Python."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    item = getattr(value, "item", None)
-    return item() if callable(item) and getattr(value, "ndim", 0) == 0 else value
-
-
 def trial_config(row: pd.Series) -> dict[str, Any]:
     """The trial's TrialConfig dict from its ``config/<key>`` columns (keys it did not set are left out)."""
-    cfg = {k.removeprefix(CONFIG_PREFIX): _clean(v) for k, v in row.items() if str(k).startswith(CONFIG_PREFIX)}
+    cfg = {k.removeprefix(CONFIG_PREFIX): missing_to_none(v) for k, v in row.items()
+           if str(k).startswith(CONFIG_PREFIX)}  # fmt: skip
     return {k: v for k, v in cfg.items() if v is not None}
 
 
@@ -76,21 +73,20 @@ class Experiment:
                 raise FileNotFoundError(f"{self.path} is not a finished experiment folder: {name} is missing")
 
     @cached_property
-    def config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / CONFIG_FILE).read_text()) or {}
+    def config(self) -> SearchConfig:
+        return SearchConfig.load(self.path / CONFIG_FILE)
 
     @property
     def task(self) -> str:
-        return str(self.config.get("task", "binary"))
+        return str(self.config.task)
 
     @property
     def objective(self) -> str:
-        return str(self.config.get("objective", "val_macro_f1"))
+        return str(self.config.objective)
 
     @property
     def mode(self) -> str:
-        mode = self.config.get("mode")
-        return str(mode) if mode else ("min" if "loss" in self.objective else "max")
+        return str(self.config.mode)
 
     @cached_property
     def manifest(self) -> pd.DataFrame:
@@ -107,11 +103,11 @@ class Experiment:
         return p.read_text() if p.is_file() else ""
 
     def trial_dir(self, trial_id: str) -> Path:
-        return self.path / f"trial_{trial_id}"
+        return self.path / trial_dirname(trial_id)
 
     def progress(self, trial_id: str) -> pd.DataFrame:
         """A trial's per-epoch metrics (deduplicated by epoch), empty when it reported nothing."""
-        path = self.trial_dir(trial_id) / "progress.csv"
+        path = self.trial_dir(trial_id) / PROGRESS_FILE
         if not path.is_file() or path.stat().st_size == 0:
             return pd.DataFrame()
         try:
@@ -127,15 +123,11 @@ class Experiment:
 
     # ------------------------------------------------------------------------------------------- data
 
-    def split_config(self):
-        from cxrmodels.data.splits import SplitConfig
+    def split_config(self) -> Any:
+        return self.config.split_config()
 
-        return SplitConfig(**{"seed": self.config.get("seed", 0), **(self.config.get("split") or {})})
-
-    def preprocess_config(self, image_size: int):
-        from cxrmodels.data.preprocess import PreprocessConfig
-
-        return PreprocessConfig(size=int(image_size), **(self.config.get("preprocess") or {}))
+    def preprocess_config(self, image_size: int) -> Any:
+        return self.config.preprocess_config(image_size)
 
     def load_arrays(self, image_size: int, task: str | None = None, cache_dir: str | None = None) -> SplitArrays:
         """Images of the saved split at ``image_size``: ``prepare`` (cache) with the saved settings, rows by path.
@@ -143,16 +135,10 @@ class Experiment:
         ``prepare`` also computes a manifest; it is ignored: rows are picked by the paths of the saved one, so a
         change in the split code can never move an image between splits behind the analysis' back.
         """
-        from cxrmodels.data.dataset import prepare
         from cxrmodels.data.records import class_names, task_labels
 
-        cfg, task = self.config, task or self.task
-        data = str(cfg.get("data", "synthetic"))
-        prepared = prepare(data if data.startswith("synthetic") else str(Path(data).expanduser()),
-                           self.preprocess_config(image_size), cache_dir=cache_dir or cfg.get("cache_dir"),
-                           split=self.split_config(), keep_split=bool(cfg.get("keep_split", False)),
-                           class_map=cfg.get("class_map"), seed=int(cfg.get("seed", 0)),
-                           synthetic_n=cfg.get("synthetic_n"))
+        task = task or self.task
+        prepared = self.config.prepare(image_size, cache_dir=cache_dir)
         saved = self.manifest
         position = pd.Series(np.arange(len(prepared.records)), index=[r.path for r in prepared.records])
         missing = saved.loc[~saved["path"].isin(position.index), "path"]

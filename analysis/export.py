@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cxrmodels.train.checkpoint import MODEL_FORMAT, ModelCheckpoint
+
 ONNX_FORMAT = "cxr-tune.onnx/1"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 OPSET = 20  # AffineGrid, which the test-time views need, is in opset 20
-# checkpoint keys carried into the ONNX metadata as JSON (what analysis.predict reads from a checkpoint)
-METADATA_KEYS = ("class_names", "preprocess", "threshold", "operating_points", "temperature", "config")
 
 
 def export_onnx(model_path: str | Path, out: str | Path, *, tta: int | None = None, opset: int = OPSET) -> Path:
@@ -35,12 +35,12 @@ def export_onnx(model_path: str | Path, out: str | Path, *, tta: int | None = No
     import torch
     from torch import nn
 
-    from analysis.predict import load_predictor, preprocess_config
+    from analysis.predict import load_predictor
     from cxrmodels.data.augment import TTA_VIEWS, to_float, tta_view
     from cxrmodels.train.loop import probabilities
 
-    model, payload = load_predictor(str(model_path), "cpu")
-    views = int(tta if tta is not None else payload.get("tta", 1))
+    model, checkpoint = load_predictor(str(model_path), "cpu")
+    views = int(tta if tta is not None else checkpoint.tta)
     if not 1 <= views <= len(TTA_VIEWS):
         raise ValueError(f"--tta must be 1 (off) to {len(TTA_VIEWS)} views, got {views}")
 
@@ -53,7 +53,7 @@ def export_onnx(model_path: str | Path, out: str | Path, *, tta: int | None = No
             x = to_float(image)
             return torch.stack([probabilities(self.model(tta_view(x, v))) for v in range(views)]).mean(0)
 
-    size = preprocess_config(payload).size
+    size = checkpoint.preprocess.size
     example = torch.zeros((2, size, size), dtype=torch.uint8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -61,33 +61,23 @@ def export_onnx(model_path: str | Path, out: str | Path, *, tta: int | None = No
     torch.onnx.export(Exported().eval(), (example,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                       dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
                       verbose=False)
-    _write_metadata(out, payload, views, str(model_path))
+    _write_metadata(out, checkpoint.replace(tta=views), str(model_path))
     return out
 
 
-def _write_metadata(path: Path, payload: dict[str, Any], views: int, source: str) -> None:
+def _write_metadata(path: Path, checkpoint: ModelCheckpoint, source: str) -> None:
+    """The checkpoint's settings (``ModelCheckpoint.metadata``), each key a JSON string."""
     import onnx
 
     proto = onnx.load(str(path))
-    entries = {"format": ONNX_FORMAT, "source": source, "tta": json.dumps(views),
-               **{key: json.dumps(_plain(payload.get(key))) for key in METADATA_KEYS}}
+    entries = {"format": ONNX_FORMAT, "source": source,
+               **{key: json.dumps(value) for key, value in checkpoint.metadata().items()}}
     del proto.metadata_props[:]
     for key, value in entries.items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = ("chest X-ray classifier from cxr-tune: input 'image' uint8 (batch, S, S) preprocessed as in "
                         "the 'preprocess' metadata; output 'probabilities' (batch, classes) in 'class_names' order")
     onnx.save(proto, str(path))
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: tensors and numpy scalars become numbers and lists."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 class OnnxModel:
@@ -103,8 +93,8 @@ class OnnxModel:
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("format") != ONNX_FORMAT:
             raise ValueError(f"{path} is not an ONNX model written by analysis.export (no '{ONNX_FORMAT}' metadata)")
-        self.payload: dict[str, Any] = {key: json.loads(meta[key]) for key in METADATA_KEYS if key in meta}
-        self.payload["tta"] = json.loads(meta.get("tta", "1"))
+        stored = {key: json.loads(value) for key, value in meta.items() if key not in ("format", "source")}
+        self.checkpoint = ModelCheckpoint.from_payload({**stored, "format": MODEL_FORMAT})
 
     def predict(self, images: Any, batch_size: int = 64) -> Any:
         import numpy as np
@@ -112,7 +102,7 @@ class OnnxModel:
         images = np.ascontiguousarray(images, dtype=np.uint8)
         blocks = [self.session.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + batch_size]})[0]
                   for i in range(0, len(images), batch_size)]
-        return np.concatenate(blocks) if blocks else np.zeros((0, len(self.payload.get("class_names") or [])))
+        return np.concatenate(blocks) if blocks else np.zeros((0, len(self.checkpoint.class_names)))
 
 
 def build_parser() -> argparse.ArgumentParser:

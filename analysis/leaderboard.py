@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.experiment import CONFIG_PREFIX, Experiment
+from analysis.experiment import Experiment
+from search.experiment import CONFIG_PREFIX, LEAD_COLUMNS, PARAM_COLUMNS
 
 log = logging.getLogger(__name__)
 
-LEAD = ("rank", "trial_id", "status", "failure_reason", "collapsed", "collapsed_epochs", "one_class", "objective",
-        "mode", "best_objective", "best_epoch", "epochs_run", "max_epochs", "time_total_s")
-SHOWN_CONFIG = ("backbone", "optimizer", "lr", "batch_size", "epochs", "image_size", "dropout", "weight_decay")
+# results.csv's lead columns up to the time: the paths and node that follow are for machines, not the table.
+LEAD = LEAD_COLUMNS[: LEAD_COLUMNS.index("time_total_s") + 1]
 
 
 def winner_rule(k: int, objective: str, mode: str, allow_collapsed: bool = False) -> str:
@@ -90,7 +90,7 @@ def top_table(board: pd.DataFrame, k: int, objective: str, mode: str) -> pd.Data
     """The compact view printed in the terminal and shown in the report; the score column names the objective."""
     cols = [c for c in ("winner", "rank", "trial_id", "status", "collapsed", "one_class", "best_objective",
                         "best_epoch", "epochs_run", "time_total_s") if c in board]
-    cols += [f"{CONFIG_PREFIX}{c}" for c in SHOWN_CONFIG if f"{CONFIG_PREFIX}{c}" in board]
+    cols += [f"{CONFIG_PREFIX}{c}" for c in PARAM_COLUMNS if f"{CONFIG_PREFIX}{c}" in board]
     view = board[cols].head(k).rename(columns=lambda c: c.removeprefix(CONFIG_PREFIX))
     return view.rename(columns={"best_objective": objective_label(objective, mode)})
 

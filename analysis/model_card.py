@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.experiment import Experiment
+from analysis.results import ModelResult, RetrainResult
 
 NOT_A_DEVICE = (
     "**Not a medical device.** This model has not been cleared or approved by any regulator, and it must not be used "
@@ -56,63 +57,63 @@ def _confusion(ev: dict[str, Any]) -> pd.DataFrame:
     return ev["multiclass"]["confusion"] if "multiclass" in ev else ev["confusion"]
 
 
-def write_card(card: Any, exp: Experiment, model: dict[str, Any], task: str, seeds: Sequence[int],
+def write_card(card: Any, exp: Experiment, model: ModelResult, task: str, seeds: Sequence[int],
                context: dict[str, Any]) -> None:
     """One saved model's card as blocks of ``card`` (an ``analysis.report.Report``)."""
-    name = "ensemble" if model["winner"] == "ensemble" else f"winner {model['winner']}"
-    card.h(f"Model card: {task} model, {name} ({model['files']['model'].parent.name}/model.pt)", 2)
+    name = "ensemble" if model.is_ensemble else f"winner {model.winner}"
+    card.h(f"Model card: {task} model, {name} ({model.model_file.parent.name}/{model.model_file.name})", 2)
     card.p(intended_use(task) + " " + NOT_A_DEVICE)
     card.h("Data", 3)
-    card.p(f"Source: {exp.config.get('data')}. Split by patient (all images of a patient, and byte-identical images, "
+    card.p(f"Source: {exp.config.data}. Split by patient (all images of a patient, and byte-identical images, "
            f"on one side); {exp.manifest['patient'].nunique()} patients. Images per class and split, then the "
            "preprocessing:")
     card.table(context["split_sizes"], index=True)
     card.table(context["preprocessing"])
     card.h("How it was chosen and trained", 3)
-    card.p(f"Search: {exp.config.get('searcher')} with scheduler {exp.config.get('scheduler')}, {len(exp.results)} "
-           f"trials, objective {exp.objective} ({exp.mode}); trial {model['trial_id']} retrained with seeds "
+    card.p(f"Search: {exp.config.searcher} with scheduler {exp.config.scheduler}, {len(exp.results)} "
+           f"trials, objective {exp.objective} ({exp.mode}); trial {model.trial_id} retrained with seeds "
            f"{list(seeds)}" + ("; the ensemble averages every retrained run's probabilities." if name == "ensemble"
                                 else "; this saved run is the one best on validation."))
-    config = model.get("config") or {}
+    config = model.config or {}
     if config:
         card.table(settings_table(config))
     write_performance(card, model)
     card.h("Known failure modes", 3)
-    ev = model["evals"][model["best"]]
+    ev = model.evals[model.best]
     lines = failure_modes(_confusion(ev), "the internal test split")
-    for ext_name, ext in model.get("external", {}).items():
-        lines += failure_modes(_confusion(ext["evals"][model["best"]]), f"{ext_name} (external)")
+    for ext_name, ext in model.external.items():
+        lines += failure_modes(_confusion(ext.evals[model.best]), f"{ext_name} (external)")
     card.p(" ".join(lines) or "No misclassification on the sets scored.")
     card.h("Context", 3)
     card.p("Published figures on other data, splits and protocols: context, not a like-for-like comparison.")
     card.table(context["anchors"])
 
 
-def write_performance(card: Any, model: dict[str, Any]) -> None:
+def write_performance(card: Any, model: ModelResult) -> None:
     """Intervals, operating points and calibration: the report's own tables."""
     card.h("Performance", 3)
     card.p("Value [95% interval] over 2,000 patient resamples, at the threshold chosen on validation "
-           f"({model['evals'][model['best']]['metrics']['threshold']:.2f}); external sets were never used to fit or "
+           f"({model.threshold:.2f}); external sets were never used to fit or "
            "choose anything. Per-class recall is in the recall_* rows.")
-    if model.get("intervals") is not None:
-        card.table(model["intervals"].reset_index())
-    op = model.get("operating")
-    if op and len(op["table"]):
+    if model.intervals is not None:
+        card.table(model.intervals.reset_index())
+    op = model.operating
+    if op and len(op.table):
         card.p("Operating points chosen on validation, and what each set achieved at them (mean over runs):")
-        card.table(op["table"][["threshold_mean", "sensitivity_mean", "specificity_mean"]].reset_index().round(3))
-    cal = model.get("calibration")
+        card.table(op.table[["threshold_mean", "sensitivity_mean", "specificity_mean"]].reset_index().round(3))
+    cal = model.calibration
     if cal is not None:
         card.p(f"Calibration: temperature scaling fitted on validation (T = {cal['temperature_mean'].iloc[0]:.2f}, "
                "stored in the model and applied by analysis.predict). ECE, 15 bins, before / after:")
         card.table(cal.reset_index()[["set", "ece_before_mean", "ece_after_mean"]].round(4))
 
 
-def write_model_cards(new_card: Callable[[], Any], exp: Experiment, retrains: dict[str, dict[str, Any]],
+def write_model_cards(new_card: Callable[[], Any], exp: Experiment, retrains: dict[str, RetrainResult],
                       context: dict[str, Any]) -> Any:
     """Every saved model's card (each winner, then the ensemble, per retrained task) in one document."""
     card = new_card()
     card.h(f"Model cards: experiment {exp.path.name}", 1)
     for rt in retrains.values():
-        for model in [*rt["winners"], *([rt["ensemble"]] if rt.get("ensemble") else [])]:
-            write_card(card, exp, model, rt["task"], rt["seeds"], context)
+        for model in rt.models:
+            write_card(card, exp, model, rt.task, rt.seeds, context)
     return card

@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from cxrmodels.evaluate import roc_auc  # noqa: E402
+from cxrmodels.train.outputs import plot_learning_curves  # noqa: E402, F401 - one home, used by the report
 
 PathLike = str | Path
 
@@ -201,38 +202,4 @@ def plot_gradcam_grid(images: Sequence[np.ndarray], examples: pd.DataFrame, path
             for spine in ax.spines.values():
                 spine.set(color="red", lw=2.5)
     fig.suptitle(title)
-    return _save(fig, path)
-
-
-def plot_learning_curves(history: pd.DataFrame, path: PathLike, *, run_col: str = "run", epoch_col: str = "epoch",
-                         loss_cols: tuple[str, str] = ("train_loss", "val_loss"),
-                         acc_cols: tuple[str, str] = ("train_accuracy", "val_accuracy"),
-                         highlight: Sequence[str] = (), title: str = "Learning curves") -> Path:
-    """Train (dashed) and validation (solid) loss and accuracy per epoch, for one or many runs.
-
-    ``history`` is long-form: one row per (run, epoch). Runs in ``highlight`` (the winners) are drawn in colour
-    and labelled; the others in thin grey, so a 36-run optimizer grid stays readable and collapsed runs (flat
-    accuracy at the class ratio) show as a grey band. Missing metric columns leave their panel empty.
-    """
-    if run_col not in history:
-        history = history.assign(**{run_col: "run"})
-    highlight = [str(h) for h in highlight]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    colours = plt.cm.tab10.colors
-    for ax, (train_col, val_col), label in zip(axes, (loss_cols, acc_cols), ("loss", "accuracy"), strict=True):
-        present = [c for c in (train_col, val_col) if c in history]
-        if not present:
-            ax.text(0.5, 0.5, f"no {label} columns", ha="center", transform=ax.transAxes)
-        for k, (run, df) in enumerate(history.sort_values(epoch_col).groupby(run_col, sort=False)):
-            star = str(run) in highlight or (not highlight and history[run_col].nunique() <= 10)
-            colour = colours[k % len(colours)] if star else "0.75"
-            for col, style in ((train_col, "--"), (val_col, "-")):
-                if col in df:
-                    ax.plot(df[epoch_col], df[col], ls=style, color=colour, lw=1.8 if star else 0.7,
-                            label=f"{run} {col.split('_')[0]}" if star else None, zorder=3 if star else 1)
-        ax.set(xlabel=epoch_col, ylabel=label, title=label)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
     return _save(fig, path)

@@ -17,10 +17,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from cxrmodels.train.checkpoint import ModelCheckpoint
 
 from cxrmodels.data.records import NORMAL, PNEUMONIA, task_labels
 from cxrmodels.evaluate import binary_metrics, multiclass_report, pneumonia_probability
@@ -92,8 +96,9 @@ def is_onnx(path: str) -> bool:
 
 
 def load_predictor(path: str, device: str):
-    """(model, payload) through the models engineer's ``load_model`` (``weights_only=True``: no code runs), or an
-    ONNX Runtime session for a ``.onnx`` file from ``analysis.export`` (no PyTorch needed)."""
+    """(model, ModelCheckpoint) through ``cxrmodels.train.checkpoint.load_model`` (``weights_only=True``: no code
+    runs), or an ONNX Runtime session for a ``.onnx`` file from ``analysis.export`` (no PyTorch needed) with the
+    checkpoint's settings from its metadata."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
@@ -118,47 +123,35 @@ def _load_onnx(path: Path, device: str):
     except Exception as err:  # noqa: BLE001 - not a usable model file, whatever the reason: one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"cannot load ONNX model {path}: {reason[:300]}") from err
-    return model, model.payload
+    return model, model.checkpoint
 
 
-def preprocess_config(payload: dict):
-    """The checkpoint's preprocessing; an old checkpoint without it falls back to the defaults at its image size."""
-    from cxrmodels.data.preprocess import PreprocessConfig
-
-    stored = payload.get("preprocess") or {}
-    if stored:
-        return PreprocessConfig.from_dict(dict(stored))
-    size = int(payload.get("config", {}).get("image_size", PreprocessConfig().size))
-    log.warning("checkpoint has no preprocessing parameters; using the defaults at size %d", size)
-    return PreprocessConfig(size=size)
-
-
-def calibrated(probs: np.ndarray, payload: dict) -> tuple[np.ndarray, str]:
+def calibrated(probs: np.ndarray, checkpoint: ModelCheckpoint) -> tuple[np.ndarray, str]:
     """The probabilities rescaled by the checkpoint's temperature (fitted on validation by analysis.report), and
     a phrase saying which probabilities these are."""
     from cxrmodels.evaluate.calibration import apply_temperature
 
-    t = payload.get("temperature")
+    t = checkpoint.temperature
     if t is None:
         return probs, "probabilities as the model outputs them (not calibrated)"
     return apply_temperature(probs, float(t)), f"probabilities calibrated by temperature scaling (T = {float(t):.2f})"
 
 
-def resolve_threshold(cli_threshold: float | None, payload: dict,
+def resolve_threshold(cli_threshold: float | None, checkpoint: ModelCheckpoint,
                       operating_point: str | None = None) -> tuple[float, str]:
     """(threshold, where it came from): the command line, else the named operating point stored in the checkpoint
     (analysis.report --min-sensitivity / --min-specificity), else its validation choice, else 0.5."""
     if cli_threshold is not None:
         return float(cli_threshold), "--threshold"
     if operating_point is not None:
-        points = payload.get("operating_points") or {}
+        points = checkpoint.operating_points
         if operating_point not in points:
             raise CheckpointError(f"--operating-point {operating_point!r}: the checkpoint has "
                                   f"{', '.join(map(repr, points)) or 'no operating points'} (analysis.report "
                                   "--min-sensitivity S or --min-specificity S stores more)")
         point = points[operating_point]
         return float(point["threshold"]), f"operating point {operating_point}: {point.get('rule', '')}".strip()
-    stored = payload.get("threshold")
+    stored = checkpoint.threshold
     if stored is not None:
         return float(stored), "checkpoint"
     return DEFAULT_THRESHOLD, "default"
@@ -185,8 +178,8 @@ def load_images(items: Sequence[Item], cfg) -> tuple[list[Item], np.ndarray, lis
 def predict_all(model, x: np.ndarray, *, batch_size: int, device: str, tta: int) -> np.ndarray:
     """``predict_proba`` (or the ONNX session) in blocks of images, so a large folder shows its progress."""
     if hasattr(model, "session"):  # analysis.export.OnnxModel: the views are inside its graph
-        if tta != model.payload["tta"]:
-            raise ValueError(f"this ONNX model averages {model.payload['tta']} view(s) inside its graph; export it "
+        if tta != model.checkpoint.tta:
+            raise ValueError(f"this ONNX model averages {model.checkpoint.tta} view(s) inside its graph; export it "
                              f"again with python -m analysis.export --tta {tta}")
 
         def block_probs(block: np.ndarray) -> np.ndarray:
@@ -331,30 +324,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     device = _device(args.model, args.device)
     try:
-        model, payload = load_predictor(args.model, device)
+        model, checkpoint = load_predictor(args.model, device)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    class_names = tuple(payload.get("class_names") or ())
+    class_names = checkpoint.class_names
     try:
-        threshold, source = resolve_threshold(args.threshold, payload, args.operating_point)
+        threshold, source = resolve_threshold(args.threshold, checkpoint, args.operating_point)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     items, skipped = collect_items(args.inputs)
-    items, x, unreadable = load_images(items, preprocess_config(payload))
+    items, x, unreadable = load_images(items, checkpoint.preprocess)
     for path, reason in [*skipped, *unreadable]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if not items:
         print("error: no readable images to classify", file=sys.stderr)
         return 1
-    tta = int(args.tta if args.tta is not None else payload.get("tta", 1))
+    tta = int(args.tta if args.tta is not None else checkpoint.tta)
     try:
         probs = predict_all(model, x, batch_size=args.batch_size, device=device, tta=tta)
     except ValueError as err:
         print(f"error: --tta: {err}", file=sys.stderr)
         return 2
-    probs, calibration = calibrated(probs, payload)
+    probs, calibration = calibrated(probs, checkpoint)
     table = prediction_table(items, probs, class_names, threshold)
     print(f"model {args.model} ({', '.join(class_names)}); threshold {threshold:.2f} on P(PNEUMONIA) ({source}); "
           + (f"test-time augmentation: {tta} views averaged" if tta > 1 else "no test-time augmentation")

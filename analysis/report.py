@@ -31,9 +31,10 @@ import pandas as pd
 from analysis.experiment import Experiment
 from analysis.leaderboard import build_leaderboard, select_winners, top_table, winner_rule
 from analysis.model_card import settings_table, write_model_cards
-from analysis.operating_points import requirements
+from analysis.results import ModelResult, ReportResult, RetrainResult, RetrainSettings
 from analysis.retrain import add_retrain_args, retrain_and_evaluate
 from analysis.search_plots import write_search_plots
+from search.experiment import PARAM_COLUMNS
 from search.tracking import INSTALL_HINT, add_mlflow_args, mlflow_requested
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def markdown_table(df: pd.DataFrame) -> str:
 # ------------------------------------------------------------------------------------------------ Grad-CAM
 
 
-def write_gradcam(winner: dict[str, Any], arrays, path: Path, n_wrong: int = 2) -> Path | None:
+def write_gradcam(winner: ModelResult, arrays, path: Path, n_wrong: int = 2) -> Path | None:
     """Test-set Grad-CAM of a winner's saved model: per class its most confident correct image and worst misses."""
     from analysis.plots import plot_gradcam_grid
     from cxrmodels.evaluate import select_examples
@@ -158,12 +159,12 @@ def write_gradcam(winner: dict[str, Any], arrays, path: Path, n_wrong: int = 2) 
     from cxrmodels.train.checkpoint import load_model
     from cxrmodels.train.loop import predict_proba
 
-    model, payload = load_model(winner["files"]["model"])
+    model, checkpoint = load_model(winner.files["model"])
     x, y = arrays.x["test"], arrays.y["test"]
     if not len(x):
         return None
     probs = predict_proba(model, x)
-    names = list(payload["class_names"])
+    names = list(checkpoint.class_names)
     examples = select_examples(y, probs, names, n_wrong=n_wrong)
     if examples.empty:
         return None
@@ -171,29 +172,29 @@ def write_gradcam(winner: dict[str, Any], arrays, path: Path, n_wrong: int = 2) 
     maps = grad_cam_images(model, x[idx], [names.index(p) for p in examples["pred"]])
     images = [overlay(x[i], m) for i, m in zip(idx, maps, strict=True)]
     return plot_gradcam_grid(images, examples, path,
-                             title=f"winner {winner['winner']} ({winner['trial_id']}): Grad-CAM on test images")
+                             title=f"winner {winner.winner} ({winner.trial_id}): Grad-CAM on test images")
 
 
 # ------------------------------------------------------------------------------------------------ sections
 
 
-def build_results_table(winners: list[dict[str, Any]]) -> pd.DataFrame:
+def build_results_table(winners: Sequence[ModelResult]) -> pd.DataFrame:
     """One row per winner, mean ± std over its runs of the headline test metrics."""
     keys = ("threshold", "val_f1", "test_accuracy", "test_sensitivity", "test_specificity", "test_precision",
             "test_f1", "test_auc", "test_collapsed", "test_accuracy_3class", "test_macro_f1_3class")
     rows = []
     for w in winners:
-        s = w["summary"]
-        rows.append({"winner": w["winner"], "trial": w["trial_id"], "runs": int(s["n"].max()),
+        s = w.summary
+        rows.append({"winner": w.winner, "trial": w.trial_id, "runs": int(s["n"].max()),
                      **{k: s.loc[k, "mean_std"] for k in keys if k in s.index}})
     return pd.DataFrame(rows)
 
 
-def build_anchor_table(winners: list[dict[str, Any]], data_label: str) -> pd.DataFrame:
+def build_anchor_table(winners: Sequence[ModelResult], data_label: str) -> pd.DataFrame:
     rows = [dict(a) for a in ANCHORS]
     if winners:
-        s = winners[0]["summary"]["mean_std"]
-        label = f"This report, winner 1 ({winners[0]['trial_id']})"
+        s = winners[0].summary["mean_std"]
+        label = f"This report, winner 1 ({winners[0].trial_id})"
         split = f"{data_label}; threshold chosen on validation"
         rows.append({"source": label, "data / split": split, "metric": "binary F1 @ threshold (test)",
                      "value": f"{s['test_f1']} @ {s['threshold']}"})
@@ -224,16 +225,16 @@ def external_comparison(internal: pd.DataFrame, external: pd.DataFrame) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def write_external_section(rep: Report, winner: dict[str, Any]) -> None:
+def write_external_section(rep: Report, winner: ModelResult) -> None:
     """Each external set of one winner: the comparison table and, in plain words, what a large drop means."""
-    for name, ext in winner["external"].items():
-        table = external_comparison(winner["summary"], ext["summary"])
-        rep.p(f"External validation on {name} ({ext['path']}, {ext['images']} images): the same runs, at the "
+    for name, ext in winner.external.items():
+        table = external_comparison(winner.summary, ext.summary)
+        rep.p(f"External validation on {name} ({ext.path}, {ext.images} images): the same runs, at the "
               "threshold each chose on validation. Nothing was fitted on this set (no weights, threshold, "
               "calibration or early stopping). drop = internal mean minus external mean.")
-        if ext.get("skipped"):
-            rep.p(f"{ext['skipped']} file(s) of {name} could not be used and were left out; each is listed with its "
-                  f"reason in {Path(ext['skipped_file']).name}.")
+        if ext.skipped:
+            rep.p(f"{ext.skipped} file(s) of {name} could not be used and were left out; each is listed with its "
+                  f"reason in {Path(str(ext.skipped_file)).name}.")
         rep.table(table)
         big = table[table["metric"].isin(("accuracy", "auc", "accuracy_3class")) & (table["drop"] >= NOTABLE_DROP)]
         if len(big):
@@ -247,15 +248,15 @@ def split_sizes(exp: Experiment) -> pd.DataFrame:
 
 
 def write_search_sections(rep: Report, exp: Experiment, board: pd.DataFrame, search_files: dict[str, Path],
-                          args: argparse.Namespace) -> str:
+                          settings: RetrainSettings) -> str:
     """The header, split sizes, leaderboard and search plots; returns the data label the anchor table uses."""
     cfg = exp.config
-    data_label = f"data {cfg.get('data')} (n={len(exp.manifest)}, split seed {exp.split_config().seed})"
+    data_label = f"data {cfg.data} (n={len(exp.manifest)}, split seed {exp.split_config().seed})"
     rep.h(f"Analysis of experiment {exp.path.name}", 1)
     rep.table(settings_table({"experiment folder": exp.path, "task": exp.task,
-                              "objective": f"{exp.objective} ({exp.mode})", "searcher": cfg.get("searcher"),
-                              "scheduler": cfg.get("scheduler"), "trials": len(exp.results),
-                              "search seed": cfg.get("seed"), "data source": cfg.get("data")}))
+                              "objective": f"{exp.objective} ({exp.mode})", "searcher": cfg.searcher,
+                              "scheduler": cfg.scheduler, "trials": len(exp.results),
+                              "search seed": cfg.seed, "data source": cfg.data}))
     rep.p("Preprocessing, per searched image size, and the split (read from split_manifest.csv, never re-derived):")
     rep.table(preprocessing_table(exp))
     rep.table(settings_table(dataclasses.asdict(exp.split_config())))
@@ -265,8 +266,8 @@ def write_search_sections(rep: Report, exp: Experiment, board: pd.DataFrame, sea
     counts = ", ".join(f"{status} {n}" for status, n in board["status"].value_counts().items())
     rep.p(f"Trials by status: {counts}; collapsed trials: "
           f"{int(board['collapsed'].astype(str).str.lower().isin(('true', '1')).sum())}. Full table: leaderboard.csv.")
-    rep.table(top_table(board, max(10, args.top_k), exp.objective, exp.mode))
-    rep.p(winner_rule(args.top_k, exp.objective, exp.mode, args.allow_collapsed))
+    rep.table(top_table(board, max(10, settings.top_k), exp.objective, exp.mode))
+    rep.p(winner_rule(settings.top_k, exp.objective, exp.mode, settings.allow_collapsed))
     rep.h("The search")
     captions = {"learning_curves": "Train/val loss and accuracy of every trial; winners in colour",
                 "optimizer_lr_heatmap": "Best validation score per optimizer x learning-rate decade",
@@ -278,56 +279,52 @@ def write_search_sections(rep: Report, exp: Experiment, board: pd.DataFrame, sea
     return data_label
 
 
-def build_report(exp: Experiment, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Run every step and write report.md / report.html; returns the pieces (for tests and timings)."""
-    timings: dict[str, float] = {}
+def build_report(exp: Experiment, out: Path, settings: RetrainSettings) -> ReportResult:
+    """Run every step and write report.md / report.html (and model_card.md); returns what was computed."""
     t0 = time.perf_counter()
     rep = Report(out)
-    winners = select_winners(exp.results, args.top_k, exp.mode, args.allow_collapsed)
+    winners = select_winners(exp.results, settings.top_k, exp.mode, settings.allow_collapsed)
     board = build_leaderboard(exp, winners)
     board.to_csv(out / "leaderboard.csv", index=False)
-    timings["leaderboard"] = time.perf_counter() - t0
+    result = ReportResult(winners=winners, leaderboard=board, search_files={},
+                          timings={"leaderboard": time.perf_counter() - t0})  # fmt: skip
     t = time.perf_counter()
-    search_files = write_search_plots(exp, out / "search", list(winners["trial_id"]))
-    timings["search_plots"] = time.perf_counter() - t
-    data_label = write_search_sections(rep, exp, board, search_files, args)
-    result: dict[str, Any] = {"winners": winners, "leaderboard": board, "search_files": search_files,
-                              "timings": timings}
+    result.search_files = write_search_plots(exp, out / "search", list(winners["trial_id"]))
+    result.timings["search_plots"] = time.perf_counter() - t
+    data_label = write_search_sections(rep, exp, board, result.search_files, settings)
     if winners.empty:
         rep.p("No eligible trial: every trial failed or collapsed. Nothing was retrained. "
               "Re-run with --allow-collapsed to analyse collapsed trials anyway (they will be flagged).")
-    else:
-        result["retrains"] = {}
-        for task, sub in retrain_folders(args.task):
-            t = time.perf_counter()
-            rt = retrain_and_evaluate(exp, out / sub, winners, seeds=range(args.seeds), folds=args.folds,
-                                      task=task, epochs=args.epochs, device=args.device, no_ray=args.no_ray,
-                                      cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                                      external=args.external, tta=args.tta, calibrate=args.calibrate,
-                                      operating=requirements(args.min_sensitivity, args.min_specificity))
-            suffix = "" if sub == "retrain" else f" ({rt['task']})"
-            timings["retrain_evaluate" + suffix] = time.perf_counter() - t
-            t = time.perf_counter()
-            for w in rt["winners"]:
-                w["files"]["gradcam"] = write_gradcam(w, rt["arrays"][w["size"]], out / sub /
-                                                      f"winner_{w['winner']}" / "gradcam.png")
-            timings["gradcam" + suffix] = time.perf_counter() - t
-            write_retrain_sections(rep, rt, args, data_label)
-            result["retrains"][sub] = rt
-        result["retrain"] = next(iter(result["retrains"].values()))
-    t = time.perf_counter()
-    timings["total_before_writing"] = time.perf_counter() - t0
+    for task, sub in retrain_folders(settings.task) if not winners.empty else []:
+        result.retrains[sub] = retrain_section(rep, exp, out / sub, winners, settings, task, data_label,
+                                               result.timings)  # fmt: skip
+    result.timings["total_before_writing"] = time.perf_counter() - t0
     rep.h("Timings (seconds)")
-    rep.table(pd.DataFrame({"step": list(timings), "seconds": [round(v, 1) for v in timings.values()]}))
+    rep.table(pd.DataFrame({"step": list(result.timings), "seconds": [round(v, 1) for v in result.timings.values()]}))
     (out / "report.md").write_text(rep.markdown())
-    if result.get("retrains"):  # model_card.md beside the report, and the same cards at the end of report.html
-        cards = write_model_cards(lambda: Report(out), exp, result["retrains"], {
+    if result.retrains:  # model_card.md beside the report, and the same cards at the end of report.html
+        cards = write_model_cards(lambda: Report(out), exp, result.retrains, {
             "preprocessing": preprocessing_table(exp), "split_sizes": split_sizes(exp),
-            "anchors": pd.DataFrame(ANCHORS)})
+            "anchors": pd.DataFrame(ANCHORS)})  # fmt: skip
         (out / "model_card.md").write_text(cards.markdown())
         rep.blocks.extend(cards.blocks)
     (out / "report.html").write_text(rep.html(f"Analysis of {exp.path.name}"))
     return result
+
+
+def retrain_section(rep: Report, exp: Experiment, out: Path, winners: pd.DataFrame, settings: RetrainSettings,
+                    task: str | None, data_label: str, timings: dict[str, float]) -> RetrainResult:
+    """One task's retraining, its Grad-CAM figures and its sections of the report."""
+    t = time.perf_counter()
+    rt = retrain_and_evaluate(exp, out, winners, settings, task)
+    suffix = "" if out.name == "retrain" else f" ({rt.task})"
+    timings["retrain_evaluate" + suffix] = time.perf_counter() - t
+    t = time.perf_counter()
+    for w in rt.winners:
+        w.files["gradcam"] = write_gradcam(w, rt.arrays[w.size], out / f"winner_{w.winner}" / "gradcam.png")
+    timings["gradcam" + suffix] = time.perf_counter() - t
+    write_retrain_sections(rep, rt, data_label)
+    return rt
 
 
 def retrain_folders(task: str | None) -> list[tuple[str | None, str]]:
@@ -338,80 +335,79 @@ def retrain_folders(task: str | None) -> list[tuple[str | None, str]]:
     return [(task, "retrain")]
 
 
-def write_retrain_sections(rep: Report, rt: dict[str, Any], args: argparse.Namespace, data_label: str) -> None:
-    how = (f"patient-grouped {len(rt['folds'])}-fold cross-validation over train+val (manifest fold column), "
-           f"seed {rt['seeds'][0]}+fold" if rt["folds"] else f"seeds {rt['seeds']} on the saved train split")
-    rep.h(f"Retrained winners: {'binary' if rt['task'] == 'binary' else '3-class'} models")
-    rep.p(f"Each winner retrained from scratch ({how}), task {rt['task']}, the validation split for early stopping "
+def write_retrain_sections(rep: Report, rt: RetrainResult, data_label: str) -> None:
+    how = (f"patient-grouped {len(rt.folds)}-fold cross-validation over train+val (manifest fold column), "
+           f"seed {rt.seeds[0]}+fold" if rt.folds else f"seeds {rt.seeds} on the saved train split")
+    rep.h(f"Retrained winners: {'binary' if rt.task == 'binary' else '3-class'} models")
+    rep.p(f"Each winner retrained from scratch ({how}), task {rt.task}, the validation split for early stopping "
           f"and for choosing the threshold (F1-best of 0.10..0.90 by 0.05 on validation, ties to the threshold "
           f"nearest 0.5); the test split scored once per run at that threshold. Figures are mean ± std over runs. "
-          f"{len(rt['runs'])} runs in {rt['wall_s']:.0f} s ({'Ray tasks' if rt['used_ray'] else 'sequential'}). "
-          + (f"Every prediction averages {rt['tta']} test-time views (small shifts and zooms)." if rt["tta"] > 1
+          f"{len(rt.runs)} runs in {rt.wall_s:.0f} s ({'Ray tasks' if rt.used_ray else 'sequential'}). "
+          + (f"Every prediction averages {rt.tta} test-time views (small shifts and zooms)." if rt.tta > 1
              else "No test-time augmentation."))
-    rep.table(build_results_table(rt["winners"] + ([rt["ensemble"]] if rt.get("ensemble") else [])))
+    rep.table(build_results_table(rt.models))
     rep.h("Beside the published anchors")
     rep.p("Different data, splits and protocols: the anchors are context, not a like-for-like comparison. Study B "
           "chose its threshold on the test set; here it is chosen on validation.")
-    rep.table(build_anchor_table(rt["winners"], data_label))
-    for w in rt["winners"]:
-        rep.h(f"Winner {w['winner']}: trial {w['trial_id']}", 3)
-        shown = {k: v for k, v in w["config"].items() if k in ("backbone", "optimizer", "lr", "batch_size", "epochs",
-                                                                 "image_size", "dropout", "weight_decay")}
-        rep.p(f"Saved model (the run best on validation): winner_{w['winner']}/{w['files']['model'].name}, "
-              f"threshold {w['evals'][w['best']]['metrics']['threshold']:.2f}. Its configuration:")
+    rep.table(build_anchor_table(rt.winners, data_label))
+    for w in rt.winners:
+        rep.h(f"Winner {w.winner}: trial {w.trial_id}", 3)
+        shown = {k: w.config[k] for k in PARAM_COLUMNS if k in w.config}
+        rep.p(f"Saved model (the run best on validation): winner_{w.winner}/{w.files['model'].name}, "
+              f"threshold {w.threshold:.2f}. Its configuration:")
         rep.table(settings_table(shown))
-        rep.table(w["summary"].reset_index()[["metric", "mean_std", "min", "max", "n"]])
-        sweep = pd.read_csv(w["files"]["threshold_sweep"])
+        rep.table(w.summary.reset_index()[["metric", "mean_std", "min", "max", "n"]])
+        sweep = pd.read_csv(w.files["threshold_sweep"])
         cols = ["threshold", "val_f1_mean", "test_precision_mean", "test_recall_mean", "test_specificity_mean",
                 "test_f1_mean", "test_f1_std", "runs_choosing"]
         rep.p("Threshold sweep (mean over runs; threshold_sweep.csv has the std of every column):")
         rep.table(sweep[cols].round(3))
-        if "per_class" in w["files"]:
+        if "per_class" in w.files:
             rep.p("3-class per-class metrics on test (mean ± std over runs):")
-            rep.table(pd.read_csv(w["files"]["per_class"]))
+            rep.table(pd.read_csv(w.files["per_class"]))
         write_external_section(rep, w)
         write_calibration_section(rep, w)
         write_operating_section(rep, w)
         write_intervals_section(rep, w, "the saved model (the run best on validation)")
-        rep.image(w["files"]["pr_curve"], "Test precision-recall, every threshold marked with its F1; ringed: the "
+        rep.image(w.files["pr_curve"], "Test precision-recall, every threshold marked with its F1; ringed: the "
                                           "threshold chosen on validation (representative run)")
-        rep.image(w["files"]["roc_curve"], "Test ROC with AUC (representative run)")
-        rep.image(w["files"]["confusion_png"], "Test confusion matrix, counts and row-normalised (representative run)")
-        if w["files"].get("gradcam"):
-            rep.image(w["files"]["gradcam"], "Grad-CAM on test images: per class a correct one and the worst misses")
+        rep.image(w.files["roc_curve"], "Test ROC with AUC (representative run)")
+        rep.image(w.files["confusion_png"], "Test confusion matrix, counts and row-normalised (representative run)")
+        if w.files.get("gradcam"):
+            rep.image(w.files["gradcam"], "Grad-CAM on test images: per class a correct one and the worst misses")
         from analysis.plots import plot_learning_curves
 
-        curves = plot_learning_curves(w["history"].assign(run=lambda d: "seed" + d["seed"].astype(str) +
+        curves = plot_learning_curves(w.history.assign(run=lambda d: "seed" + d["seed"].astype(str) +
                                                           d["fold"].map(lambda f: "" if f < 0 else f"/fold{f}")),
-                                      w["files"]["model"].parent / "retrain_curves.png",
-                                      title=f"winner {w['winner']}: retraining runs")
+                                      w.files["model"].parent / "retrain_curves.png",
+                                      title=f"winner {w.winner}: retraining runs")
         rep.image(curves, "Learning curves of the retraining runs")
-    if rt.get("ensemble"):
-        write_ensemble_section(rep, rt["ensemble"], rt["seeds"])
+    if rt.ensemble:
+        write_ensemble_section(rep, rt.ensemble, rt.seeds)
 
 
-def write_ensemble_section(rep: Report, ens: dict[str, Any], seeds: Sequence[int]) -> None:
-    threshold = ens["evals"][0]["metrics"]["threshold"]
-    rep.h(f"Ensemble: the {ens['members']} retrained runs as one model", 3)
+def write_ensemble_section(rep: Report, ens: ModelResult, seeds: Sequence[int]) -> None:
+    threshold = ens.threshold
+    rep.h(f"Ensemble: the {ens.members} retrained runs as one model", 3)
     rep.p(f"The mean of the class probabilities of every run above at winner 1's image size (trials "
-          f"{ens['trial_id'].replace('+', ', ')}; seeds {list(seeds)}), scored like a single model: the threshold "
+          f"{ens.trial_id.replace('+', ', ')}; seeds {list(seeds)}), scored like a single model: the threshold "
           f"({threshold:.2f}) chosen on validation from the averaged predictions, test and external sets only scored. "
-          f"Saved as {ens['files']['model'].parent.name}/model.pt; python -m analysis.predict --model accepts it. "
+          f"Saved as {ens.files['model'].parent.name}/model.pt; python -m analysis.predict --model accepts it. "
           "One ensemble, so no ± here: the ± of the rows above is the spread over single runs.")
-    rep.table(ens["summary"].reset_index()[["metric", "mean"]].rename(columns={"mean": "value"}))
-    if "per_class" in ens["files"]:
-        rep.table(pd.read_csv(ens["files"]["per_class"]))
-    rep.image(ens["files"]["pr_curve"], "Ensemble: test precision-recall; ringed: the threshold chosen on validation")
-    rep.image(ens["files"]["confusion_png"], "Ensemble: test confusion matrix, counts and row-normalised")
+    rep.table(ens.summary.reset_index()[["metric", "mean"]].rename(columns={"mean": "value"}))
+    if "per_class" in ens.files:
+        rep.table(pd.read_csv(ens.files["per_class"]))
+    rep.image(ens.files["pr_curve"], "Ensemble: test precision-recall; ringed: the threshold chosen on validation")
+    rep.image(ens.files["confusion_png"], "Ensemble: test confusion matrix, counts and row-normalised")
     write_external_section(rep, ens)
     write_calibration_section(rep, ens)
     write_operating_section(rep, ens)
     write_intervals_section(rep, ens, "the ensemble")
 
 
-def write_intervals_section(rep: Report, winner: dict[str, Any], what: str) -> None:
+def write_intervals_section(rep: Report, winner: ModelResult, what: str) -> None:
     """The headline figures of one saved model with 95% bootstrap intervals, test and external side by side."""
-    table = winner.get("intervals")
+    table = winner.intervals
     if table is None or table.empty:
         return
     rep.p(f"95% bootstrap intervals of {what}: value [low, high] over 2,000 resamples of the patients (all X-rays of "
@@ -421,9 +417,9 @@ def write_intervals_section(rep: Report, winner: dict[str, Any], what: str) -> N
     rep.table(table.reset_index())
 
 
-def write_operating_section(rep: Report, winner: dict[str, Any]) -> None:
+def write_operating_section(rep: Report, winner: ModelResult) -> None:
     """The requested operating points: the validation-chosen threshold and what each set achieved at it."""
-    op = winner.get("operating")
+    op = winner.operating
     if not op:
         return
     rep.p("Operating points you asked for (--min-sensitivity / --min-specificity): each run's threshold chosen on its "
@@ -431,17 +427,17 @@ def write_operating_section(rep: Report, winner: dict[str, Any]) -> None:
           "and external rows show what was actually achieved there (mean and std over runs). Study B's F1-best "
           "threshold above stays the default decision; the saved model stores both (analysis.predict "
           "--operating-point NAME).")
-    for message in op["unmet"]:
+    for message in op.unmet:
         rep.p(f"Not met on validation: {message}")
-    if len(op["table"]):
+    if len(op.table):
         cols = ["threshold_mean", "sensitivity_mean", "sensitivity_std", "specificity_mean", "specificity_std",
                 "accuracy_mean", "precision_mean"]
-        rep.table(op["table"][cols].reset_index().round(3))
+        rep.table(op.table[cols].reset_index().round(3))
 
 
-def write_calibration_section(rep: Report, winner: dict[str, Any]) -> None:
+def write_calibration_section(rep: Report, winner: ModelResult) -> None:
     """ECE before and after temperature scaling on every held-out set, and the reliability diagram."""
-    table = winner.get("calibration")
+    table = winner.calibration
     if table is None:
         rep.p("Probabilities are the models' own (--no-calibration): no temperature scaling.")
         return
@@ -453,7 +449,7 @@ def write_calibration_section(rep: Report, winner: dict[str, Any]) -> None:
           "class's probability (lower is better); the test and external rows were never used to fit T.")
     shown = table.reset_index()[["set", "ece_before_mean", "ece_after_mean", "ece_before_std", "ece_after_std"]]
     rep.table(shown.round(4))
-    rep.image(winner["files"]["reliability"], "Reliability on test before and after temperature scaling "
+    rep.image(winner.files["reliability"], "Reliability on test before and after temperature scaling "
                                               "(representative run)")
 
 
@@ -487,17 +483,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     exp = Experiment(args.experiment)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = build_report(exp, args.out, args)
+    result = build_report(exp, args.out, RetrainSettings.from_args(args))
     if tracked:
         from analysis.tracking import log_report
 
         print(f"logged to MLflow: run {log_report(exp, args.out, result, args.mlflow_uri)}")
     print(f"report written to {args.out / 'report.md'} and {args.out / 'report.html'} "
-          f"in {time.perf_counter() - start:.1f} s; winners {list(result['winners']['trial_id'])}")
-    for sub, rt in result.get("retrains", {}).items():
-        print(f"retrained best {rt['task']} model: {args.out / sub / 'best_model.pt'}")
-        if rt.get("ensemble"):
-            print(f"ensemble of {rt['ensemble']['members']} {rt['task']} runs: {rt['ensemble']['files']['model']}")
+          f"in {time.perf_counter() - start:.1f} s; winners {list(result.winners['trial_id'])}")
+    for sub, rt in result.retrains.items():
+        print(f"retrained best {rt.task} model: {args.out / sub / 'best_model.pt'}")
+        if rt.ensemble:
+            print(f"ensemble of {rt.ensemble.members} {rt.task} runs: {rt.ensemble.model_file}")
     return 0
 
 

@@ -31,7 +31,8 @@ from analysis.evaluation import evaluate_external, evaluate_run, summarise, vali
 from analysis.experiment import Experiment, SplitArrays, trial_config
 from analysis.intervals import model_intervals
 from analysis.leaderboard import experiment_and_winners
-from analysis.operating_points import Requirement, operating_table, requirements, stored_points
+from analysis.operating_points import Requirement, operating_table, stored_points
+from analysis.results import ExternalScore, ModelResult, OperatingResult, RetrainResult, RetrainSettings
 from cxrmodels.progress import active as progress_active
 from cxrmodels.progress import bar
 
@@ -92,7 +93,7 @@ def load_externals(exp: Experiment, paths: Sequence[str], sizes: Sequence[int]) 
             name += "_"
         try:
             by_size = {size: load_labelled(str(Path(path).expanduser()), exp.preprocess_config(size),
-                                           cache_dir=exp.config.get("cache_dir"), class_map=exp.config.get("class_map"))
+                                           cache_dir=exp.config.cache_dir, class_map=exp.config.class_map)
                        for size in sizes}
         except (FileNotFoundError, ValueError) as err:
             raise ValueError(f"--external {path}: {err}") from None
@@ -134,8 +135,8 @@ def train_run(spec: RunSpec, arrays: SplitArrays, threads: int | None = None,
         trainer.run_epoch()
         if report is not None:
             report(trainer.epoch, cfg.epochs)
-    payload = trainer.checkpoint_payload()  # best-val-loss weights
-    trainer.model.load_state_dict(payload["model"])
+    checkpoint = trainer.checkpoint()  # best-val-loss weights
+    trainer.model.load_state_dict(dict(checkpoint.weights))
 
     def predict(x: np.ndarray) -> np.ndarray:
         return predict_proba(trainer.model, x, device=trainer.device, tta=spec.tta)
@@ -143,7 +144,7 @@ def train_run(spec: RunSpec, arrays: SplitArrays, threads: int | None = None,
     probs_val, probs_test = predict(val_x), predict(arrays.x["test"])
     probs_external = {name: predict(x) for name, x in (externals or {}).items()}
     return {"spec": spec, "y_val": val_y, "probs_val": probs_val, "probs_test": probs_test,
-            "probs_external": probs_external, "payload": payload,
+            "probs_external": probs_external, "checkpoint": checkpoint,
             "history": pd.DataFrame(trainer.history), "epochs_run": trainer.epoch,
             "time_s": time.perf_counter() - start}
 
@@ -259,27 +260,26 @@ def load_arrays_by_size(exp: Experiment, specs: Sequence[RunSpec], task: str) ->
     return {size: exp.load_arrays(size, task) for size in sizes}
 
 
-def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, seeds: Sequence[int] = (0, 1, 2),
-                         folds: bool = False, task: str | None = None, epochs: int | None = None, device: str = "cpu",
-                         no_ray: bool = False, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
-                         external: Sequence[str] = (), tta: int = 1, calibrate: bool = True,
-                         operating: Sequence[Requirement] = ()) -> dict[str, Any]:
-    """Retrain every winner, evaluate every run (on test, and on each ``external`` labelled folder at the threshold
-    chosen on validation), write per-winner outputs; returns what the report shows. ``calibrate``: temperature
-    scaling fitted on each run's validation predictions (``analysis.calibration``) before anything is scored."""
+def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, settings: RetrainSettings,
+                         task: str | None = None) -> RetrainResult:
+    """Retrain every winner, evaluate every run (on test, and on each external labelled folder at the threshold
+    chosen on validation), write per-winner outputs; returns what the report shows. ``task``: the task to retrain
+    for (default: the settings', else the experiment's). With ``settings.calibrate``, temperature scaling is fitted
+    on each run's validation predictions (``analysis.calibration``) before anything is scored."""
     out.mkdir(parents=True, exist_ok=True)
-    task = task or exp.task
+    task = task or settings.task or exp.task
+    seeds, operating = list(range(settings.seeds)), settings.operating
     fold_ids: list[int] = []
-    if folds:
+    if settings.folds:
         fold_ids = sorted(int(f) for f in exp.manifest["fold"].unique() if int(f) >= 0)
         if not fold_ids:
             raise ValueError("--folds: the split manifest has no fold column values (folds=0 at search time)")
-    specs = build_run_specs(winners, list(seeds), fold_ids, task, epochs, device, tta)
+    specs = build_run_specs(winners, seeds, fold_ids, task, settings.epochs, settings.device, settings.tta)
     arrays_by_size = load_arrays_by_size(exp, specs, task)
-    externals = load_externals(exp, external, sorted(arrays_by_size))
-    start = time.perf_counter()
-    runs = run_all(specs, arrays_by_size, should_use_ray(no_ray), cpus_per_run, gpus_per_run, externals)
-    if calibrate:
+    externals = load_externals(exp, settings.external, sorted(arrays_by_size))
+    start, use_ray = time.perf_counter(), should_use_ray(settings.no_ray)
+    runs = run_all(specs, arrays_by_size, use_ray, settings.cpus_per_run, settings.gpus_per_run, externals)
+    if settings.calibrate:
         runs = [calibrate_run(r) for r in runs]
     wall = time.perf_counter() - start
     rows, winners_out = [], []
@@ -292,19 +292,17 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, *, s
     runs_table = pd.DataFrame(rows)
     runs_table.to_csv(out / "runs.csv", index=False)
     if winners_out:
-        shutil.copyfile(winners_out[0]["files"]["model"], out / "best_model.pt")
+        shutil.copyfile(winners_out[0].model_file, out / "best_model.pt")
     ensemble = build_ensemble(runs, arrays_by_size, externals, out / "ensemble", operating) if runs else None
-    return {"runs": runs_table, "winners": winners_out, "ensemble": ensemble, "arrays": arrays_by_size, "wall_s": wall,
-            "seeds": list(seeds), "folds": fold_ids, "task": task, "used_ray": should_use_ray(no_ray), "tta": tta}
+    return RetrainResult(task=task, runs=runs_table, winners=winners_out, ensemble=ensemble, arrays=arrays_by_size,
+                         wall_s=wall, seeds=seeds, folds=fold_ids, used_ray=use_ray, tta=settings.tta)
 
 
 def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdir: Path,
                     externals: Sequence[ExternalSet],
-                    operating: Sequence[Requirement] = ()) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                    operating: Sequence[Requirement] = ()) -> tuple[ModelResult, list[dict[str, Any]]]:
     """One winner's runs: test evaluation, the saved representative model (best on validation), per-winner files,
     and each external set scored at each run's validation threshold. Returns (the winner, its rows of runs.csv)."""
-    from cxrmodels.train.checkpoint import save_checkpoint
-
     evals = [evaluate_run(r["y_val"], r["probs_val"], arrays.y["test"], r["probs_test"], arrays.class_names)
              for r in mine]
     best = int(np.argmax([validation_score(e) for e in evals]))
@@ -312,12 +310,13 @@ def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdi
     trial_id = mine[0]["spec"].trial_id
     files = write_winner_outputs(wdir, evals, labels, best, arrays.class_names, arrays.y["test"],
                                  f"winner {k} ({trial_id})")
-    payload = {**mine[best]["payload"], "threshold": float(evals[best]["metrics"]["threshold"]),
-               "threshold_chosen_on": "validation", "source_trial": trial_id, "tta": mine[best]["spec"].tta,
-               **({"temperature": mine[best]["temperature"]} if "temperature" in mine[best] else {}),
-               "operating_points": stored_points(mine[best], evals[best]["metrics"]["threshold"], operating,
-                                                 arrays.class_names)}
-    files["model"] = save_checkpoint(wdir / "model.pt", payload)
+    chosen = mine[best]["checkpoint"]
+    files["model"] = chosen.replace(
+        threshold=float(evals[best]["metrics"]["threshold"]), tta=mine[best]["spec"].tta,
+        temperature=mine[best].get("temperature"),
+        operating_points=stored_points(mine[best], evals[best]["metrics"]["threshold"], operating, arrays.class_names),
+        info={**chosen.info, "threshold_chosen_on": "validation", "source_trial": trial_id},
+    ).save(wdir / "model.pt")  # fmt: skip
     history = pd.concat([r["history"].assign(**r["spec"].label) for r in mine], ignore_index=True)
     files["history"] = wdir / "history.csv"
     history.to_csv(files["history"], index=False)
@@ -328,17 +327,17 @@ def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdi
             for r, e in zip(mine, evals, strict=True)]
     scored = score_externals(mine, externals, arrays.class_names, wdir)
     for name, ext in scored.items():
-        files[f"external_{name}"] = ext["file"]
-        for row, e in zip(rows, ext["evals"], strict=True):
+        files[f"external_{name}"] = ext.file
+        for row, e in zip(rows, ext.evals, strict=True):
             row.update({f"{name}:{key.removeprefix('test_')}": v for key, v in e["metrics"].items()
                         if key.startswith("test_")})
-    winner = {"winner": k, "trial_id": trial_id, "config": mine[0]["spec"].config, "evals": evals, "best": best,
-              "summary": summary, "files": files, "history": history, "class_names": arrays.class_names,
-              "size": int(mine[0]["spec"].config["image_size"]), "external": scored,
-              "calibration": winner_calibration(mine, best, arrays, externals, files, wdir, f"winner {k}"),
-              "operating": winner_operating(mine, operating, arrays, externals, files, wdir),
-              "intervals": winner_intervals(mine[best], evals[best]["metrics"]["threshold"], arrays, externals,
-                                            files, wdir)}
+    winner = ModelResult(
+        winner=k, trial_id=trial_id, config=mine[0]["spec"].config, evals=evals, best=best, summary=summary,
+        files=files, history=history, class_names=arrays.class_names, size=int(mine[0]["spec"].config["image_size"]),
+        external=scored, calibration=winner_calibration(mine, best, arrays, externals, files, wdir, f"winner {k}"),
+        operating=winner_operating(mine, operating, arrays, externals, files, wdir),
+        intervals=winner_intervals(mine[best], evals[best]["metrics"]["threshold"], arrays, externals, files, wdir),
+    )  # fmt: skip
     return winner, rows
 
 
@@ -361,7 +360,7 @@ def winner_intervals(run: dict[str, Any], threshold: float, arrays: SplitArrays,
 
 
 def winner_operating(runs: Sequence[dict[str, Any]], operating: Sequence[Requirement], arrays: SplitArrays,
-                     externals: Sequence[ExternalSet], files: dict[str, Path], folder: Path) -> dict[str, Any] | None:
+                     externals: Sequence[ExternalSet], files: dict[str, Path], folder: Path) -> OperatingResult | None:
     """What each requested operating point achieves per set (``operating_points.csv``), and the requirements that
     validation could not meet; None when none was requested."""
     if not operating:
@@ -370,7 +369,7 @@ def winner_operating(runs: Sequence[dict[str, Any]], operating: Sequence[Require
                                    arrays.class_names)
     files["operating_points"] = folder / "operating_points.csv"
     table.to_csv(files["operating_points"])
-    return {"table": table, "unmet": unmet}
+    return OperatingResult(table=table, unmet=unmet)
 
 
 def winner_calibration(runs: Sequence[dict[str, Any]], best: int, arrays: SplitArrays,
@@ -386,7 +385,7 @@ def winner_calibration(runs: Sequence[dict[str, Any]], best: int, arrays: SplitA
 
 
 def score_externals(runs: Sequence[dict[str, Any]], externals: Sequence[ExternalSet], class_names: Sequence[str],
-                    folder: Path) -> dict[str, dict[str, Any]]:
+                    folder: Path) -> dict[str, ExternalScore]:
     """Each external set scored by each run at its validation threshold: per set the evaluations, their summary
     (written to ``folder/external_<name>_summary.csv``), its path, image count and the files left out (unreadable
     or unlabelled; listed with their reasons in ``folder/external_<name>_skipped.csv``)."""
@@ -403,19 +402,19 @@ def score_externals(runs: Sequence[dict[str, Any]], externals: Sequence[External
         summary.to_csv(path)
         skipped = write_skipped_report(data.skipped, folder / f"external_{ext.name}_skipped.csv") if data.skipped \
             else None
-        scored[ext.name] = {"path": ext.path, "images": len(data.labels), "evals": evals, "summary": summary,
-                            "file": path, "skipped": len(data.skipped), "skipped_file": skipped}
+        scored[ext.name] = ExternalScore(path=ext.path, images=len(data.labels), evals=evals, summary=summary,
+                                         file=path, skipped=len(data.skipped), skipped_file=skipped)
     return scored
 
 
 def build_ensemble(runs: Sequence[dict[str, Any]], arrays_by_size: dict[int, SplitArrays],
                    externals: Sequence[ExternalSet], folder: Path,
-                   operating: Sequence[Requirement] = ()) -> dict[str, Any] | None:
+                   operating: Sequence[Requirement] = ()) -> ModelResult | None:
     """Every seed of every winner (at winner 1's image size) as one model: the mean of their probabilities, scored
     like a single run (threshold chosen on validation) and saved as an ensemble checkpoint. None with fewer than two
     such runs, or with folds (each fold validates on other images, so their validation predictions cannot be
     averaged)."""
-    from cxrmodels.train.checkpoint import ensemble_payload, save_checkpoint
+    from cxrmodels.train.checkpoint import ModelCheckpoint
 
     size = int(runs[0]["spec"].config["image_size"])
     members = [r for r in runs if int(r["spec"].config["image_size"]) == size]
@@ -435,18 +434,21 @@ def build_ensemble(runs: Sequence[dict[str, Any]], arrays_by_size: dict[int, Spl
     files = write_winner_outputs(folder, [ev], [{"members": len(members)}], 0, arrays.class_names, arrays.y["test"],
                                  f"ensemble of {len(members)} runs")
     calibration = winner_calibration([averaged], 0, arrays, externals, files, folder, "ensemble")
-    files["model"] = save_checkpoint(folder / "model.pt", ensemble_payload(
-        [r["payload"] for r in members], threshold=float(ev["metrics"]["threshold"]),
-        threshold_chosen_on="validation", tta=members[0]["spec"].tta, source_trials=trials,
+    files["model"] = ModelCheckpoint.ensemble(
+        [r["checkpoint"] for r in members], threshold=float(ev["metrics"]["threshold"]), tta=members[0]["spec"].tta,
         operating_points=stored_points(averaged, ev["metrics"]["threshold"], operating, arrays.class_names),
-        **({"temperature": averaged["temperature"]} if "temperature" in averaged else {})))
+        temperature=averaged.get("temperature"),
+        info={"threshold_chosen_on": "validation", "source_trial": "+".join(trials)},
+    ).save(folder / "model.pt")  # fmt: skip
     summary = summarise([ev])
     summary.to_csv(folder / "summary.csv")
-    return {"winner": "ensemble", "trial_id": "+".join(trials), "members": len(members), "evals": [ev], "best": 0,
-            "summary": summary, "files": files, "class_names": arrays.class_names, "size": size,
-            "external": score_externals([averaged], externals, arrays.class_names, folder), "calibration": calibration,
-            "operating": winner_operating([averaged], operating, arrays, externals, files, folder),
-            "intervals": winner_intervals(averaged, ev["metrics"]["threshold"], arrays, externals, files, folder)}
+    return ModelResult(
+        winner="ensemble", trial_id="+".join(trials), members=len(members), evals=[ev], best=0, summary=summary,
+        files=files, class_names=arrays.class_names, size=size,
+        external=score_externals([averaged], externals, arrays.class_names, folder), calibration=calibration,
+        operating=winner_operating([averaged], operating, arrays, externals, files, folder),
+        intervals=winner_intervals(averaged, ev["metrics"]["threshold"], arrays, externals, files, folder),
+    )  # fmt: skip
 
 
 def _rate(text: str) -> float:
@@ -506,15 +508,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no eligible trial (all failed or collapsed); --allow-collapsed lets collapsed ones through",
               file=sys.stderr)
         return 1
-    res = retrain_and_evaluate(exp, args.out, winners, seeds=range(args.seeds), folds=args.folds, task=args.task,
-                               epochs=args.epochs, device=args.device, no_ray=args.no_ray,
-                               cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                               external=args.external, tta=args.tta, calibrate=args.calibrate,
-                               operating=requirements(args.min_sensitivity, args.min_specificity))
-    for w in res["winners"]:
-        print(f"winner {w['winner']} ({w['trial_id']}):")
-        print(w["summary"]["mean_std"].to_string())
-    print(f"{len(res['runs'])} run(s) in {res['wall_s']:.1f} s; outputs in {args.out}")
+    res = retrain_and_evaluate(exp, args.out, winners, RetrainSettings.from_args(args))
+    for w in res.winners:
+        print(f"winner {w.winner} ({w.trial_id}):")
+        print(w.summary["mean_std"].to_string())
+    print(f"{len(res.runs)} run(s) in {res.wall_s:.1f} s; outputs in {args.out}")
     return 0
 
 

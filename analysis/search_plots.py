@@ -24,12 +24,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.experiment import CONFIG_PREFIX, Experiment  # noqa: E402
-from search.config import LOG_KEYS  # noqa: E402
+from analysis.experiment import Experiment  # noqa: E402
+from search.experiment import CONFIG_PREFIX, LOG_KEYS, SearchConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-LOG_PARAMS = LOG_KEYS  # lr, weight_decay, finetune_lr_ratio: the search's own log-scale keys
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -110,7 +109,7 @@ def encoded_params(results: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame
         col = results[f"{CONFIG_PREFIX}{p}"]
         num = numeric_param(col)
         if num is not None:
-            v = np.log10(num) if p in LOG_PARAMS else num
+            v = np.log10(num) if p in LOG_KEYS else num
             span = v.max() - v.min()
             out[p] = (v - v.min()) / span if span else v.where(v.isna(), 0.5)  # one value: mid-axis
         else:
@@ -164,10 +163,10 @@ def rebuild_study(results: pd.DataFrame, mode: str):
         col = ok[f"{CONFIG_PREFIX}{p}"].dropna()
         num = pd.to_numeric(col, errors="coerce")
         if num.notna().all() and col.map(lambda v: not isinstance(v, bool | str)).all():
-            if (num == num.round()).all() and p not in LOG_PARAMS and p not in ("dropout",):
+            if (num == num.round()).all() and p not in LOG_KEYS and p not in ("dropout",):
                 dists[p] = IntDistribution(int(num.min()), int(num.max()))
             else:
-                dists[p] = FloatDistribution(float(num.min()), float(num.max()), log=p in LOG_PARAMS)
+                dists[p] = FloatDistribution(float(num.min()), float(num.max()), log=p in LOG_KEYS)
         else:
             dists[p] = CategoricalDistribution(sorted(col.astype(str).unique()))
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
@@ -212,30 +211,15 @@ def plot_importance(importance: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def asha_rungs(config: dict, max_epochs: int) -> list[int]:
-    """The milestones ASHA compared trials at: grace * rf^k below max_t (none without ASHA)."""
-    if str(config.get("scheduler", "asha")) != "asha":
-        return []
-    asha = config.get("asha") or {}
-    grace, rf = int(asha.get("grace_period", 1)), float(asha.get("reduction_factor", 2))
-    rungs, r = [], grace
-    while r < max_epochs:
-        rungs.append(int(r))
-        r = int(math.ceil(r * rf)) if r * rf > r else max_epochs
-    return rungs
-
-
-def rung_table(results: pd.DataFrame, config: dict) -> pd.DataFrame:
-    """Trials that reached each rung (epochs_run >= rung), and the final cap."""
+def rung_table(results: pd.DataFrame, config: SearchConfig) -> pd.DataFrame:
+    """Trials that reached each of ASHA's rungs (epochs_run >= rung), and the search's epoch cap."""
     epochs = pd.to_numeric(results["epochs_run"], errors="coerce").fillna(0)
-    max_t = int(pd.to_numeric(results["max_epochs"], errors="coerce").max() if "max_epochs" in results else
-                epochs.max())
-    milestones = sorted({*asha_rungs(config, max_t), max_t})
+    milestones = sorted({*config.asha_rungs, config.max_epochs})
     return pd.DataFrame({"rung_epoch": milestones, "trials_reaching": [int((epochs >= m).sum()) for m in milestones],
                          "of": len(results)})
 
 
-def plot_asha_rungs(results: pd.DataFrame, config: dict, path: Path) -> Path:
+def plot_asha_rungs(results: pd.DataFrame, config: SearchConfig, path: Path) -> Path:
     """Left: trials reaching each rung. Right: epochs reached, stacked by how the trial ended."""
     table = rung_table(results, config)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.results import ReportResult
 from search.tracking import ensure_experiment, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def run_metrics(runs: pd.DataFrame, prefix: str) -> dict[str, float]:
     return metrics
 
 
-def log_report(exp: Any, out: Path, result: dict[str, Any], uri: str | None = None) -> str:
+def log_report(exp: Any, out: Path, result: ReportResult, uri: str | None = None) -> str:
     """Log the finished report in ``out`` to MLflow; returns the MLflow run id."""
     import mlflow
     import mlflow.pytorch
@@ -51,18 +52,18 @@ def log_report(exp: Any, out: Path, result: dict[str, Any], uri: str | None = No
     mlflow.set_tracking_uri(uri)
     tags = {"cxr_tune.kind": "report", "cxr_tune.experiment": str(exp.path)}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"report {out.name}", tags=tags) as run:
-        mlflow.log_params({"winners": ",".join(map(str, result["winners"]["trial_id"])),
+        mlflow.log_params({"winners": ",".join(map(str, result.winners["trial_id"])),
                            "objective": exp.objective, "report_folder": str(out.resolve())})
-        for sub, rt in result.get("retrains", {}).items():
-            task = rt["task"]
-            mlflow.log_params({f"{task}/seeds": len(rt["seeds"]), f"{task}/tta": rt["tta"]})
-            mlflow.log_metrics(run_metrics(rt["runs"], task))
+        for sub, rt in result.retrains.items():
+            task = rt.task
+            mlflow.log_params({f"{task}/seeds": len(rt.seeds), f"{task}/tta": rt.tta})
+            mlflow.log_metrics(run_metrics(rt.runs, task))
             models = {f"{task}_model": out / sub / "best_model.pt"}
-            if rt.get("ensemble"):
-                models[f"{task}_ensemble"] = Path(rt["ensemble"]["files"]["model"])
+            if rt.ensemble:
+                models[f"{task}_ensemble"] = rt.ensemble.model_file
             for name, path in models.items():
-                model, payload = load_model(path)
-                size = int(payload["config"]["image_size"])
+                model, checkpoint = load_model(path)
+                size = checkpoint.preprocess.size
                 example = np.zeros((2, 1, size, size), dtype=np.float32)  # floats in [0, 1]; the batch is dynamic
                 # "pt2" (torch.export): loading it back runs no pickled code, as with the checkpoints themselves
                 mlflow.pytorch.log_model(model, name=name, input_example=example, serialization_format="pt2",

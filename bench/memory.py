@@ -23,7 +23,7 @@ store's bytes in use (``object_store_bytes_used`` from the raylet, what ``ray me
 process is the trainable's actor, process title ``ray::ImplicitFunc.train`` (Tune's wrapper of ``train_cxr``).
 
 Definitions. ``data_bytes``: the uint8 train+val images and int64 targets that ``tune.with_parameters`` puts in the
-object store (``search.run.build_datasets``; the test split never ships); ``dataset_uint8_bytes``: every image of
+object store (``search.datasets.build_datasets``; the test split never ships); ``dataset_uint8_bytes``: every image of
 the data set (all splits) at that size as uint8. **Data memory** of a run = the object store's peak bytes in use +
 the sum over its trials of max(0, the trial's peak ``anon`` - the baseline trial's peak ``anon``): the one shared
 copy plus any private copy a trial makes (floored at 0 per trial, so allocator noise only ever adds). Target: data
@@ -54,6 +54,9 @@ import ray._private.internal_api as ray_internal
 from benchlib import machine, write_result
 
 from search import run
+from search.cli import build_config, build_parser
+from search.datasets import build_datasets
+from search.experiment import SUMMARY_FILE
 
 psutil = __import__("psutil")  # ray[default] ships psutil under ray/thirdparty_files, importable once ray is
 
@@ -176,15 +179,15 @@ def search_argv(data: Path, size: int, trials: int, work: Path, name: str, epoch
 
 
 def data_sizes(argv: list[str], work: Path) -> dict:
-    """What the search ships (train+val arrays, via search.run.build_datasets) and the whole data set's size."""
-    config = run.build_config(run.build_parser().parse_args(argv))
-    name = "sizes-" + config["name"]
+    """What the search ships (train+val arrays, via search.datasets.build_datasets) and the whole data set's size."""
+    config = build_config(build_parser().parse_args(argv))
+    name = f"sizes-{config.name}"
     size = int(argv[argv.index("--image-sizes") + 1])
-    arrays = run.build_datasets(config, str(work / "experiments"), name)[size]
-    shipped = {k: int(arrays[k].nbytes) for k in ("train_x", "train_y", "val_x", "val_y")}
-    images = int((work / "experiments" / name / run.SUMMARY_FILE).read_text().split()[0])
-    return {"images": images, "dataset_uint8_bytes": images * size * size, "train_images": len(arrays["train_x"]),
-            "val_images": len(arrays["val_x"]), "data_bytes": sum(shipped.values()), "shipped_bytes": shipped}
+    arrays = build_datasets(config, str(work / "experiments"), name)[size]
+    shipped = {k: int(getattr(arrays, k).nbytes) for k in ("train_x", "train_y", "val_x", "val_y")}
+    images = int((work / "experiments" / name / SUMMARY_FILE).read_text().split()[0])
+    return {"images": images, "dataset_uint8_bytes": images * size * size, "train_images": len(arrays.train_x),
+            "val_images": len(arrays.val_x), "data_bytes": sum(shipped.values()), "shipped_bytes": shipped}
 
 
 def measure_run(label: str, data: Path, trials: int, args: argparse.Namespace, work: Path, epochs: int) -> dict:

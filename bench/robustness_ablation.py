@@ -114,7 +114,7 @@ def train_one(job: tuple[str, int, dict, int]) -> dict:
     trainer = Trainer(cfg, data, device="cpu")
     while not trainer.done:
         trainer.run_epoch()
-    trainer.model.load_state_dict(trainer.checkpoint_payload()["model"])  # the best-val-loss weights
+    trainer.model.load_state_dict(dict(trainer.checkpoint().weights))  # the best-val-loss weights
     probs = {(split, views): predict_proba(trainer.model, arrays[split][0], tta=views).astype(np.float32)
              for split in ("val", "test", "external") if split in arrays for views in (1, tta)}
     seconds = time.time() - start

@@ -211,8 +211,8 @@ def winner_on_test(experiment: Path, results: pd.DataFrame) -> dict | None:
     if ranked.empty or not str(ranked.iloc[0]["best_checkpoint"]):
         return None
     top = ranked.iloc[0]
-    model, payload = load_model(Path(top["best_checkpoint"]) / "model.pt")
-    arrays = Experiment(experiment).load_arrays(int(payload["config"]["image_size"]), "binary")
+    model, checkpoint = load_model(Path(top["best_checkpoint"]) / "model.pt")
+    arrays = Experiment(experiment).load_arrays(checkpoint.config.image_size, "binary")
     p = {split: predict_proba(model, arrays.x[split])[:, 1] for split in ("val", "test")}
     rep = binary_report(arrays.y["val"], p["val"], arrays.y["test"], p["test"])
     return {"trial_id": str(top["trial_id"]), "val_objective": round(float(top["best_objective"]), 4),

@@ -14,32 +14,22 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from search.space import trial_dict
-from search.trainable import SCORE
+from search.experiment import (
+    CONFIG_PREFIX,
+    LAST_METRICS,
+    LEAD_COLUMNS,
+    PARAM_COLUMNS,
+    SCORE,
+    SearchConfig,
+    trial_dict,
+    trial_id_from_path,
+)
 
 logger = logging.getLogger(__name__)
-
-LAST_METRICS: tuple[str, ...] = (
-    "val_loss", "val_accuracy", "val_balanced_accuracy", "val_best_balanced_accuracy", "val_macro_f1", "val_auc",
-    "train_loss",
-)
-LEAD_COLUMNS: tuple[str, ...] = (
-    "rank", "trial_id", "status", "failure_reason", "collapsed", "collapsed_epochs", "one_class", "objective", "mode",
-    "best_objective", "best_epoch", "epochs_run", "max_epochs", "time_total_s", "node_id", "trial_path",
-    "best_checkpoint", "latest_checkpoint",
-)
-PARAM_COLUMNS: tuple[str, ...] = ("backbone", "optimizer", "lr", "batch_size", "epochs", "image_size", "dropout",
-                                  "weight_decay", "freeze_epochs", "finetune_blocks", "finetune_lr_ratio")
-
-
-def _trial_id_from_path(path: str) -> str:
-    """``.../trial_<id>`` (search.run's trial folders) -> ``<id>``."""
-    return Path(path).name.removeprefix("trial_")
 
 
 def _error_reason(error: BaseException | None) -> str:
@@ -114,22 +104,22 @@ def best_epoch_row(history: pd.DataFrame, objective: str, mode: str) -> tuple[di
     return history.loc[index].to_dict(), int(collapsed.sum())
 
 
-def trial_row(result: Any, search_config: Mapping[str, Any], tune_status: str | None, base: Mapping[str, Any]) -> dict:
+def trial_row(result: Any, cfg: SearchConfig, tune_status: str | None) -> dict:
     """One row of results.csv from one ``ray.tune.Result``."""
-    objective, mode = search_config["objective"], search_config["mode"]
+    objective, mode = cfg.objective, cfg.mode
     last = dict(result.metrics or {})
     history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
     if "failed" in history.columns:
         history = history[history["failed"].fillna(0) == 0]
-    trial_id = last.get("trial_id") or _trial_id_from_path(result.path)
-    status, reason = _status(last, result.error, tune_status, search_config["scheduler"])
+    trial_id = last.get("trial_id") or trial_id_from_path(result.path)
+    status, reason = _status(last, result.error, tune_status, cfg.scheduler)
 
     best_row, collapsed_epochs = best_epoch_row(history, objective, mode)
     best_value = float(best_row[objective]) if best_row else math.nan
     best_epoch = best_row.get("epoch", math.nan) if best_row else math.nan
     collapsed = bool(best_row.get("val_collapsed", 0))  # every epoch of the trial is collapsed
 
-    config = trial_dict(base, result.config or {})  # exactly the keys the trial's TrialConfig received
+    config = trial_dict(cfg.constant_trial_keys(), result.config or {})  # the keys its TrialConfig received
     best_ckpt = None
     if result.best_checkpoints:  # the best epoch's own checkpoint; else (not kept) the best by score
         same_epoch = [c for c, m in result.best_checkpoints if m.get("epoch") == best_epoch]
@@ -161,23 +151,23 @@ def trial_row(result: Any, search_config: Mapping[str, Any], tune_status: str | 
     for key in LAST_METRICS:
         row[f"last_{key}"] = last.get(key, math.nan) if not last.get("failed") else math.nan
     for key, value in sorted(config.items()):
-        row[f"config/{key}"] = value
+        row[f"{CONFIG_PREFIX}{key}"] = value
     return row
 
 
-def build_results_table(grid: Any, search_config: Mapping[str, Any], base: Mapping[str, Any]) -> pd.DataFrame:
+def build_results_table(grid: Any, cfg: SearchConfig) -> pd.DataFrame:
     """All trials, ranked by best objective among the usable ones (not failed, not collapsed)."""
     statuses = _trial_statuses(grid)
     rows = []
     for i in range(len(grid)):
         result = grid[i]
-        trial_id = (result.metrics or {}).get("trial_id") or _trial_id_from_path(result.path)
-        rows.append(trial_row(result, search_config, statuses.get(trial_id), base))
+        trial_id = (result.metrics or {}).get("trial_id") or trial_id_from_path(result.path)
+        rows.append(trial_row(result, cfg, statuses.get(trial_id)))
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=list(LEAD_COLUMNS))
     usable = (table["status"] != "failed") & (~table["collapsed"]) & table["best_objective"].notna()
-    ascending = search_config["mode"] == "min"
+    ascending = cfg.mode == "min"
     ranked = table[usable].sort_values("best_objective", ascending=ascending)
     table["rank"] = pd.Series(range(1, len(ranked) + 1), index=ranked.index, dtype="Int64")
     table = table.sort_values(["rank", "trial_id"], na_position="last").reset_index(drop=True)
@@ -190,9 +180,9 @@ def format_top_k(table: pd.DataFrame, k: int) -> str:
     if table.empty:
         return "no trials"
     top = table[table["rank"].notna()].head(k)
-    params = [f"config/{p}" for p in PARAM_COLUMNS if f"config/{p}" in table.columns]
+    params = [f"{CONFIG_PREFIX}{p}" for p in PARAM_COLUMNS if f"{CONFIG_PREFIX}{p}" in table.columns]
     columns = ["rank", "trial_id", "best_objective", "best_epoch", "epochs_run", "status", *params]
-    shown = top[columns].rename(columns=lambda c: c.removeprefix("config/"))
+    shown = top[columns].rename(columns=lambda c: c.removeprefix(CONFIG_PREFIX))
     counts = table["status"].value_counts().to_dict()
     flags = int(table["collapsed"].sum())
     objective = table["objective"].iloc[0]

@@ -8,32 +8,19 @@ identical space); ``--searcher grid`` is Tune's grid over the preset's ``grid`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from search.config import INT_KEYS, LOG_KEYS, TRANSFER_KEYS, is_range, max_epochs, resolve_pretrained, uses_pretrained
-
-
-def constant_trial_keys(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Keys every trial shares (task, the preset's ``fixed`` section, scalar ``space`` entries)."""
-    base = {"task": config["task"], **config["fixed"]}
-    for key, spec in config["space"].items():
-        if not isinstance(spec, list) and not is_range(spec):
-            base[key] = spec
-    if "seed" not in base:
-        base["seed"] = config["seed"]
-    return base
-
-
-def trial_dict(base: Mapping[str, Any], sampled: Mapping[str, Any]) -> dict[str, Any]:
-    """Exactly the TrialConfig keys of one trial: constants, then the sampled values; ``pretrained`` (and its
-    path) only where the backbone has pretrained weights."""
-    d = {**base, **sampled}
-    if not resolve_pretrained(d):
-        for key in TRANSFER_KEYS:
-            if key not in sampled:
-                d.pop(key, None)
-    return d
+from search.experiment import (
+    INT_KEYS,
+    LOG_KEYS,
+    SCORE,
+    TRANSFER_KEYS,
+    SearchConfig,
+    is_range,
+    trial_default,
+    uses_pretrained,
+)
 
 
 def _suggest(trial: Any, key: str, spec: Any) -> Any:
@@ -52,10 +39,10 @@ class DefineByRunSpace:
     into the experiment folder so that ``--resume`` restores the study; the order of suggestions is fixed so a
     seeded sampler is reproducible."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.space = {k: v for k, v in config["space"].items() if isinstance(v, list) or is_range(v)}
-        self.fixed = dict(config["fixed"])
-        self.default_backbone = self.fixed.get("backbone", config["space"].get("backbone", "custom_cnn"))
+    def __init__(self, cfg: SearchConfig) -> None:
+        self.space = {k: v for k, v in cfg.space.items() if isinstance(v, list) or is_range(v)}
+        self.fixed = dict(cfg.fixed)
+        self.default_backbone = self.fixed.get("backbone", cfg.space.get("backbone", trial_default("backbone")))
 
     def __call__(self, trial: Any) -> None:
         space = self.space
@@ -71,59 +58,58 @@ class DefineByRunSpace:
         return None
 
 
-def build_define_by_run(config: Mapping[str, Any]) -> Callable[[Any], None]:
-    return DefineByRunSpace(config)
+def build_define_by_run(cfg: SearchConfig) -> Callable[[Any], None]:
+    return DefineByRunSpace(cfg)
 
 
-def build_searcher(config: Mapping[str, Any]) -> Any:
+def build_searcher(cfg: SearchConfig) -> Any:
     """OptunaSearch (TPE or random sampler, seeded) or Tune's BasicVariantGenerator for the grid."""
-    seed = int(config["seed"])
-    if config["searcher"] == "grid":
+    seed = int(cfg.seed)
+    if cfg.searcher == "grid":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         return BasicVariantGenerator(random_state=seed)
     import optuna
 
-    if config["searcher"] == "random":
+    if cfg.searcher == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, config["num_samples"] // 3)))
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, cfg.num_samples // 3)))
     from search.optuna_searcher import TrialOptunaSearch
     from search.study import searcher_storage
-    from search.trainable import SCORE
 
-    storage, study_name = searcher_storage(config)
-    return TrialOptunaSearch(space=build_define_by_run(config), metric=SCORE, mode=config["mode"], sampler=sampler,
-                             storage=storage, study_name=study_name, points_to_evaluate=coverage_points(config))
+    storage, study_name = searcher_storage(cfg)
+    return TrialOptunaSearch(space=build_define_by_run(cfg), metric=SCORE, mode=cfg.mode, sampler=sampler,
+                             storage=storage, study_name=study_name, points_to_evaluate=coverage_points(cfg))
 
 
-def coverage_points(config: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+def coverage_points(cfg: SearchConfig) -> list[dict[str, Any]] | None:
     """With ``cover_backbones``, the first trials take each searched backbone once (the other keys sampled as
     usual, Optuna's ``enqueue_trial``), so no backbone goes untried: 12 trials over 3 backbones drawn by TPE can
     miss one entirely, and the searcher never learns what it would have given."""
-    backbones = config["space"].get("backbone")
-    if not config.get("cover_backbones") or not isinstance(backbones, list) or len(backbones) < 2:
+    backbones = cfg.space.get("backbone")
+    if not cfg.cover_backbones or not isinstance(backbones, list) or len(backbones) < 2:
         return None
-    if int(config["num_samples"]) < len(backbones):
+    if int(cfg.num_samples) < len(backbones):
         return None  # too few trials to try them all: leave the choice to the sampler
     return [{"backbone": b} for b in backbones]
 
 
-def build_param_space(config: Mapping[str, Any]) -> dict[str, Any]:
+def build_param_space(cfg: SearchConfig) -> dict[str, Any]:
     """Tune's param_space: empty for Optuna (the define-by-run function owns the space), the grid otherwise."""
-    if config["searcher"] != "grid":
+    if cfg.searcher != "grid":
         return {}
     from ray import tune
 
-    return {key: tune.grid_search(list(values)) for key, values in config["grid"].items()}
+    return {key: tune.grid_search(list(values)) for key, values in cfg.grid.items()}
 
 
-def build_scheduler(config: Mapping[str, Any]) -> Any:
+def build_scheduler(cfg: SearchConfig) -> Any:
     """ASHA on the epoch: max_t is the most epochs any trial may run; a trial's searched ``epochs`` is its own cap."""
-    if config["scheduler"] == "none":
+    if cfg.scheduler == "none":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    asha = config["asha"]
-    return ASHAScheduler(time_attr="epoch", max_t=max_epochs(config), grace_period=int(asha.get("grace_period", 1)),
+    asha = cfg.asha
+    return ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs, grace_period=int(asha.get("grace_period", 1)),
                          reduction_factor=float(asha.get("reduction_factor", 2)))

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from search.experiment import CONFIG_FILE, STUDY_FILE, SearchConfig
+
+if TYPE_CHECKING:
+    import optuna
 
 logger = logging.getLogger(__name__)
 
-STUDY_FILE = "optuna_study.log"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 
 
@@ -49,15 +52,15 @@ def new_study_name(experiment_name: str) -> str:
     return f"{experiment_name}-{uuid.uuid4().hex[:8]}"
 
 
-def storage_location(config: Mapping[str, Any]) -> str | None:
+def storage_location(cfg: SearchConfig) -> str | None:
     """The study's storage as a URL or a journal path; None when it can only live in memory (object storage)."""
-    if config.get("optuna_storage"):
-        storage = str(config["optuna_storage"])
+    if cfg.optuna_storage:
+        storage = str(cfg.optuna_storage)
         return storage if is_rdb_url(storage) else str(Path(storage).expanduser().resolve())
-    root = str(config.get("storage_path") or "")
-    if "://" in root or not config.get("name"):
+    root = str(cfg.storage_path or "")
+    if "://" in root or not cfg.name:
         return None
-    return str(Path(root) / str(config["name"]) / STUDY_FILE)
+    return str(Path(root) / str(cfg.name) / STUDY_FILE)
 
 
 def open_storage(location: str) -> Any:
@@ -72,34 +75,30 @@ def open_storage(location: str) -> Any:
     return JournalStorage(JournalFileBackend(location))
 
 
-def searcher_storage(config: Mapping[str, Any]) -> tuple[Any, str | None]:
+def searcher_storage(cfg: SearchConfig) -> tuple[Any, str | None]:
     """(storage object or None, study name) for ``OptunaSearch``; logs where the study goes."""
-    location = storage_location(config)
-    if location is None or not config.get("study_name"):
+    location = storage_location(cfg)
+    if location is None or not cfg.study_name:
         logger.info("the Optuna study lives in memory only (experiment on %s); give --optuna-storage to keep it",
-                    config.get("storage_path"))
+                    cfg.storage_path)  # fmt: skip
         return None, None
-    logger.info("Optuna study %s in %s", config["study_name"], location)
-    return open_storage(location), str(config["study_name"])
+    logger.info("Optuna study %s in %s", cfg.study_name, location)
+    return open_storage(location), str(cfg.study_name)
 
 
-def load_study(experiment: str | Path) -> Any:
+def load_study(experiment: str | Path) -> optuna.Study:
     """The Optuna study of a finished or running search, from its experiment folder (trials, parameters, values)."""
     import optuna
-    import yaml
-
-    from search.run import CONFIG_FILE
 
     folder = Path(experiment).expanduser()
-    saved = folder / CONFIG_FILE
-    if not saved.is_file():
+    if not (folder / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{folder}: no {CONFIG_FILE} there (is it an experiment folder?)")
-    config = yaml.safe_load(saved.read_text()) or {}
-    if config.get("searcher") == "grid" or not config.get("study_name"):
-        raise ValueError(f"{folder}: this search kept no Optuna study (searcher {config.get('searcher')!r}, "
-                         "or written before studies were stored)")
-    config = {**config, "storage_path": str(folder.parent), "name": folder.name}  # the folder may have moved
-    location = storage_location(config)
+    cfg = SearchConfig.load(folder)
+    if cfg.searcher == "grid" or not cfg.study_name:
+        raise ValueError(f"{folder}: this search kept no Optuna study (searcher {cfg.searcher!r}, "
+                         "or written before studies were stored)")  # fmt: skip
+    cfg = cfg.replace(storage_path=str(folder.parent), name=folder.name)  # the folder may have moved
+    location = storage_location(cfg)
     if location is None:
         raise ValueError(f"{folder}: the study lived in memory only (the experiment is on object storage)")
-    return optuna.load_study(study_name=str(config["study_name"]), storage=open_storage(location))
+    return optuna.load_study(study_name=str(cfg.study_name), storage=open_storage(location))

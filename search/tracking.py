@@ -10,12 +10,11 @@ retrained models side by side. The trials are logged by Ray Tune's own ``MLflowL
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-MLFLOW_DB = "mlflow.db"
-MLFLOW_ARTIFACTS = "mlartifacts"
+from search.experiment import MLFLOW_ARTIFACTS, MLFLOW_DB, SearchConfig
+
 INSTALL_HINT = "pip install 'cxr-tune[mlflow]'"
 
 
@@ -32,25 +31,25 @@ def mlflow_requested(args: Any) -> bool:
     return bool(args.mlflow) or args.mlflow_uri is not None
 
 
-def tracking_problems(config: Mapping[str, Any]) -> list[str]:
+def tracking_problems(cfg: SearchConfig) -> list[str]:
     """What keeps the MLflow settings from working (for ``search.config.validate``)."""
-    if not config.get("mlflow"):
+    if not cfg.mlflow:
         return []
     if importlib.util.find_spec("mlflow") is None:
         return [f"mlflow tracking needs the mlflow package: {INSTALL_HINT}"]
-    uri = config.get("mlflow_uri")
+    uri = cfg.mlflow_uri
     if uri is not None and (not isinstance(uri, str) or not uri.strip()):
         return [f"mlflow_uri {uri!r} must be a tracking URI (sqlite:///..., http://host:5000, databricks)"]
-    if uri is None and "://" in str(config.get("storage_path") or ""):
+    if uri is None and "://" in str(cfg.storage_path or ""):
         return ["mlflow tracking with the experiment on object storage needs a tracking server: --mlflow-uri "
                 "http://host:5000 (the embedded default is an SQLite file in a local experiment folder)"]
     return []
 
 
-def tracking_uri(config: Mapping[str, Any], experiment_dir: str | Path) -> str:
+def tracking_uri(cfg: SearchConfig, experiment_dir: str | Path) -> str:
     """The settings' ``mlflow_uri``, else the SQLite file in the experiment folder."""
-    if config.get("mlflow_uri"):
-        return str(config["mlflow_uri"])
+    if cfg.mlflow_uri:
+        return str(cfg.mlflow_uri)
     return f"sqlite:///{Path(experiment_dir).expanduser().resolve() / MLFLOW_DB}"
 
 
@@ -69,12 +68,12 @@ def ensure_experiment(uri: str, name: str, experiment_dir: str | Path) -> str:
     return client.create_experiment(name, artifact_location=artifacts)
 
 
-def search_callback(config: Mapping[str, Any], storage: str, name: str) -> Any:
+def search_callback(cfg: SearchConfig, storage: str, name: str) -> Any:
     """Tune's MLflow callback: one MLflow run per trial, its parameters, and every epoch's metrics."""
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     experiment_dir = Path(storage) / name
-    uri = tracking_uri(config, experiment_dir)
+    uri = tracking_uri(cfg, experiment_dir)
     ensure_experiment(uri, name, experiment_dir)
     return MLflowLoggerCallback(tracking_uri=uri, experiment_name=name,
                                 tags={"cxr_tune.kind": "trial", "cxr_tune.experiment": str(experiment_dir)})

@@ -7,9 +7,9 @@ Checkpoints. Every epoch reports a checkpoint folder (Tune's ``<trial>/checkpoin
 
 - ``trainer_state.pt``: ``Trainer.state_dict()`` (model, optimizer, LR plateau, early stopping, RNG): what
   ``--resume`` needs to continue the trial exactly where it stopped;
-- ``model.pt``: ``Trainer.checkpoint_payload()`` with this epoch's weights (config, class names, preprocessing,
-  history, plus ``objective``/``objective_value``), written with ``cxrmodels.train.checkpoint.save_checkpoint``:
-  what analysis loads with ``cxrmodels.train.checkpoint.load_model``;
+- ``model.pt``: ``Trainer.checkpoint(current=True)``, a ``ModelCheckpoint`` with this epoch's weights (config,
+  class names, preprocessing, history, plus ``objective``/``objective_value`` in its ``info``): what analysis loads
+  with ``cxrmodels.train.checkpoint.load_model``;
 - ``metrics.json``: that epoch's metrics.
 
 Every result also carries ``score``: what Tune's metric, ASHA, Optuna and checkpoint retention rank by. It is the
@@ -44,29 +44,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from search.space import trial_dict
+from cxrmodels.io import plain
+from search.datasets import TrialArrays
+from search.experiment import METRICS_FILE, MODEL_FILE, SCORE, TRAINER_STATE, score_of, trial_dict
 
 logger = logging.getLogger(__name__)
 
-TRAINER_STATE = "trainer_state.pt"
-MODEL_FILE = "model.pt"
-METRICS_FILE = "metrics.json"
-SCORE = "score"  # what Tune, ASHA, Optuna and checkpoint retention rank by
 
 
-def score_of(value: Any) -> float:
-    """The objective as the search score: the value itself when finite, NaN otherwise (never a placeholder)."""
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
-
-
-def _plain(value: Any) -> Any:
-    """Built-in scalars for Tune's loggers and JSON; non-finite floats are kept (the loop flags them)."""
-    item = getattr(value, "item", None)
-    if callable(item) and getattr(value, "ndim", 0) == 0:
-        value = item()
-    if isinstance(value, bool):
-        return int(value)
-    return value
+def _metric(value: Any) -> Any:
+    """Built-in scalars for Tune's loggers and JSON (booleans as 0/1); non-finite floats are kept (the loop flags
+    them)."""
+    value = plain(value)
+    return int(value) if isinstance(value, bool) else value
 
 
 def _report(metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
@@ -76,23 +66,16 @@ def _report(metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> No
     tune.report(dict(metrics), checkpoint=checkpoint)
 
 
-def epoch_payload(trainer: Any, objective: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """``Trainer.checkpoint_payload()`` with **this epoch's** weights, so the model in a checkpoint is the one that
-    scored the checkpoint's metrics (Tune keeps the checkpoint with the best objective; the Trainer's own best
-    weights are chosen by validation loss and stay in ``trainer_state.pt``)."""
-    payload = trainer.checkpoint_payload()
-    payload["model"] = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
-    payload["epoch"] = int(trainer.epoch)
-    payload["objective"] = objective
-    payload["objective_value"] = float(metrics[objective])
-    return payload
-
-
 def _save_epoch_checkpoint(folder: str, trainer: Any, objective: str, metrics: Mapping[str, Any]) -> None:
+    """The trainer state (for --resume) and the model with **this epoch's** weights, so the model in a checkpoint is
+    the one that scored the checkpoint's metrics (Tune keeps the checkpoint with the best objective; the Trainer's own
+    best weights are chosen by validation loss and stay in the trainer state)."""
     from cxrmodels.train.checkpoint import save_checkpoint
 
     save_checkpoint(os.path.join(folder, TRAINER_STATE), trainer.state_dict())
-    save_checkpoint(os.path.join(folder, MODEL_FILE), epoch_payload(trainer, objective, metrics))
+    trainer.checkpoint(current=True, objective=objective, objective_value=float(metrics[objective])).save(
+        os.path.join(folder, MODEL_FILE)
+    )
     Path(folder, METRICS_FILE).write_text(json.dumps(dict(metrics), default=str, indent=1))
 
 
@@ -155,7 +138,7 @@ def train_cxr(
     config: dict[str, Any],
     *,
     base: Mapping[str, Any],
-    datasets: Mapping[int, Mapping[str, Any]],
+    datasets: Mapping[int, TrialArrays],
     objective: str,
 ) -> None:
     """One trial. ``config`` holds the sampled keys, ``base`` the constant ones, ``datasets`` the uint8 train/val
@@ -170,14 +153,8 @@ def train_cxr(
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     cfg = TrialConfig.from_dict(trial_dict(base, config))
     arrays = datasets[cfg.image_size]
-    data = TrainData(
-        train_x=arrays["train_x"],
-        train_y=arrays["train_y"],
-        val_x=arrays["val_x"],
-        val_y=arrays["val_y"],
-        class_names=arrays["class_names"],
-        preprocess=arrays["preprocess"].to_dict(),
-    )
+    data = TrainData(train_x=arrays.train_x, train_y=arrays.train_y, val_x=arrays.val_x, val_y=arrays.val_y,
+                     class_names=arrays.class_names, preprocess=arrays.preprocess.to_dict())
     trainer = Trainer(cfg, data)
     _restore(trainer)
     node_id = ray.get_runtime_context().get_node_id()
@@ -193,7 +170,7 @@ def train_cxr(
                 raise
             _report_failure(trainer, exc, objective, node_id)
             return
-        metrics = {key: _plain(value) for key, value in metrics.items()}
+        metrics = {key: _metric(value) for key, value in metrics.items()}
         metrics[SCORE] = score_of(metrics.get(objective))
         metrics.pop("done", None)  # Tune's reserved key; "finished" says the same
         metrics.update(failed=0, failure_reason="", finished=int(bool(trainer.done)), node_id=node_id)

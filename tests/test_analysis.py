@@ -15,7 +15,9 @@ import pytest
 from analysis import leaderboard, report, retrain, search_plots
 from analysis.evaluation import binary_targets, evaluate_run
 from analysis.experiment import Experiment, ManifestMismatch, last_per_epoch
+from analysis.results import RetrainSettings
 from cxrmodels.evaluate import THRESHOLDS, choose_threshold, pneumonia_probability, threshold_sweep
+from search.experiment import SearchConfig
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +44,7 @@ def built_report(experiment, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("report")
     args = report.build_parser().parse_args([str(experiment), "--out", str(out), "--top-k", "1", "--seeds", "2",
                                              "--epochs", "1", "--no-ray", "--allow-collapsed"])
-    return out, report.build_report(Experiment(experiment), out, args)
+    return out, report.build_report(Experiment(experiment), out, RetrainSettings.from_args(args))
 
 
 @pytest.mark.slow
@@ -68,7 +70,7 @@ def test_search_and_report_are_tracked_in_mlflow(experiment, built_report):
     run_id = log_report(Experiment(experiment), out, result)
     reports = mlflow.search_runs(experiment_names=["x"], filter_string="tags.`cxr_tune.kind` = 'report'")
     assert list(reports["run_id"]) == [run_id] and "params.winners" in reports.columns
-    task = result["retrain"]["task"]
+    task = result.retrain.task
     assert reports[f"metrics.{task}/test_auc"].notna().all()
     artifacts = {a.path for a in client.list_artifacts(run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/model_card.md"} <= artifacts
@@ -78,7 +80,7 @@ def test_search_and_report_are_tracked_in_mlflow(experiment, built_report):
     from cxrmodels.train.loop import probabilities
 
     logged = mlflow.pytorch.load_model(f"runs:/{run_id}/{task}_model")  # torch.export module, in eval mode
-    images = result["retrain"]["arrays"][48].x["test"][:5]
+    images = result.retrain.arrays[48].x["test"][:5]
     with torch.no_grad():
         got = probabilities(logged(torch.from_numpy(images).float().div(255).unsqueeze(1))).numpy()
     saved, _ = load_model(out / "retrain" / "best_model.pt")
@@ -136,7 +138,8 @@ def test_importance_and_rungs_from_a_constructed_table():
     imp = search_plots.param_importance(res, "max")
     assert set(imp["param"]) == {"lr", "optimizer", "dropout"}
     assert imp.iloc[0]["param"] == "lr" and imp["importance"].sum() == pytest.approx(1.0)
-    rungs = search_plots.rung_table(res, {"scheduler": "asha", "asha": {"grace_period": 1, "reduction_factor": 2}})
+    asha = SearchConfig(asha={"grace_period": 1, "reduction_factor": 2}, fixed={"epochs": 4})
+    rungs = search_plots.rung_table(res, asha)
     assert list(rungs["rung_epoch"]) == [1, 2, 4]
     assert list(rungs["trials_reaching"]) == [12, 9, 6]
     table = search_plots.optimizer_lr_table(res)
@@ -232,16 +235,16 @@ def test_sweep_has_17_rows_and_confusion_sums_to_test_size(built_report, experim
 @pytest.mark.ray
 def test_threshold_is_chosen_on_validation_alone(built_report):
     _, result = built_report
-    rt = result["retrain"]
-    w = rt["winners"][0]
-    arrays = rt["arrays"][w["size"]]
+    rt = result.retrain
+    w = rt.winners[0]
+    arrays = rt.arrays[w.size]
     names = arrays.class_names
-    for ev in w["evals"]:
+    for ev in w.evals:
         p_val = ev["p_val"]
         expected = choose_threshold(threshold_sweep(binary_targets(arrays.y["val"], names), p_val))
         assert ev["metrics"]["threshold"] == expected
     # scrambling the test predictions changes test scores but never the threshold
-    ev = w["evals"][0]
+    ev = w.evals[0]
     probs_val = np.stack([1 - ev["p_val"], ev["p_val"]], axis=1)
     rng = np.random.default_rng(1)
     fake_test = rng.dirichlet([1, 1], size=len(arrays.y["test"]))
@@ -251,6 +254,33 @@ def test_threshold_is_chosen_on_validation_alone(built_report):
 
 @pytest.mark.slow
 @pytest.mark.ray
+@pytest.mark.parametrize("producer", ["cxrmodels.train", "search trial", "analysis.retrain", "report ensemble"])
+def test_every_checkpoint_producer_predicts(producer, experiment, built_report, tmp_path, capsys):
+    """One tiny model from each producer of model checkpoints, each used by analysis.predict (and exported to
+    ONNX, which reads the same typed checkpoint)."""
+    from analysis import predict
+    from cxrmodels.data.synthetic import write_synthetic_folder
+    from cxrmodels.train import __main__ as train_cli
+
+    if producer == "cxrmodels.train":
+        assert train_cli.main(["--data", "synthetic", "--backbone", "custom_cnn", "--image-size", "48", "--epochs",
+                               "1", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+        model = tmp_path / "run" / "best.pt"
+    elif producer == "search trial":
+        results = Experiment(experiment).results
+        model = Path(results["best_checkpoint"].dropna().iloc[0]) / "model.pt"  # the first ranked trial's
+    elif producer == "analysis.retrain":
+        model = built_report[0] / "retrain" / "best_model.pt"
+    else:
+        model = built_report[0] / "retrain" / "ensemble" / "model.pt"
+    folder = write_synthetic_folder(tmp_path / "imgs", 4, seed=5)
+    assert predict.main(["--model", str(model), str(folder), "--csv", str(tmp_path / "p.csv")]) == 0
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert len(table) == 4 and table["p_pneumonia"].between(0, 1).all()
+    capsys.readouterr()
+
+
+@pytest.mark.ray
 def test_saved_model_works_with_predict(built_report, tmp_path, capsys):
     from analysis import predict
     from cxrmodels.data.synthetic import write_synthetic_folder
@@ -259,7 +289,7 @@ def test_saved_model_works_with_predict(built_report, tmp_path, capsys):
     out, result = built_report
     model = out / "retrain" / "best_model.pt"
     payload = load_checkpoint(model)
-    chosen = result["retrain"]["winners"][0]["evals"][result["retrain"]["winners"][0]["best"]]["metrics"]["threshold"]
+    chosen = result.retrain.winners[0].threshold
     assert payload["threshold"] == chosen and payload["preprocess"]["size"] == 48
     folder = write_synthetic_folder(tmp_path / "imgs", 6, seed=3)
     assert predict.main(["--model", str(model), str(folder), "--csv", str(tmp_path / "p.csv")]) == 0
@@ -275,23 +305,23 @@ def test_saved_model_works_with_predict(built_report, tmp_path, capsys):
 def test_multiclass_folds_retraining(experiment, tmp_path):
     exp = Experiment(experiment)
     winners = leaderboard.select_winners(exp.results, 1, exp.mode, allow_collapsed=True)
-    rt = retrain.retrain_and_evaluate(exp, tmp_path, winners, seeds=[0], folds=True, task="multiclass", epochs=1,
-                                      no_ray=True)
-    assert rt["folds"] == [0, 1, 2] and len(rt["runs"]) == 3
-    w = rt["winners"][0]
-    assert w["class_names"] == ("NORMAL", "BACTERIAL", "VIRAL")
+    settings = RetrainSettings(seeds=1, folds=True, task="multiclass", epochs=1, no_ray=True)
+    rt = retrain.retrain_and_evaluate(exp, tmp_path, winners, settings)
+    assert rt.folds == [0, 1, 2] and len(rt.runs) == 3
+    w = rt.winners[0]
+    assert w.class_names == ("NORMAL", "BACTERIAL", "VIRAL")
     confusion = pd.read_csv(tmp_path / "winner_1" / "confusion.csv", index_col=0)
-    assert confusion.shape == (3, 3) and int(confusion.to_numpy().sum()) == len(rt["arrays"][48].y["test"])
+    assert confusion.shape == (3, 3) and int(confusion.to_numpy().sum()) == len(rt.arrays[48].y["test"])
     per_class = pd.read_csv(tmp_path / "winner_1" / "per_class.csv", index_col=0)
     assert list(per_class.index) == ["NORMAL", "BACTERIAL", "VIRAL"] and "±" in per_class["f1"].iloc[0]
-    assert {"test_accuracy_3class", "test_macro_f1_3class"} <= set(rt["runs"].columns)
+    assert {"test_accuracy_3class", "test_macro_f1_3class"} <= set(rt.runs.columns)
     # 1 - P(NORMAL) is the pneumonia probability of a 3-class model
-    ev = w["evals"][0]
+    ev = w.evals[0]
     assert len(ev["binary"]["val_sweep"]) == 17
     assert np.all((ev["p_test"] >= 0) & (ev["p_test"] <= 1))
-    assert pneumonia_probability(np.array([[0.2, 0.5, 0.3]]), w["class_names"])[0] == pytest.approx(0.8)
+    assert pneumonia_probability(np.array([[0.2, 0.5, 0.3]]), w.class_names)[0] == pytest.approx(0.8)
     # folds rotate over train+val: the three validation sets are disjoint and cover train+val
-    arrays = rt["arrays"][48]
+    arrays = rt.arrays[48]
     sizes = [len(retrain.run_arrays(arrays, f)[3]) for f in (0, 1, 2)]
     assert sum(sizes) == len(arrays.y["train"]) + len(arrays.y["val"])
 
@@ -349,20 +379,20 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
                                              "--allow-collapsed", "--external", str(kaggle), "--external",
                                              str(binary), "--tta", "2", "--min-sensitivity", "0.9",
                                              "--min-specificity", "0.8"])
-    result = report.build_report(Experiment(experiment), out, args)
-    winner = result["retrain"]["winners"][0]
-    assert set(winner["external"]) == {"site_b", "site_c"}
-    for name, ext in winner["external"].items():
-        summary = ext["summary"]
-        assert ext["images"] == 30
+    result = report.build_report(Experiment(experiment), out, RetrainSettings.from_args(args))
+    winner = result.retrain.winners[0]
+    assert set(winner.external) == {"site_b", "site_c"}
+    for name, ext in winner.external.items():
+        summary = ext.summary
+        assert ext.images == 30
         # the threshold of every run is its validation choice, the same one its internal test figures use
-        assert summary.loc["threshold", "mean"] == winner["summary"].loc["threshold", "mean"]
+        assert summary.loc["threshold", "mean"] == winner.summary.loc["threshold", "mean"]
         assert (out / "retrain" / "winner_1" / f"external_{name}_summary.csv").is_file()
-    assert "test_accuracy_3class" in winner["external"]["site_b"]["summary"].index  # subtypes: scored 3-class too
-    assert "test_accuracy_3class" not in winner["external"]["site_c"]["summary"].index  # binary labels: binary only
+    assert "test_accuracy_3class" in winner.external["site_b"].summary.index  # subtypes: scored 3-class too
+    assert "test_accuracy_3class" not in winner.external["site_c"].summary.index  # binary labels: binary only
     text = (out / "report.md").read_text()
     assert "External validation on site_b" in text and "External validation on site_c" in text
-    assert winner["external"]["site_c"]["skipped"] == 1 and winner["external"]["site_b"]["skipped"] == 0
+    assert winner.external["site_c"].skipped == 1 and winner.external["site_b"].skipped == 0
     assert "1 file(s) of site_c could not be used" in text
     skipped = pd.read_csv(out / "retrain" / "winner_1" / "external_site_c_skipped.csv")
     assert skipped["path"].str.endswith("truncated.png").all()
@@ -375,28 +405,28 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
 
     assert load_checkpoint(out / "retrain" / "best_model.pt")["tta"] == 2
     # calibration: one temperature per run, fitted on validation, stored with the model; ECE on every held-out set
-    calibration = winner["calibration"]
+    calibration = winner.calibration
     assert list(calibration.index) == ["validation", "test", "site_b", "site_c"]
     assert (calibration["temperature_mean"] > 0).all() and calibration["ece_after_mean"].between(0, 1).all()
     temperature = load_checkpoint(out / "retrain" / "best_model.pt")["temperature"]
     assert temperature > 0
     assert (out / "retrain" / "winner_1" / "reliability.png").is_file() and "ECE = expected calibration" in text
-    assert result["retrain"]["ensemble"]["calibration"] is not None
+    assert result.retrain.ensemble.calibration is not None
     assert load_checkpoint(out / "retrain" / "ensemble" / "model.pt")["temperature"] > 0
     # operating points: chosen on validation, met there, reported on test and both external sets, stored for predict
-    table = winner["operating"]["table"]
+    table = winner.operating.table
     for name, column in (("sensitivity>=0.9", "sensitivity_mean"), ("specificity>=0.8", "specificity_mean")):
         if name in table.index.get_level_values(0):  # a 1-epoch model may meet a floor only at an end of the scores
             assert table.loc[(name, "validation"), column] >= float(name.split(">=")[1])
             assert {"test", "site_b", "site_c"} <= set(table.loc[name].index)
         else:
-            assert any(m.startswith(name) for m in winner["operating"]["unmet"])
+            assert any(m.startswith(name) for m in winner.operating.unmet)
             assert f"Not met on validation: {name}" in text
     points = load_checkpoint(out / "retrain" / "best_model.pt")["operating_points"]
     assert points["f1"]["threshold"] == load_checkpoint(out / "retrain" / "best_model.pt")["threshold"]
     assert "Operating points you asked for" in text
     # 95% patient-bootstrap intervals of the saved model: test and each external set; 3-class rows where labels allow
-    intervals = winner["intervals"]
+    intervals = winner.intervals
     assert list(intervals.columns) == ["test", "site_b", "site_c"]
     assert intervals.loc["accuracy_3class", "site_c"] == "-" and intervals.loc["auc", "site_c"] != "-"
     long = pd.read_csv(out / "retrain" / "winner_1" / "intervals.csv")
@@ -417,8 +447,8 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
         assert repr_text not in page and repr_text not in text
 
     # every run as one model: scored like one (validation threshold), externals too, and predict accepts it
-    ensemble = result["retrain"]["ensemble"]
-    assert ensemble["members"] == 2 and set(ensemble["external"]) == {"site_b", "site_c"}
+    ensemble = result.retrain.ensemble
+    assert ensemble.members == 2 and set(ensemble.external) == {"site_b", "site_c"}
     assert "Ensemble: the 2 retrained runs as one model" in text
     from analysis import predict
 

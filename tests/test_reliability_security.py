@@ -42,7 +42,7 @@ def test_local_ray_dashboard_listens_on_localhost_only() -> None:
     unexpected = [s for s in public if not any(k in s["name"] for k in RAY_GRPC_PROCESSES)]
     assert not unexpected, unexpected  # nothing but Ray's own gRPC servers on all interfaces
     where = f"{HERE}::test_local_ray_dashboard_listens_on_localhost_only"
-    record("Security", "dashboard (HTTP, runs code, no auth)", "Ray started by search.run.init_ray; psutil lists "
+    record("Security", "dashboard (HTTP, runs code, no auth)", "Ray started by search.tuner.init_ray; psutil lists "
            "listening sockets", f"127.0.0.1:{dashboard[0]['port']} only", where)
     record("Security", "Ray gRPC / metrics ports (GCS, raylet, workers, dashboard agent and head, autoscaler monitor)",
            "same", "listen on all interfaces: not configurable in Ray 2.60 (see the note below); no other process "

@@ -4,53 +4,54 @@ from __future__ import annotations
 
 import pytest
 
+from search import cli, run, tuner
 from search import config as sc
-from search import run
-from search.space import DefineByRunSpace, build_scheduler, constant_trial_keys, trial_dict
+from search.experiment import SearchConfig, trial_dict
+from search.space import DefineByRunSpace, build_scheduler
 
 
-def _config(*argv: str) -> dict:
-    return run.build_config(run.build_parser().parse_args(list(argv)))
+def _config(*argv: str) -> SearchConfig:
+    return cli.build_config(cli.build_parser().parse_args(list(argv)))
 
 
 @pytest.mark.parametrize("preset", sc.list_presets())
 def test_every_preset_loads_and_validates(preset: str) -> None:
     config = _config("--preset", preset, "--data", "synthetic")
-    assert config["mode"] in ("min", "max")
-    assert sc.max_epochs(config) >= 1 and sc.image_sizes(config)
+    assert config.mode in ("min", "max")
+    assert config.max_epochs >= 1 and config.image_sizes
 
 
 def test_builtin_presets_cover_the_brief() -> None:
     assert {"default", "cpu", "gpu", "study-b-grid", "smoke"} <= set(sc.list_presets())
     gpu = _config("--preset", "gpu", "--data", "synthetic")
-    assert gpu["fixed"]["pretrained"] is True and gpu["resources"]["gpus_per_trial"] == 0.25
-    assert sc.image_sizes(gpu) == [224] and len(gpu["space"]["backbone"]) >= 8
-    assert gpu["split"]["min_test"] == {"NORMAL": 200, "BACTERIAL": 100, "VIRAL": 100}
+    assert gpu.fixed["pretrained"] is True and gpu.resources["gpus_per_trial"] == 0.25
+    assert gpu.image_sizes == [224] and len(gpu.space["backbone"]) >= 8
+    assert gpu.split["min_test"] == {"NORMAL": 200, "BACTERIAL": 100, "VIRAL": 100}
     grid = _config("--preset", "study-b-grid", "--data", "synthetic")
-    assert grid["searcher"] == "grid" and grid["scheduler"] == "none"
-    counts = [len(v) for v in grid["grid"].values()]
-    assert counts == [4, 3, 3] and grid["fixed"]["early_stopping_patience"] == 0
+    assert grid.searcher == "grid" and grid.scheduler == "none"
+    counts = [len(v) for v in grid.grid.values()]
+    assert counts == [4, 3, 3] and grid.fixed["early_stopping_patience"] == 0
     cpu = _config("--preset", "cpu", "--data", "synthetic")  # real data on CPUs: offline, study B's minimums
-    assert cpu["fixed"]["pretrained"] == ["tf_efficientnet_lite0"] and cpu["resources"]["gpus_per_trial"] == 0
-    assert cpu["task"] == "multiclass" and cpu["split"] == gpu["split"]
+    assert cpu.fixed["pretrained"] == ["tf_efficientnet_lite0"] and cpu.resources["gpus_per_trial"] == 0
+    assert cpu.task == "multiclass" and cpu.split == gpu.split
 
 
 def test_flags_and_set_override_the_preset() -> None:
     config = _config("--num-samples", "3", "--objective", "val_loss", "--set", "space.lr.high=0.05",
                      "--set", "asha.grace_period=2", "--gpus-per-trial", "0.25", "--backbones", "custom_cnn",
                      "--max-epochs", "9", "--set", "fixed.early_stopping_patience=0")
-    assert config["num_samples"] == 3 and config["mode"] == "min"
-    assert config["space"]["lr"] == {"low": 1.0e-4, "high": 0.05, "log": True}  # only the upper bound changed
-    assert config["asha"] == {"grace_period": 2, "reduction_factor": 2}
-    assert config["resources"]["gpus_per_trial"] == 0.25 and config["space"]["backbone"] == ["custom_cnn"]
-    assert sc.max_epochs(config) == 9 and config["fixed"]["early_stopping_patience"] == 0
+    assert config.num_samples == 3 and config.mode == "min"
+    assert config.space["lr"] == {"low": 1.0e-4, "high": 0.05, "log": True}  # only the upper bound changed
+    assert config.asha == {"grace_period": 2, "reduction_factor": 2}
+    assert config.resources["gpus_per_trial"] == 0.25 and config.space["backbone"] == ["custom_cnn"]
+    assert config.max_epochs == 9 and config.fixed["early_stopping_patience"] == 0
     assert build_scheduler(config)._max_t == 9
 
 
 def test_smoke_test_shrinks_any_preset() -> None:
     config = _config("--preset", "gpu", "--smoke-test")
-    assert config["data"] == "synthetic" and config["num_samples"] <= 3 and sc.max_epochs(config) <= 2
-    assert config["space"]["backbone"] == ["custom_cnn"] and config["split"] == {}
+    assert config.data == "synthetic" and config.num_samples <= 3 and config.max_epochs <= 2
+    assert config.space["backbone"] == ["custom_cnn"] and config.split == {}
 
 
 def test_define_by_run_space_is_conditional_on_pretrained_backbones() -> None:
@@ -59,7 +60,7 @@ def test_define_by_run_space_is_conditional_on_pretrained_backbones() -> None:
     space = DefineByRunSpace(config)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
     seen = {"custom_cnn": 0, "pretrained": 0}
-    base = constant_trial_keys(config)
+    base = config.constant_trial_keys()
     from cxrmodels.train.config import TrialConfig
 
     for _ in range(40):
@@ -87,7 +88,7 @@ def test_cpu_preset_pretrains_only_the_backbone_it_lists() -> None:
     from cxrmodels.train.config import TrialConfig
 
     config = _config("--preset", "cpu", "--data", "synthetic")
-    space, base = DefineByRunSpace(config), constant_trial_keys(config)
+    space, base = DefineByRunSpace(config), config.constant_trial_keys()
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1), direction="maximize")
     seen = set()
     for _ in range(30):
@@ -130,8 +131,8 @@ def test_unknown_preset_key_is_an_error(tmp_path) -> None:
     good = tmp_path / "mine.yaml"
     good.write_text("base: default\nnum_samples: 2\nspace: {backbone: [custom_cnn]}\n")
     config = sc.validate(sc.load_preset(str(good)))
-    assert config["num_samples"] == 2 and config["space"]["backbone"] == ["custom_cnn"]
-    assert config["space"]["optimizer"] == ["sgd", "sgd_momentum", "adam", "adamw", "rmsprop"]  # from the base
+    assert config.num_samples == 2 and config.space["backbone"] == ["custom_cnn"]
+    assert config.space["optimizer"] == ["sgd", "sgd_momentum", "adam", "adamw", "rmsprop"]  # from the base
 
 
 @pytest.mark.parametrize(
@@ -185,8 +186,8 @@ def test_dashboard_failure_degrades_with_a_warning(monkeypatch, caplog) -> None:
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(run, "_running_cluster_on_this_node", lambda: None)
-    assert run.init_ray(None, dashboard=True) == (True, False)
+    monkeypatch.setattr(tuner, "_running_cluster_on_this_node", lambda: None)
+    assert tuner.init_ray(None, dashboard=True) == (True, False)
     assert calls[0]["dashboard_host"] == "127.0.0.1" and calls[1]["include_dashboard"] is False
     assert "dashboard could not start" in caplog.text
 
@@ -216,25 +217,25 @@ def test_searchers_and_grid_space() -> None:
     assert isinstance(build_searcher(grid), BasicVariantGenerator)
     space = build_param_space(grid)
     assert sorted(space) == ["epochs", "lr", "optimizer"]
-    assert run.expected_trials(grid) == 36 and sc.max_epochs(grid) == 15 and sc.image_sizes(grid) == [160]
+    assert grid.expected_trials() == 36 and grid.max_epochs == 15 and grid.image_sizes == [160]
     assert build_scheduler(grid) is None
 
 
 def test_class_map_and_keep_split_flags(tmp_path) -> None:
     cfg = _config("--data", str(tmp_path), "--class-map", "1=normal, 2=BACTERIAL,3=VIRAL", "--keep-split")
-    assert cfg["class_map"] == {"1": "NORMAL", "2": "BACTERIAL", "3": "VIRAL"}
-    assert cfg["keep_split"] is True
-    assert _config("--data", str(tmp_path), "--no-keep-split")["keep_split"] is False
+    assert cfg.class_map == {"1": "NORMAL", "2": "BACTERIAL", "3": "VIRAL"}
+    assert cfg.keep_split is True
+    assert _config("--data", str(tmp_path), "--no-keep-split").keep_split is False
     with pytest.raises(sc.SearchConfigError, match="FOLDER=LABEL"):
-        run.parse_class_map("1:NORMAL")
+        cli.parse_class_map("1:NORMAL")
 
 
 def test_time_budget_and_study_storage_settings_are_checked() -> None:
-    from search.run import build_config, build_parser
+    from search.cli import build_config, build_parser
 
     args = build_parser().parse_args(["--time-budget-s", "90", "--optuna-storage", "sqlite:///study.db"])
     config = build_config(args)
-    assert config["time_budget_s"] == 90 and config["optuna_storage"] == "sqlite:///study.db"
+    assert config.time_budget_s == 90 and config.optuna_storage == "sqlite:///study.db"
     for bad, message in ((["--time-budget-s", "0"], "time_budget_s 0.0 must be"),
                          (["--optuna-storage", "redis://host/0"], "not a scheme Optuna's RDB storage takes")):
         with pytest.raises(sc.SearchConfigError, match=message):
@@ -246,11 +247,11 @@ def test_study_storage_is_a_journal_in_the_experiment_or_a_database(tmp_path) ->
 
     from search.study import STUDY_FILE, new_study_name, open_storage, storage_location
 
-    config = {"storage_path": str(tmp_path), "name": "exp"}
+    config = SearchConfig(storage_path=str(tmp_path), name="exp")
     assert storage_location(config) == str(tmp_path / "exp" / STUDY_FILE)
-    assert storage_location({"storage_path": "s3://bucket/x", "name": "exp"}) is None  # no journal on S3
+    assert storage_location(SearchConfig(storage_path="s3://bucket/x", name="exp")) is None  # no journal on S3
     url = f"sqlite:///{tmp_path / 'team.db'}"
-    assert storage_location({**config, "optuna_storage": url}) == url
+    assert storage_location(config.replace(optuna_storage=url)) == url
     names = {new_study_name("exp") for _ in range(3)}
     assert len(names) == 3 and all(n.startswith("exp-") for n in names)
     for location in (storage_location(config), url):
@@ -267,10 +268,10 @@ def test_the_first_trials_cover_every_backbone() -> None:
     config = _config("--preset", "cpu", "--data", "synthetic")
     searcher = build_searcher(config)
     searcher.set_search_properties(None, None, {})
-    backbones = config["space"]["backbone"]
+    backbones = config.space["backbone"]
     first = [searcher.suggest(f"t{i}") for i in range(len(backbones))]
     assert sorted(t["backbone"] for t in first) == sorted(backbones)  # each once, whatever TPE would draw
     lite = next(t for t in first if t["backbone"] == "tf_efficientnet_lite0")
     assert {"freeze_epochs", "finetune_blocks", "lr"} <= set(lite)  # the rest of the trial sampled as usual
-    assert build_searcher({**config, "cover_backbones": False})._points_to_evaluate in (None, [])
-    assert build_searcher({**config, "num_samples": 2})._points_to_evaluate in (None, [])  # too few trials
+    assert build_searcher(config.replace(cover_backbones=False))._points_to_evaluate in (None, [])
+    assert build_searcher(config.replace(num_samples=2))._points_to_evaluate in (None, [])  # too few trials

@@ -71,9 +71,9 @@ def test_search_runs_asha_stops_trials_and_optuna_learns(tmp_path: Path, capsys)
         for ckpt in checkpoints:
             assert {"trainer_state.pt", "model.pt", "metrics.json"} <= {p.name for p in ckpt.iterdir()}
     best = table.iloc[0]
-    model, payload = load_model(Path(best["best_checkpoint"]) / "model.pt")
-    assert payload["objective"] == "val_loss"
-    assert payload["objective_value"] == pytest.approx(best["best_objective"])
+    model, ckpt = load_model(Path(best["best_checkpoint"]) / "model.pt")
+    assert ckpt.info["objective"] == "val_loss"
+    assert ckpt.info["objective_value"] == pytest.approx(best["best_objective"])
     assert load_checkpoint(Path(best["best_checkpoint"]) / "trainer_state.pt")["epoch"] == best["best_epoch"]
 
     # Optuna was told every trial, the ASHA-stopped ones too (with their last score), never a NaN.

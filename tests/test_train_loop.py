@@ -100,8 +100,8 @@ def test_early_stopping_restores_the_best_epochs_weights(monkeypatch: pytest.Mon
     final = trainer.model.state_dict()
     assert all(torch.equal(final[k], snapshots[2][k]) for k in final)
     assert not all(torch.equal(final[k], snapshots[3][k]) for k in final)
-    payload = trainer.checkpoint_payload()
-    assert payload["best_epoch"] == 2 and all(torch.equal(payload["model"][k], snapshots[2][k]) for k in final)
+    ckpt = trainer.checkpoint()
+    assert ckpt.info["best_epoch"] == 2 and all(torch.equal(ckpt.weights[k], snapshots[2][k]) for k in final)
 
 
 def test_non_finite_loss_raises_with_epoch_and_batch() -> None:

@@ -15,12 +15,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -28,6 +26,7 @@ from cxrmodels.data.decode import UnreadableImage, decode_image
 from cxrmodels.data.preprocess import PreprocessConfig, preprocess
 from cxrmodels.data.records import Record
 from cxrmodels.data.synthetic import GENERATOR_VERSION, SYNTHETIC_SCHEME
+from cxrmodels.io import atomic_write, write_json_atomic
 from cxrmodels.progress import bar
 
 log = logging.getLogger(__name__)
@@ -80,23 +79,6 @@ def cache_key(records: Sequence[Record], cfg: PreprocessConfig) -> str:
     params = json.dumps(cfg.to_dict(), sort_keys=True)
     digest = hashlib.sha256(f"{files_signature(records)}|{params}".encode()).hexdigest()[:20]
     return f"{cfg.key().split('-')[0]}-{cfg.resize_mode}-n{len(records)}-{digest}"
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write via a temp file in the same folder + os.replace, so no reader ever sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda fh: json.dump(obj, fh, indent=1), mode="w")
 
 
 def load_one(record: Record, cfg: PreprocessConfig) -> np.ndarray:
@@ -172,7 +154,7 @@ def load_or_build(records: Sequence[Record], cfg: PreprocessConfig, cache_dir: s
         log.info("cache hit %s (%d images)", npy, len(kept))
         return CachedImages(images, kept, skipped, npy, False, time.perf_counter() - start)
     images, kept, skipped = build_images(records, cfg, workers)
-    _atomic_write(npy, lambda fh: np.save(fh, images, allow_pickle=False))
+    atomic_write(npy, lambda fh: np.save(fh, images, allow_pickle=False))
     write_json_atomic(meta, {"version": CACHE_VERSION, "preprocess": cfg.to_dict(), "n_records": len(records),
                              "kept": kept, "skipped": [list(s) for s in skipped]})
     seconds = time.perf_counter() - start

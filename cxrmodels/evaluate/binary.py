@@ -127,13 +127,19 @@ def choose_threshold(sweep: pd.DataFrame) -> float:
     return float(thr[order[0]])
 
 
-def roc_auc(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[float] | np.ndarray) -> float:
-    """ROC AUC, or NaN when only one class is present (undefined; scikit-learn would raise)."""
-    y = _as_binary_targets(y_true)
-    p = _as_probabilities(p_pneumonia, len(y))
-    if len(np.unique(y)) < 2:
+def roc_auc(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """The one ROC AUC of the project: of P(positive) for 1-D ``scores`` or (n, 2) probabilities, and the
+    one-vs-rest macro AUROC for (n, k > 2) probabilities. NaN where it is undefined (a class absent from ``y_true``,
+    non-finite scores), never an exception mid-search."""
+    y, probs = np.asarray(y_true), np.asarray(scores, dtype=np.float64)
+    k = 2 if probs.ndim == 1 else probs.shape[1]
+    if len(np.unique(y)) < k or not np.all(np.isfinite(probs)):
         return float("nan")
-    return float(roc_auc_score(y, p))
+    if probs.ndim == 1 or k == 2:
+        y = _as_binary_targets(y)
+        return float(roc_auc_score(y, _as_probabilities(probs if probs.ndim == 1 else probs[:, 1], len(y))))
+    probs = probs / probs.sum(axis=1, keepdims=True)  # sklearn insists on rows summing to 1 (float32 softmax drifts)
+    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(k))))
 
 
 def binary_report(y_val: Sequence[int] | np.ndarray, p_val: Sequence[float] | np.ndarray,

@@ -122,7 +122,6 @@ def progress_line(m: dict[str, Any], epochs: int) -> str:
 
 def train_run(args: argparse.Namespace, cfg: TrialConfig) -> Path:
     from cxrmodels.data.dataset import write_skipped_report
-    from cxrmodels.train.checkpoint import save_checkpoint
     from cxrmodels.train.loop import NonFiniteLossError, Trainer
     from cxrmodels.train.outputs import plot_learning_curves, write_json, write_metrics_csv
 
@@ -139,15 +138,16 @@ def train_run(args: argparse.Namespace, cfg: TrialConfig) -> Path:
             metrics = trainer.run_epoch()
             print(progress_line(metrics, cfg.epochs), flush=True)
             if metrics["is_best"]:
-                save_checkpoint(out / "best.pt", trainer.checkpoint_payload())
+                trainer.checkpoint().save(out / "best.pt")
     except NonFiniteLossError as err:
         print(f"stopped: {err}", file=sys.stderr)
         raise
     finally:
         if trainer.history:
             write_metrics_csv(out / "metrics.csv", trainer.history)
-            plot_learning_curves(out / "learning_curves.png", trainer.history, f"{cfg.backbone} ({cfg.task})")
-    save_checkpoint(out / "best.pt", trainer.checkpoint_payload())
+            plot_learning_curves(trainer.history, out / "learning_curves.png", best_epoch=trainer.best_epoch,
+                                 title=f"{cfg.backbone} ({cfg.task})")
+    trainer.checkpoint().save(out / "best.pt")
     best = trainer.history[trainer.best_epoch - 1] if trainer.best_epoch else trainer.history[-1]
     print(f"best epoch {trainer.best_epoch}: val loss {best['val_loss']:.4f}, val accuracy {best['val_accuracy']:.4f}")
     return out

@@ -1,92 +1,167 @@
 """Checkpoints that carry everything to rebuild and use a model, and that cannot run code when read back.
 
-Only tensors and plain containers go in (the config as a dict, class names as a list), so
+:class:`ModelCheckpoint` is the one model checkpoint, whoever writes it (``python -m cxrmodels.train``, a search
+trial, ``analysis.report``'s retraining and its ensemble): the weights, the :class:`TrialConfig`, the class names,
+the :class:`PreprocessConfig`, the history, and the decision settings chosen on validation (threshold, operating
+points, calibration temperature, test-time views). Every reader (``analysis.predict``, ``analysis.export``, the
+report) goes through it.
+
+On disk only tensors and plain containers go in (the config as a dict, class names as a list), so
 ``torch.load(..., weights_only=True)`` can read them; a pickle smuggling an object with ``__reduce__`` is refused.
+Checkpoints written before the typed payload (format ``cxrmodels.checkpoint/1`` and ``cxrmodels.ensemble/1``) load
+unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
-import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import torch
-from torch import nn
+from cxrmodels.data.preprocess import PreprocessConfig
+from cxrmodels.io import atomic_write, plain
+from cxrmodels.train.config import TrialConfig
+
+if TYPE_CHECKING:  # torch is imported where it is used: the ONNX path of analysis.predict reads checkpoints without it
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "cxrmodels.model/2"
+ENSEMBLE_FORMAT = "cxrmodels.ensemble/1"  # a v1 ensemble: its members are v1 payloads
+LEGACY_FORMATS = ("cxrmodels.checkpoint/1", None)  # the producers' dicts before the typed checkpoint
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write atomically (temp file + rename), so a trial killed mid-write never leaves a truncated checkpoint."""
+    import torch
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # same folder: rename is atomic
-    try:
-        with tmp.open("wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: torch.save(payload, fh))
     return path
 
 
 def load_checkpoint(path: str | os.PathLike | BinaryIO, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint (a path or an open binary file) with ``weights_only=True``; anything but tensors and plain
     containers raises."""
+    import torch
+
     source = path if hasattr(path, "read") else Path(path)
     return torch.load(source, map_location=map_location, weights_only=True)
 
 
-ENSEMBLE_FORMAT = "cxrmodels.ensemble/1"
+# Provenance kept beside the model, read by people and reports, never needed to use it.
+INFO_KEYS: tuple[str, ...] = (
+    "epoch", "best_epoch", "best_val_loss", "objective", "objective_value", "source_trial", "threshold_chosen_on",
+)  # fmt: skip
 
 
-class EnsembleModel(nn.Module):
-    """Several models of one task and preprocessing used as one: the mean of their class probabilities, returned as
-    logits of that mean (binary: one logit; 3-class: log-probabilities), so every caller that turns logits into
-    probabilities gets the averaged ones."""
+@dataclass(frozen=True)
+class ModelCheckpoint:
+    """A trained model and everything needed to use it. An ensemble has ``members`` (each a single model of the same
+    task and preprocessing) instead of ``weights``; a model read from ONNX metadata has neither."""
 
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one model")
-        self.members = nn.ModuleList(members)
+    config: TrialConfig
+    class_names: tuple[str, ...]
+    preprocess: PreprocessConfig
+    weights: Mapping[str, torch.Tensor] | None = None
+    members: tuple[ModelCheckpoint, ...] = ()
+    history: tuple[Mapping[str, Any], ...] = ()
+    threshold: float | None = None  # the decision threshold on P(PNEUMONIA), chosen on validation
+    operating_points: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    temperature: float | None = None  # calibration, fitted on validation
+    tta: int = 1  # test-time views the threshold was chosen with
+    info: Mapping[str, Any] = field(default_factory=dict)  # provenance (INFO_KEYS)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = [m(x).float() for m in self.members]
-        if logits[0].shape[1] == 1:
-            p = torch.stack([torch.sigmoid(z) for z in logits]).mean(0).clamp(1e-7, 1 - 1e-7)
-            return torch.log(p) - torch.log1p(-p)
-        return torch.stack([torch.softmax(z, 1) for z in logits]).mean(0).clamp_min(1e-12).log()
+    def replace(self, **changes: Any) -> ModelCheckpoint:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def ensemble(cls, members: Sequence[ModelCheckpoint], **decision: Any) -> ModelCheckpoint:
+        """Several models of one task and preprocessing as one; ``decision`` holds what applies to the ensemble
+        as a whole (threshold chosen on validation, test-time views, ...)."""
+        first = members[0]
+        for m in members[1:]:
+            if m.class_names != first.class_names or m.preprocess != first.preprocess:
+                raise ValueError("ensemble members must share class names and preprocessing (image size included)")
+        return cls(config=first.config, class_names=first.class_names, preprocess=first.preprocess,
+                   members=tuple(members), **decision)  # fmt: skip
+
+    # --------------------------------------------------------------------------------------- on disk
+    def to_payload(self) -> dict[str, Any]:
+        """Plain containers and tensors only (readable with ``weights_only=True``)."""
+        payload = {"format": MODEL_FORMAT, **self.metadata(), "history": plain(list(self.history))}
+        if self.weights is not None:
+            payload["model"] = dict(self.weights)
+        if self.members:
+            payload["members"] = [m.to_payload() for m in self.members]
+        return payload
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the weights and the history, as JSON-ready values (also ONNX's metadata)."""
+        return plain({"config": self.config.to_dict(), "class_names": list(self.class_names),
+                      "preprocess": self.preprocess.to_dict(), "threshold": self.threshold,
+                      "operating_points": dict(self.operating_points), "temperature": self.temperature,
+                      "tta": int(self.tta), "info": dict(self.info)})  # fmt: skip
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> ModelCheckpoint:
+        """A payload of this format or of the ones before it."""
+        fmt = payload.get("format")
+        if fmt not in (MODEL_FORMAT, ENSEMBLE_FORMAT, *LEGACY_FORMATS):
+            raise ValueError(f"not a model checkpoint (format {fmt!r}; expected {MODEL_FORMAT})")
+        config = TrialConfig.from_dict({**payload["config"], "pretrained": False, "pretrained_path": None})
+        info = dict(payload.get("info") or {k: payload[k] for k in INFO_KEYS if k in payload})
+        return cls(config=config, class_names=tuple(payload["class_names"]),
+                   preprocess=preprocess_of(payload.get("preprocess"), config), weights=payload.get("model"),
+                   members=tuple(cls.from_payload(m) for m in payload.get("members") or ()),
+                   history=tuple(payload.get("history") or ()), threshold=payload.get("threshold"),
+                   operating_points=dict(payload.get("operating_points") or {}),
+                   temperature=payload.get("temperature"), tta=int(payload.get("tta") or 1), info=info)  # fmt: skip
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return save_checkpoint(path, self.to_payload())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | BinaryIO) -> ModelCheckpoint:
+        return cls.from_payload(load_checkpoint(path))
+
+    # ------------------------------------------------------------------------------------------ use
+    def build_model(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The network with the saved weights (no pretrained download: they replace them), in eval mode."""
+        from cxrmodels.models.ensemble import EnsembleModel
+        from cxrmodels.train.loop import build_model
+
+        if self.members:
+            model: nn.Module = EnsembleModel([m.build_model() for m in self.members])
+        elif self.weights is not None:
+            model = build_model(self.config)
+            model.load_state_dict(dict(self.weights))
+        else:
+            raise ValueError("this checkpoint holds no weights (read from ONNX metadata?)")
+        return model.to(device).eval()
 
 
-def ensemble_payload(members: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    """One checkpoint of several model payloads that share task, class names and preprocessing; ``extra`` holds
-    what applies to the ensemble as a whole (its threshold chosen on validation, test-time views, ...)."""
-    first = members[0]
-    for m in members[1:]:
-        if list(m["class_names"]) != list(first["class_names"]) or m.get("preprocess") != first.get("preprocess"):
-            raise ValueError("ensemble members must share class names and preprocessing (image size included)")
-    return {"format": ENSEMBLE_FORMAT, "members": members, "config": first["config"],
-            "class_names": list(first["class_names"]), "preprocess": first.get("preprocess"), **extra}
+def preprocess_of(stored: Mapping[str, Any] | None, config: TrialConfig) -> PreprocessConfig:
+    """The saved preprocessing; an old checkpoint without it gets the defaults at its image size, and keys an old
+    ``python -m cxrmodels.train`` added (the data source) are dropped."""
+    if not stored:
+        log.warning("checkpoint has no preprocessing parameters; using the defaults at size %d", config.image_size)
+        return PreprocessConfig(size=config.image_size)
+    known = {f.name for f in dataclasses.fields(PreprocessConfig)}
+    extra = sorted(set(stored) - known)
+    if extra:
+        log.warning("ignoring checkpoint preprocessing key(s) %s (not preprocessing settings)", ", ".join(extra))
+    return PreprocessConfig.from_dict({k: v for k, v in stored.items() if k in known})
 
 
-def _build_one(payload: dict[str, Any]) -> nn.Module:
-    from cxrmodels.train.config import TrialConfig
-    from cxrmodels.train.loop import build_model
-
-    cfg = TrialConfig.from_dict({**payload["config"], "pretrained": False, "pretrained_path": None})
-    model = build_model(cfg)
-    model.load_state_dict(payload["model"])
-    return model
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model from a :meth:`Trainer.checkpoint_payload` checkpoint, or an :class:`EnsembleModel` from an
-    :func:`ensemble_payload` one (no pretrained download: the saved weights replace them) -> (model in eval mode on
-    ``device``, payload)."""
-    payload = load_checkpoint(path)
-    if payload.get("format") == ENSEMBLE_FORMAT:
-        model: nn.Module = EnsembleModel([_build_one(m) for m in payload["members"]])
-    else:
-        model = _build_one(payload)
-    return model.to(device).eval(), payload
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCheckpoint]:
+    """Rebuild the model of any model checkpoint (a single model or an ensemble) -> (model in eval mode on
+    ``device``, the checkpoint)."""
+    checkpoint = ModelCheckpoint.load(path)
+    return checkpoint.build_model(device), checkpoint

@@ -161,14 +161,19 @@ def _finite(x: float) -> bool:
 
 
 def _validate(cfg: TrialConfig) -> None:
-    """Every value checked once, with a message that names the key and what would be accepted."""
-    from cxrmodels.models.registry import is_known_backbone, list_backbones
+    """Every value checked once, with a message that names the key and what would be accepted. The backbone name is
+    checked against the registry where it can load (it needs torch and timm); without them no model can be built,
+    and a config is only read (the settings of an ONNX model, in a deployment without PyTorch)."""
+    try:
+        from cxrmodels.models.registry import is_known_backbone, list_backbones
+    except ImportError:
+        is_known_backbone, list_backbones = None, None
 
     _check_choice("task", cfg.task, TASKS)
     _check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _check_choice("head", cfg.head, HEADS)
     _check_choice("device", cfg.device.split(":")[0], DEVICES)
-    if not is_known_backbone(cfg.backbone):
+    if is_known_backbone is not None and not is_known_backbone(cfg.backbone):
         raise ValueError(
             f"config key 'backbone': {cfg.backbone!r} is not valid; valid choices: {', '.join(list_backbones())}, "
             "or 'timm/<any timm model name>'"

@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,16 +23,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrmodels.data.augment import TTA_VIEWS, AugmentConfig, augment_batch, to_float, tta_view
+from cxrmodels.io import plain
 from cxrmodels.models.freeze import set_trainable
 from cxrmodels.models.registry import CXRClassifier, create_model
 from cxrmodels.train.config import TrialConfig
 from cxrmodels.train.metrics import classification_metrics
 
+if TYPE_CHECKING:
+    from cxrmodels.train.checkpoint import ModelCheckpoint
+
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NONFINITE_CHECK_EVERY = 16  # batches between loss checks: a per-batch .item() would stall the GPU every step
-CHECKPOINT_FORMAT = "cxrmodels.checkpoint/1"
+TRAINER_STATE_FORMAT = "cxrmodels.checkpoint/1"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -303,21 +306,6 @@ def evaluate(
 # ----------------------------------------------------------------------------------------------- the trainer
 
 
-def _plain(obj: Any) -> Any:
-    """Built-in containers and scalars only, so the object survives ``torch.load(weights_only=True)`` and JSON."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or isinstance(obj, str | int | float | bool | torch.Tensor):
-        return obj
-    return str(obj)
-
-
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
@@ -466,7 +454,7 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "format": CHECKPOINT_FORMAT,
+            "format": TRAINER_STATE_FORMAT,
             "config": self.cfg.to_dict(),
             "epoch": self.epoch,
             "phase": self.phase,
@@ -480,14 +468,14 @@ class Trainer:
                 "stopped_early": self.stopped_early,
             },  # fmt: skip
             "best_state": self.best_state or {},
-            "history": _plain(self.history),
+            "history": plain(self.history),
             "rng": rng,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: same phase (so the optimizer's parameter groups line up), then every piece of state."""
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not a trainer state ({state.get('format')!r}); expected {CHECKPOINT_FORMAT}")
+        if state.get("format") != TRAINER_STATE_FORMAT:
+            raise ValueError(f"not a trainer state ({state.get('format')!r}); expected {TRAINER_STATE_FORMAT}")
         if state["phase"] != self.phase:
             self._enter_phase(state["phase"])
         self.model.load_state_dict(state["model"])
@@ -505,17 +493,15 @@ class Trainer:
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
 
-    def checkpoint_payload(self) -> dict[str, Any]:
-        """What a user of the model needs: best weights, config, class names, preprocessing, metrics history."""
-        weights = self.best_state if self.best_state is not None else _cpu_copy(self.model.state_dict())
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model": weights,
-            "config": self.cfg.to_dict(),
-            "class_names": list(self.data.class_names),
-            "preprocess": _plain(self.data.preprocess),
-            "history": _plain(self.history),
-            "best_epoch": self.best_epoch,
-            "best_val_loss": self.best_val_loss,
-            "epoch": self.epoch,
-        }
+    def checkpoint(self, current: bool = False, **info: Any) -> ModelCheckpoint:
+        """What a user of the model needs: the best weights (lowest validation loss so far; ``current``: this
+        epoch's), config, class names, preprocessing, history; ``info`` adds provenance."""
+        from cxrmodels.train.checkpoint import ModelCheckpoint, preprocess_of
+
+        best = self.best_state is not None and not current
+        weights = self.best_state if best else _cpu_copy(self.model.state_dict())
+        return ModelCheckpoint(
+            config=self.cfg, class_names=tuple(self.data.class_names), weights=weights,
+            preprocess=preprocess_of(self.data.preprocess, self.cfg), history=tuple(plain(self.history)),
+            info={"best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss, "epoch": self.epoch, **info},
+        )  # fmt: skip

@@ -23,9 +23,9 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score, roc_auc_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from cxrmodels.evaluate.binary import THRESHOLDS
+from cxrmodels.evaluate.binary import THRESHOLDS, roc_auc
 
 #: At or below this validation AUROC a model does not separate the classes (chance is 0.5): collapsed.
 COLLAPSE_MAX_AUC = 0.6
@@ -37,20 +37,6 @@ COLLAPSE_MAX_OUTPUT_STD = 1e-3
 def predicted_labels(probs: np.ndarray) -> np.ndarray:
     """Arg-max class; for binary (n, 2) probabilities this is the 0.5 threshold on the positive class."""
     return np.asarray(probs).argmax(axis=1)
-
-
-def roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
-    """Binary ROC AUC on the positive class, or one-vs-rest macro AUC for more classes.
-
-    NaN when a class is absent from ``y_true`` (AUC is undefined there), never an exception mid-search.
-    """
-    k = probs.shape[1]
-    if len(np.unique(y_true)) < k or not np.all(np.isfinite(probs)):
-        return float("nan")
-    if k == 2:
-        return float(roc_auc_score(y_true, probs[:, 1]))
-    probs = probs / probs.sum(axis=1, keepdims=True)  # sklearn insists on rows summing to 1 (float32 softmax drifts)
-    return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=list(range(k))))
 
 
 def best_balanced_accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from cxrmodels.io import write_json_atomic
+
 
 def write_json(path: Path, obj: Mapping[str, Any]) -> Path:
     """Atomic, so a crashed run never leaves half a config behind."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, obj, indent=2, sort_keys=True)
 
 
 def write_metrics_csv(path: Path, history: Sequence[Mapping[str, Any]]) -> Path:
@@ -30,26 +30,54 @@ def write_metrics_csv(path: Path, history: Sequence[Mapping[str, Any]]) -> Path:
     return path
 
 
-def plot_learning_curves(path: Path, history: Sequence[Mapping[str, Any]], title: str = "") -> Path:
-    """Train vs validation loss and accuracy per epoch (the studies' curves), with the best epoch marked."""
+def plot_learning_curves(history: pd.DataFrame | Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
+                         run_col: str = "run", epoch_col: str = "epoch",
+                         loss_cols: tuple[str, str] = ("train_loss", "val_loss"),
+                         acc_cols: tuple[str, str] = ("train_accuracy", "val_accuracy"),
+                         highlight: Sequence[str] = (), best_epoch: int | None = None,
+                         title: str = "Learning curves") -> Path:  # fmt: skip
+    """Train (dashed) and validation (solid) loss and accuracy per epoch, for one run or many.
+
+    ``history`` is one row per (run, epoch): a DataFrame, or a training run's list of epoch dicts. Runs in
+    ``highlight`` (the winners) are drawn in colour and labelled; the others in thin grey, so a 36-run optimizer grid
+    stays readable and collapsed runs (flat accuracy at the class ratio) show as a grey band. ``best_epoch`` is
+    marked with a vertical line. Missing metric columns leave their panel empty.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        ax.plot(epochs, [row[f"train_{metric}"] for row in history], "o-", label=f"train {metric}")
-        ax.plot(epochs, [row[f"val_{metric}"] for row in history], "o-", label=f"validation {metric}")
-        if history and history[-1].get("best_epoch"):
-            ax.axvline(history[-1]["best_epoch"], color="grey", linestyle="--", label="best epoch")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.legend()
-        ax.grid(alpha=0.3)
+    history = pd.DataFrame(list(history)) if not isinstance(history, pd.DataFrame) else history
+    if run_col not in history:
+        history = history.assign(**{run_col: "run"})
+    highlight = [str(h) for h in highlight]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, cols, label in zip(axes, (loss_cols, acc_cols), ("loss", "accuracy"), strict=True):
+        _curves_panel(ax, history, cols, label, run_col, epoch_col, highlight, plt.cm.tab10.colors)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label="best epoch")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _curves_panel(ax: Any, history: pd.DataFrame, cols: tuple[str, str], label: str, run_col: str, epoch_col: str,
+                  highlight: list[str], colours: Sequence[Any]) -> None:  # fmt: skip
+    train_col, val_col = cols
+    if not any(c in history for c in cols):
+        ax.text(0.5, 0.5, f"no {label} columns", ha="center", transform=ax.transAxes)
+    for k, (run, df) in enumerate(history.sort_values(epoch_col).groupby(run_col, sort=False)):
+        star = str(run) in highlight or (not highlight and history[run_col].nunique() <= 10)
+        colour = colours[k % len(colours)] if star else "0.75"
+        for col, style in ((train_col, "--"), (val_col, "-")):
+            if col in df:
+                ax.plot(df[epoch_col], df[col], ls=style, color=colour, lw=1.8 if star else 0.7,
+                        label=f"{run} {col.split('_')[0]}" if star else None, zorder=3 if star else 1)  # fmt: skip
+    ax.set(xlabel=epoch_col, ylabel=label, title=label)

@@ -1,14 +1,15 @@
-"""Start Ray exactly as ``search.run`` does (``init_ray``, dashboard on) and print every listening inet socket of the
-driver and its Ray processes as JSON lines: pid, process name, ip, port. Run in its own session and TMPDIR."""
+"""Start Ray exactly as ``search.run`` does (``search.tuner.init_ray``, dashboard on) and print every listening inet
+socket of the driver and its Ray processes as JSON lines: pid, process name, ip, port. Run in its own session and
+TMPDIR."""
 
 from __future__ import annotations
 
 import json
 import time
 
-from search import run
+from search.tuner import init_ray
 
-run.init_ray(None, True, 1)
+init_ray(None, True, 1)
 import psutil  # noqa: E402 - from ray/thirdparty_files, on sys.path once ray is imported
 
 time.sleep(3)  # the agents bind after ray.init returns
