@@ -1,7 +1,7 @@
 """How long do the report's bootstrap intervals take? 2,000 patient resamples of 800 images, binary and 3-class.
 
-    python bench/bootstrap_speed.py            # 800 images of 400 patients, 2,000 resamples, 5 repeats
-    python bench/bootstrap_speed.py --quick    # one repeat (results in bootstrap_speed_quick.json, not tracked)
+    python -m bench.bootstrap_speed            # 800 images of 400 patients, 2,000 resamples, 5 repeats
+    python -m bench.bootstrap_speed --quick    # one repeat (results in bootstrap_speed_quick.json, not tracked)
 
 Issue 15 asks for under 10 s on 2 cores. Writes bench/results/bootstrap_speed.json.
 """
@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchlib import machine, write_result
 
+from bench.benchlib import machine, write_result
 from cxrmodels.evaluate.bootstrap import N_RESAMPLES, binary_intervals, multiclass_intervals
 
 RESULTS = Path(__file__).resolve().parent / "results"

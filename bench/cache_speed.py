@@ -1,7 +1,7 @@
 """Benchmark: building the preprocessed-image cache vs loading it (memory-mapped), and prepare() cold vs warm.
 
-    python bench/cache_speed.py            # ../shared/data/chest_xray_fullres, 224 px
-    python bench/cache_speed.py --quick    # first 60 images only
+    python -m bench.cache_speed            # ../shared/data/chest_xray_fullres, 224 px
+    python -m bench.cache_speed --quick    # first 60 images only
 
 Prints the figures and writes them to bench/results/cache_speed.json. Not a test: timings depend on the machine.
 """
@@ -16,8 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import machine, write_result
-
+from bench.benchlib import machine, write_result
 from cxrmodels.data.cache import default_workers, load_or_build
 from cxrmodels.data.dataset import prepare
 from cxrmodels.data.preprocess import PreprocessConfig

@@ -12,7 +12,7 @@ data=${1:-../shared/data}
 out=${2:-bench/results}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-python3 bench/pipeline_speed.py --device cuda --data "$data/chest_xray_fullres" "$data/chest_xray/train" \
+python3 -m bench.pipeline_speed --device cuda --data "$data/chest_xray_fullres" "$data/chest_xray/train" \
     --out "$out/pipeline_speed_gpu.json"
-python3 bench/trial_efficiency.py --device cuda --size 224 --batch-size 64 --backbones resnet50 densenet121 \
+python3 -m bench.trial_efficiency --device cuda --size 224 --batch-size 64 --backbones resnet50 densenet121 \
     --data synthetic:1000 "$data/chest_xray/train" --out "$out/trial_efficiency_gpu.json"

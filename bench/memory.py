@@ -1,8 +1,8 @@
 """Memory: peak resident memory of the driver and of the trial processes with 1 and with 4 concurrent trials, and
 whether the data set is held once (object store) rather than once per trial.
 
-    python bench/memory.py            # ../shared/data/chest_xray (all 5,206 images) at 128 px, custom_cnn, 1 epoch
-    python bench/memory.py --quick    # 600 of those images (every k-th) at 64 px: under 3 minutes on 2 cores
+    python -m bench.memory            # ../shared/data/chest_xray (all 5,206 images) at 128 px, custom_cnn, 1 epoch
+    python -m bench.memory --quick    # 600 of those images (every k-th) at 64 px: under 3 minutes on 2 cores
 
 Three searches, each the project's own ``search.run.main`` (``--smoke-test`` settings with ``--data``, custom_cnn,
 ``--scheduler none``, 1 epoch, batch 32, no pretrained weights) on its own fresh local Ray (private temp folder, no
@@ -51,8 +51,8 @@ from pathlib import Path
 
 import ray
 import ray._private.internal_api as ray_internal
-from benchlib import machine, write_result
 
+from bench.benchlib import machine, write_result
 from search import run
 from search.cli import build_config, build_parser
 from search.datasets import build_datasets

@@ -1,8 +1,8 @@
 """Which validation figure should the search rank trials by? Measured: every epoch of every trial, each candidate
 objective on validation against what that epoch's model does on data the search never sees.
 
-    python bench/objective_choice.py            # 40 trials of the cpu preset's space on chest_xray at 64 px, 3-class
-    python bench/objective_choice.py --quick    # 6 trials on 240 synthetic images at 48 px (about a minute)
+    python -m bench.objective_choice            # 40 trials of the cpu preset's space on chest_xray at 64 px, 3-class
+    python -m bench.objective_choice --quick    # 6 trials on 240 synthetic images at 48 px (about a minute)
 
 The trials are the ``cpu`` preset's (the same ``DefineByRunSpace``, data preparation, split minimums and fixed
 settings) with two changes, both so that every epoch is a fair sample: Optuna's RandomSampler instead of TPE (the
@@ -249,7 +249,7 @@ def print_table(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from benchlib import machine, write_result
+    from bench.benchlib import machine, write_result
 
     args = parse_args(argv)
     config = search_settings(args)
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                          for t in trials for e in t["epochs"]
                                                          for s, p in e["probs"].items()})
     summary = summarise(trials, data)
-    report = {"command": " ".join(["python", "bench/objective_choice.py", *(argv or sys.argv[1:])]),
+    report = {"command": " ".join(["python", "-m", "bench.objective_choice", *(argv or sys.argv[1:])]),
               "date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
               "machine": machine(workers=args.workers), "wall_s": round(time.time() - started, 1),
               "settings": {"preset": "cpu", "data": args.data, "external": args.external or None,

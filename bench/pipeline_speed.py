@@ -1,13 +1,13 @@
 """Benchmark: images/s delivered as augmented, normalised float tensors, the project's cached path vs a naive one.
 
-    python bench/pipeline_speed.py            # chest_xray_fullres (360) and chest_xray/train (5,190), 3 epochs each
-    python bench/pipeline_speed.py --quick    # first 200 images of each, 1 epoch each
-    python bench/pipeline_speed.py --device cuda --out bench/results/pipeline_speed_gpu.json   # item 6, on a GPU
+    python -m bench.pipeline_speed            # chest_xray_fullres (360) and chest_xray/train (5,190), 3 epochs each
+    python -m bench.pipeline_speed --quick    # first 200 images of each, 1 epoch each
+    python -m bench.pipeline_speed --device cuda --out bench/results/pipeline_speed_gpu.json   # item 6, on a GPU
 
 Naive: a torch Dataset that decodes each JPEG (cv2.imread grayscale), applies CLAHE (clip 2.0, 16x16 tiles) and
 resizes to 224x224 on every access, DataLoader(num_workers=2, batch_size=32, shuffle=True). Project: ``prepare()``
 once (timed separately: the cache build), then the training loop's per-epoch path on the uint8 array
-(``to_device_once``, ``_prepare_batch``, ``augment_batch``, ``_to_model_layout`` from ``cxrmodels.train.loop``).
+(``to_device_once``, ``prepare_batch``, ``augment_batch``, ``to_model_layout`` from ``cxrmodels.train.loop``).
 Both sides end with the same ``augment_batch`` and the same ``InputNorm`` (ImageNet mean/std averaged to gray).
 The time the main process spends waiting for (naive) or indexing (cached) uint8 batches is also recorded, so the
 cache's own gain (``data_only_ratio``) is reported beside the end-to-end ratio, which shares the augmentation cost.
@@ -32,14 +32,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from benchlib import GpuUtilisation, bench_device, machine, sync, write_result
 from torch.utils.data import DataLoader, Dataset
 
+from bench.benchlib import GpuUtilisation, bench_device, machine, sync, write_result
 from cxrmodels.data.augment import AugmentConfig, augment_batch
 from cxrmodels.data.dataset import prepare
 from cxrmodels.data.preprocess import PreprocessConfig
 from cxrmodels.models.heads import InputNorm
-from cxrmodels.train.loop import _prepare_batch, _to_model_layout, to_device_once
+from cxrmodels.train.loop import prepare_batch, to_device_once, to_model_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -93,21 +93,21 @@ def naive_epoch(loader: DataLoader, aug: AugmentConfig, norm: InputNorm, gen: to
         wait += time.perf_counter() - t0
         if batch is None:
             break
-        seen += norm(_to_model_layout(augment_batch(batch, aug, gen), device)).shape[0]
+        seen += norm(to_model_layout(augment_batch(batch, aug, gen), device)).shape[0]
     sync(device)
     return {"images": seen, "seconds": time.perf_counter() - start, "data_s": wait}
 
 
 def cached_epoch(x: torch.Tensor, batch_size: int, aug: AugmentConfig, norm: InputNorm, gen: torch.Generator,
                  device: torch.device) -> dict:
-    """The batches of ``train_one_epoch``: shuffled indices -> _prepare_batch -> augment_batch -> model layout."""
+    """The batches of ``train_one_epoch``: shuffled indices -> prepare_batch -> augment_batch -> model layout."""
     start, seen, wait = time.perf_counter(), 0, 0.0
     order = torch.randperm(len(x), generator=gen)
     for lo in range(0, len(x), batch_size):
         t0 = time.perf_counter()
-        batch = _prepare_batch(x, order[lo : lo + batch_size], device)
+        batch = prepare_batch(x, order[lo : lo + batch_size], device)
         wait += time.perf_counter() - t0
-        seen += norm(_to_model_layout(augment_batch(batch, aug, gen), device)).shape[0]
+        seen += norm(to_model_layout(augment_batch(batch, aug, gen), device)).shape[0]
     sync(device)
     return {"images": seen, "seconds": time.perf_counter() - start, "data_s": wait}
 

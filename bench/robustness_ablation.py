@@ -1,9 +1,9 @@
 """Which robustness measures help on X-rays acquired separately? An ablation on the external validation set.
 
-    python bench/robustness_ablation.py                  # the cpu preset's from-scratch winner at 96 px, 3 seeds
-    python bench/robustness_ablation.py --base backbone=tf_efficientnet_lite0 pretrained=true freeze_epochs=1 \\
+    python -m bench.robustness_ablation                  # the cpu preset's from-scratch winner at 96 px, 3 seeds
+    python -m bench.robustness_ablation --base backbone=tf_efficientnet_lite0 pretrained=true freeze_epochs=1 \\
         --size 128 --name lite0                          # the same measures on the pretrained backbone
-    python bench/robustness_ablation.py --quick          # 2 seeds on 240 synthetic images at 48 px (a minute)
+    python -m bench.robustness_ablation --quick          # 2 seeds on 240 synthetic images at 48 px (a minute)
 
 Every variant (``--variant NAME:key=value,...``; by default: none, intensity augmentation, per-image
 standardisation, both) is trained with ``--seeds`` seeds on the internal training split, early-stopped on the
@@ -174,7 +174,7 @@ def print_table(table: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchlib import machine, write_result
+    from bench.benchlib import machine, write_result
 
     args = parse_args(argv)
     start = time.time()
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     table = summarise(runs, args.tta)
     print_table(table)
     result = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join(["python", "bench/robustness_ablation.py", *(argv or sys.argv[1:])]),
+              "command": " ".join(["python", "-m", "bench.robustness_ablation", *(argv or sys.argv[1:])]),
               "machine": machine("cpu", workers=args.workers), "data": args.data, "external": args.external,
               "task": args.task, "size": args.size, "seeds": args.seeds, "tta_views": args.tta, "base": args.base,
               "variants": args.variants, "images": _ARRAYS["counts"],

@@ -1,8 +1,8 @@
 """Scaling and overhead: trials per hour on 1, 2 and 4 nodes of a local ``ray.cluster_utils.Cluster``, the time from a
 trial's start to its first reported epoch, and the per-trial overhead (wall time minus training time).
 
-    python bench/scaling.py            # 16 trials of 2 epochs per cluster size
-    python bench/scaling.py --quick    # 4 trials of 1 epoch per cluster size (under 3 minutes on 2 cores)
+    python -m bench.scaling            # 16 trials of 2 epochs per cluster size
+    python -m bench.scaling --quick    # 4 trials of 1 epoch per cluster size (under 3 minutes on 2 cores)
 
 Every search is the project's own ``search.run.main`` (the ``--smoke-test`` preset: custom_cnn, synthetic images,
 48 px, no pretrained weights) with ``--scheduler none --searcher random`` and a fixed epoch count and batch size, so
@@ -43,10 +43,10 @@ import time
 from pathlib import Path
 
 import ray
-from benchlib import machine, write_result
 from ray import tune
 from ray.cluster_utils import Cluster
 
+from bench.benchlib import machine, write_result
 from search import run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,8 +1,8 @@
 """Search efficiency: ASHA + Optuna TPE vs random search + ASHA vs study B's full 36-run grid, on one fixed task.
 
-    python bench/search_efficiency.py            # synthetic (300 images, 48 px) + chest_xray subset (64 px), 3 seeds
-    python bench/search_efficiency.py --quick    # 120 synthetic images, a 2x3x2 grid of 1-2 epochs, 1 seed
-    python bench/search_efficiency.py --tasks chest_xray --xray-images 2400 --val-fraction 0.3   # docs/benchmarks.md
+    python -m bench.search_efficiency            # synthetic (300 images, 48 px) + chest_xray subset (64 px), 3 seeds
+    python -m bench.search_efficiency --quick    # 120 synthetic images, a 2x3x2 grid of 1-2 epochs, 1 seed
+    python -m bench.search_efficiency --tasks chest_xray --xray-images 2400 --val-fraction 0.3   # docs/benchmarks.md
 
 Every search is a real ``search.run`` search (preset ``study-b-grid`` plus ``--set`` overrides), so the three
 strategies share the model (custom_cnn, no pretrained weights), image size, data, split (seed 0) and fixed settings:
@@ -341,12 +341,13 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ["TMPDIR"] = os.environ["RAY_TMPDIR"] = str(work)
     tempfile.tempdir = None
     import ray
-    from benchlib import machine, write_result
+
+    from bench.benchlib import machine, write_result
 
     started = time.time()
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(work / "ray"), logging_level="WARNING")
     report: dict = {
-        "command": " ".join([sys.executable.rsplit("/", 1)[-1], "bench/search_efficiency.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python", "-m", "bench.search_efficiency", *(argv or sys.argv[1:])]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
         "machine": machine(),
         "loadavg_start": os.getloadavg(),

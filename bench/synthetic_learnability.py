@@ -1,7 +1,7 @@
 """How hard the built-in synthetic set is: validation macro-F1 of tiny CNNs after 1, 3 and 10 epochs.
 
-    python bench/synthetic_learnability.py            # 600 images, 64 px, 3 seeds, both tasks
-    python bench/synthetic_learnability.py --quick    # 300 images, 1 seed, multiclass only
+    python -m bench.synthetic_learnability            # 600 images, 64 px, 3 seeds, both tasks
+    python -m bench.synthetic_learnability --quick    # 300 images, 1 seed, multiclass only
 
 Backbones: ``custom_cnn`` (study B's network 1: no BatchNorm, ~40k parameters at 64 px) and ``resnet10t`` (timm's
 smallest ResNet, with BatchNorm), both from random weights.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import machine, write_result
 
+from bench.benchlib import machine, write_result
 from cxrmodels.data.dataset import prepare
 from cxrmodels.data.preprocess import PreprocessConfig
 from cxrmodels.data.records import class_names

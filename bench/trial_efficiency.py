@@ -1,8 +1,8 @@
 """Benchmark: training images/s inside a real trial (the project's Trainer) vs a bare forward/backward/step loop.
 
-    python bench/trial_efficiency.py            # synthetic:1000 and chest_xray/train, custom_cnn + resnet10t, 64 px
-    python bench/trial_efficiency.py --quick    # synthetic:300 only, 3 measured epochs per side
-    python bench/trial_efficiency.py --device cuda --size 224 --backbones resnet50 densenet121 \
+    python -m bench.trial_efficiency            # synthetic:1000 and chest_xray/train, custom_cnn + resnet10t, 64 px
+    python -m bench.trial_efficiency --quick    # synthetic:300 only, 3 measured epochs per side
+    python -m bench.trial_efficiency --device cuda --size 224 --backbones resnet50 densenet121 \
         --out bench/results/trial_efficiency_gpu.json          # item 6, on a GPU
 
 Real: ``Trainer.run_epoch()`` (``train_one_epoch``: shuffled uint8 batches, augmentation, class-weighted loss,
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from benchlib import GpuUtilisation, bench_device, machine, sync, write_result
 from torch.profiler import ProfilerActivity, profile
 
+from bench.benchlib import GpuUtilisation, bench_device, machine, sync, write_result
 from cxrmodels.data.dataset import prepare
 from cxrmodels.data.preprocess import PreprocessConfig
 from cxrmodels.data.records import class_names
@@ -43,10 +43,10 @@ from cxrmodels.train.config import TrialConfig
 from cxrmodels.train.loop import (
     TrainData,
     Trainer,
-    _autocast,
-    _to_model_layout,
+    autocast,
     build_model_on,
     build_optimizer,
+    to_model_layout,
     trainable_param_groups,
 )
 
@@ -87,14 +87,14 @@ class Bare:
         self.optimizer = build_optimizer(cfg.optimizer, trainable_param_groups(self.model, cfg.weight_decay), cfg.lr)
         sizes = [min(cfg.batch_size, n - lo) for lo in range(0, n, cfg.batch_size)]
         sizes = [s for i, s in enumerate(sizes) if s > 1 or i == 0]  # train_one_epoch skips a trailing 1-image batch
-        self.batches = [(_to_model_layout(torch.rand(s, 1, cfg.image_size, cfg.image_size, device=device), device),
+        self.batches = [(to_model_layout(torch.rand(s, 1, cfg.image_size, cfg.image_size, device=device), device),
                          torch.randint(0, 3, (s,), device=device)) for s in sizes]
 
     def epoch(self) -> dict:
         self.model.train()
         start = time.perf_counter()
         for x, y in self.batches:
-            with _autocast(self.device):
+            with autocast(self.device):
                 logits = self.model(x)
             loss = F.cross_entropy(logits, y)
             self.optimizer.zero_grad(set_to_none=True)

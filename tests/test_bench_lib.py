@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import benchlib  # noqa: E402
+from bench import benchlib
 
 
 def test_gpu_utilisation_parses_nvidia_smi_samples(tmp_path, monkeypatch):

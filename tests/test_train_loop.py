@@ -196,8 +196,8 @@ def test_gpu_fast_path_dtypes_hold_under_bf16_autocast_and_channels_last(monkeyp
                                                                          classes: int) -> None:
     """CI has no GPU: run the CUDA path's bf16 autocast and channels_last layout on the CPU, so its dtype handling
     (bf16 logits into the fp32 loss, metrics and probabilities) is exercised on every commit."""
-    monkeypatch.setattr(loop, "_autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
-    monkeypatch.setattr(loop, "_to_model_layout",
+    monkeypatch.setattr(loop, "autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    monkeypatch.setattr(loop, "to_model_layout",
                         lambda images, device: images.contiguous(memory_format=torch.channels_last))
     trainer = Trainer(tiny_cfg(task=task).replace(epochs=2), tiny_data(classes=classes))
     trainer.model = trainer.model.to(memory_format=torch.channels_last)

@@ -103,7 +103,7 @@ def build_model(cfg: TrialConfig) -> CXRClassifier:
 
 
 def build_model_on(cfg: TrialConfig, device: torch.device) -> CXRClassifier:
-    """:func:`build_model` on ``device``; on a GPU in channels_last, the layout :func:`_to_model_layout` gives the
+    """:func:`build_model` on ``device``; on a GPU in channels_last, the layout :func:`to_model_layout` gives the
     batches there."""
     model = build_model(cfg).to(device)
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
@@ -171,16 +171,19 @@ def build_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float) ->
     raise ValueError(f"unknown optimizer {name!r}; valid: sgd, sgd_momentum, adam, adamw, rmsprop")
 
 
-def _autocast(device: torch.device):
+def autocast(device: torch.device):
+    """The training and evaluation precision: bf16 autocast on a GPU, plain fp32 elsewhere."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def _prepare_batch(x: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+def prepare_batch(x: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The images at ``idx`` of a data set held on the device once, as an (n, 1, S, S) batch."""
     batch = x[idx.to(x.device)].to(device, non_blocking=True)
     return batch.unsqueeze(1) if batch.ndim == 3 else batch
 
 
-def _to_model_layout(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+def to_model_layout(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """channels_last on a GPU (faster convolutions under bf16), unchanged elsewhere."""
     return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
 
 
@@ -229,9 +232,9 @@ def train_one_epoch(
         idx = order[lo : lo + batch_size]
         if len(idx) < 2 and lo > 0:
             break
-        images = _to_model_layout(augment_batch(_prepare_batch(x, idx, device), augment, generator), device)
+        images = to_model_layout(augment_batch(prepare_batch(x, idx, device), augment, generator), device)
         targets = y[idx.to(device)]
-        with _autocast(device):
+        with autocast(device):
             logits = model(images)
         loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -267,8 +270,8 @@ def predict_logits(
     chunks = []
     for lo in range(0, len(x), batch_size):
         idx = torch.arange(lo, min(lo + batch_size, len(x)))
-        images = _to_model_layout(tta_view(to_float(_prepare_batch(x, idx, device)), view), device)
-        with _autocast(device):
+        images = to_model_layout(tta_view(to_float(prepare_batch(x, idx, device)), view), device)
+        with autocast(device):
             chunks.append(model(images).float().cpu())
     return torch.cat(chunks) if chunks else torch.zeros(0, 1)
 
