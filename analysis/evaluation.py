@@ -34,8 +34,15 @@ def binary_targets(y: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
     return (np.asarray(y) != list(class_names).index(NORMAL)).astype(np.int64)
 
 
-def evaluate_run(y_val: np.ndarray, probs_val: np.ndarray, y_test: np.ndarray, probs_test: np.ndarray,
-                 class_names: Sequence[str], *, multiclass: bool = True) -> dict[str, Any]:
+def evaluate_run(
+    y_val: np.ndarray,
+    probs_val: np.ndarray,
+    y_test: np.ndarray,
+    probs_test: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    multiclass: bool = True,
+) -> dict[str, Any]:
     """Scalars (``metrics``) and tables of one run. The threshold comes from the validation arrays alone
     (:func:`cxrmodels.evaluate.binary_report`); test arrays are only scored. ``multiclass=False`` scores a 3-class
     model as binary only (held-out labels without the bacterial/viral subtype)."""
@@ -43,7 +50,9 @@ def evaluate_run(y_val: np.ndarray, probs_val: np.ndarray, y_test: np.ndarray, p
     p_val, p_test = pneumonia_probability(probs_val, names), pneumonia_probability(probs_test, names)
     binary = binary_report(binary_targets(y_val, names), p_val, binary_targets(y_test, names), p_test)
     metrics: dict[str, Any] = {
-        "threshold": binary["threshold"], "val_f1": binary["val_f1"], "val_auc": binary["val_auc"],
+        "threshold": binary["threshold"],
+        "val_f1": binary["val_f1"],
+        "val_auc": binary["val_auc"],
         **{f"test_{k}": binary[k] for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc")},
         # one class predicted for every test image at the chosen threshold: study B's collapse, flagged
         "test_collapsed": float(binary["tp"] + binary["fp"] == 0 or binary["tn"] + binary["fn"] == 0),
@@ -52,23 +61,32 @@ def evaluate_run(y_val: np.ndarray, probs_val: np.ndarray, y_test: np.ndarray, p
     if len(names) == 3 and multiclass:
         val3 = multiclass_report(y_val, probs_val, names)
         test3 = multiclass_report(y_test, probs_test, names)
-        metrics.update(val_accuracy_3class=val3["accuracy"], val_macro_f1_3class=val3["macro_f1"],
-                       test_accuracy_3class=test3["accuracy"], test_macro_f1_3class=test3["macro_f1"],
-                       test_weighted_f1_3class=test3["weighted_f1"], test_collapsed_3class=float(test3["collapsed"]))
+        metrics.update(
+            val_accuracy_3class=val3["accuracy"],
+            val_macro_f1_3class=val3["macro_f1"],
+            test_accuracy_3class=test3["accuracy"],
+            test_macro_f1_3class=test3["macro_f1"],
+            test_weighted_f1_3class=test3["weighted_f1"],
+            test_collapsed_3class=float(test3["collapsed"]),
+        )
         for cls, row in test3["per_class"].iterrows():
             metrics.update({f"test_{m}_{cls}": float(row[m]) for m in ("precision", "recall", "f1")})
         out["multiclass"] = test3
     else:
         # the binary confusion at the validation-chosen threshold, as a 2x2 table like the 3-class one
         b, two = binary, list(BINARY_CLASSES)  # a 3-class model scored on binary labels is a binary model here
-        counts = pd.DataFrame([[b["tn"], b["fp"]], [b["fn"], b["tp"]]], index=pd.Index(two, name="true"),
-                              columns=pd.Index(two, name="predicted"))
+        counts = pd.DataFrame(
+            [[b["tn"], b["fp"]], [b["fn"], b["tp"]]],
+            index=pd.Index(two, name="true"),
+            columns=pd.Index(two, name="predicted"),
+        )
         out["confusion"] = counts
     return out
 
 
-def evaluate_external(y_val: np.ndarray, probs_val: np.ndarray, labels: Sequence[str], probs: np.ndarray,
-                      class_names: Sequence[str]) -> dict[str, Any]:
+def evaluate_external(
+    y_val: np.ndarray, probs_val: np.ndarray, labels: Sequence[str], probs: np.ndarray, class_names: Sequence[str]
+) -> dict[str, Any]:
     """One run on an external set: :func:`evaluate_run` with the external images in the place of the test split, so
     the threshold is the one chosen on validation. A 3-class model is scored 3-class only where every pneumonia
     label has its subtype; binary labels score it as NORMAL vs PNEUMONIA."""
@@ -140,8 +158,15 @@ def per_class_summary(evals: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
     return out
 
 
-def write_winner_outputs(out: Path, evals: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]],
-                         best: int, class_names: Sequence[str], y_test: np.ndarray, title: str) -> dict[str, Path]:
+def write_winner_outputs(
+    out: Path,
+    evals: Sequence[dict[str, Any]],
+    labels: Sequence[dict[str, Any]],
+    best: int,
+    class_names: Sequence[str],
+    y_test: np.ndarray,
+    title: str,
+) -> dict[str, Path]:
     """CSVs and PNGs of one winner: sweep (17 rows), per-run sweeps, PR and ROC of the representative run (its
     validation-chosen threshold ringed), confusion matrices (counts and row-normalised), per-class table."""
     from analysis.plots import plot_confusion_matrix, plot_pr_curve, plot_roc_curve
@@ -155,10 +180,17 @@ def write_winner_outputs(out: Path, evals: Sequence[dict[str, Any]], labels: Seq
     rep = evals[best]
     y_bin = binary_targets(y_test, class_names)
     thr = rep["metrics"]["threshold"]
-    files["pr_curve"] = plot_pr_curve(y_bin, rep["p_test"], rep["binary"]["test_sweep"], out / "pr_curve.png",
-                                      chosen_threshold=thr, title=f"{title}: test PR, threshold {thr:.2f} from val")
-    files["roc_curve"] = plot_roc_curve(y_bin, rep["p_test"], out / "roc_curve.png", chosen_threshold=thr,
-                                        title=f"{title}: test ROC")
+    files["pr_curve"] = plot_pr_curve(
+        y_bin,
+        rep["p_test"],
+        rep["binary"]["test_sweep"],
+        out / "pr_curve.png",
+        chosen_threshold=thr,
+        title=f"{title}: test PR, threshold {thr:.2f} from val",
+    )
+    files["roc_curve"] = plot_roc_curve(
+        y_bin, rep["p_test"], out / "roc_curve.png", chosen_threshold=thr, title=f"{title}: test ROC"
+    )
     if "multiclass" in rep:
         counts, norm = rep["multiclass"]["confusion"], rep["multiclass"]["confusion_normalised"]
         per_class = per_class_summary(evals)
@@ -172,6 +204,7 @@ def write_winner_outputs(out: Path, evals: Sequence[dict[str, Any]], labels: Seq
     files["confusion_normalised"] = out / "confusion_normalised.csv"
     norm.to_csv(files["confusion_normalised"])
     kind = "3-class arg-max" if "multiclass" in rep else f"threshold {thr:.2f}"
-    files["confusion_png"] = plot_confusion_matrix(counts, norm, out / "confusion.png",
-                                                   title=f"{title}: test confusion ({kind})")
+    files["confusion_png"] = plot_confusion_matrix(
+        counts, norm, out / "confusion.png", title=f"{title}: test confusion ({kind})"
+    )
     return files

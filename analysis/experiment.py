@@ -51,8 +51,9 @@ class SplitArrays:
 
 def trial_config(row: pd.Series) -> dict[str, Any]:
     """The trial's TrialConfig dict from its ``config/<key>`` columns (keys it did not set are left out)."""
-    cfg = {k.removeprefix(CONFIG_PREFIX): missing_to_none(v) for k, v in row.items()
-           if str(k).startswith(CONFIG_PREFIX)}  # fmt: skip
+    cfg = {
+        k.removeprefix(CONFIG_PREFIX): missing_to_none(v) for k, v in row.items() if str(k).startswith(CONFIG_PREFIX)
+    }
     return {k: v for k, v in cfg.items() if v is not None}
 
 
@@ -143,8 +144,10 @@ class Experiment:
         position = pd.Series(np.arange(len(prepared.records)), index=[r.path for r in prepared.records])
         missing = saved.loc[~saved["path"].isin(position.index), "path"]
         if len(missing):
-            raise ManifestMismatch(f"{len(missing)} image(s) of {MANIFEST_FILE} are not in the rebuilt data "
-                                   f"(first: {missing.iloc[0]}); the data source changed since the search")
+            raise ManifestMismatch(
+                f"{len(missing)} image(s) of {MANIFEST_FILE} are not in the rebuilt data "
+                f"(first: {missing.iloc[0]}); the data source changed since the search"
+            )
         extra = len(position) - len(saved)
         if extra:
             log.warning("%d rebuilt image(s) are not in the saved manifest; they are left out", extra)
@@ -156,9 +159,13 @@ class Experiment:
         for split in ("train", "val", "test"):
             sel = saved["split"].to_numpy() == split
             idx = rows[sel]
-            x[split] = np.asarray(prepared.images[idx]) if len(idx) else np.empty((0, image_size, image_size),
-                                                                                    np.uint8)
+            x[split] = np.asarray(prepared.images[idx]) if len(idx) else np.empty((0, image_size, image_size), np.uint8)
             y[split] = task_labels(saved["label"].to_numpy()[sel], task)
             order.append(saved.loc[sel])
-        return SplitArrays(x=x, y=y, manifest=pd.concat(order, ignore_index=True),
-                           class_names=tuple(class_names(task)), preprocess=prepared.preprocess.to_dict())
+        return SplitArrays(
+            x=x,
+            y=y,
+            manifest=pd.concat(order, ignore_index=True),
+            class_names=tuple(class_names(task)),
+            preprocess=prepared.preprocess.to_dict(),
+        )

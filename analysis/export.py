@@ -58,9 +58,17 @@ def export_onnx(model_path: str | Path, out: str | Path, *, tta: int | None = No
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # torch.export-based exporter (the maintained one, the default from torch 2.9), the batch axis dynamic
-    torch.onnx.export(Exported().eval(), (example,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
-                      verbose=False)
+    torch.onnx.export(
+        Exported().eval(),
+        (example,),
+        str(out),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        opset_version=opset,
+        dynamo=True,
+        verbose=False,
+    )
     _write_metadata(out, checkpoint.replace(tta=views), str(model_path))
     return out
 
@@ -70,13 +78,18 @@ def _write_metadata(path: Path, checkpoint: ModelCheckpoint, source: str) -> Non
     import onnx
 
     proto = onnx.load(str(path))
-    entries = {"format": ONNX_FORMAT, "source": source,
-               **{key: json.dumps(value) for key, value in checkpoint.metadata().items()}}
+    entries = {
+        "format": ONNX_FORMAT,
+        "source": source,
+        **{key: json.dumps(value) for key, value in checkpoint.metadata().items()},
+    }
     del proto.metadata_props[:]
     for key, value in entries.items():
         proto.metadata_props.add(key=key, value=value)
-    proto.doc_string = ("chest X-ray classifier from cxr-tune: input 'image' uint8 (batch, S, S) preprocessed as in "
-                        "the 'preprocess' metadata; output 'probabilities' (batch, classes) in 'class_names' order")
+    proto.doc_string = (
+        "chest X-ray classifier from cxr-tune: input 'image' uint8 (batch, S, S) preprocessed as in "
+        "the 'preprocess' metadata; output 'probabilities' (batch, classes) in 'class_names' order"
+    )
     onnx.save(proto, str(path))
 
 
@@ -100,8 +113,10 @@ class OnnxModel:
         import numpy as np
 
         images = np.ascontiguousarray(images, dtype=np.uint8)
-        blocks = [self.session.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + batch_size]})[0]
-                  for i in range(0, len(images), batch_size)]
+        blocks = [
+            self.session.run([OUTPUT_NAME], {INPUT_NAME: images[i : i + batch_size]})[0]
+            for i in range(0, len(images), batch_size)
+        ]
         return np.concatenate(blocks) if blocks else np.zeros((0, len(self.checkpoint.class_names)))
 
 
@@ -109,9 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="checkpoint (.pt) saved by training, the search or the report")
     parser.add_argument("--onnx", required=True, type=Path, metavar="OUT.onnx", help="the ONNX file to write")
-    parser.add_argument("--tta", type=int, default=None, metavar="N",
-                        help="test-time views averaged inside the graph (default: the checkpoint's, which its "
-                        "threshold was chosen with, else 1)")
+    parser.add_argument(
+        "--tta",
+        type=int,
+        default=None,
+        metavar="N",
+        help="test-time views averaged inside the graph (default: the checkpoint's, which its "
+        "threshold was chosen with, else 1)",
+    )
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     return parser
 
@@ -130,8 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"ONNX model written to {path} ({path.stat().st_size / 1e6:.1f} MB); use it with "
-          f"python -m analysis.predict --model {path} IMAGES...")
+    print(
+        f"ONNX model written to {path} ({path.stat().st_size / 1e6:.1f} MB); use it with "
+        f"python -m analysis.predict --model {path} IMAGES..."
+    )
     return 0
 
 

@@ -20,19 +20,34 @@ from cxrmodels.evaluate import pneumonia_probability
 from cxrmodels.evaluate.bootstrap import N_RESAMPLES, binary_intervals, multiclass_intervals
 
 
-def set_intervals(y: np.ndarray, probs: np.ndarray, class_names: Sequence[str], threshold: float,
-                  patients: Sequence[str] | None, three_class: bool, seed: int) -> pd.DataFrame:
+def set_intervals(
+    y: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    threshold: float,
+    patients: Sequence[str] | None,
+    three_class: bool,
+    seed: int,
+) -> pd.DataFrame:
     """Binary figures at ``threshold`` and, for a 3-class model on 3-class labels, 3-class accuracy and recalls."""
     names = list(class_names)
-    binary = binary_intervals(binary_targets(y, names), pneumonia_probability(probs, names), threshold, patients,
-                              n=N_RESAMPLES, seed=seed)
+    binary = binary_intervals(
+        binary_targets(y, names), pneumonia_probability(probs, names), threshold, patients, n=N_RESAMPLES, seed=seed
+    )
     if not three_class:
         return binary
     return pd.concat([binary, multiclass_intervals(y, probs, names, patients, n=N_RESAMPLES, seed=seed)])
 
 
-def model_intervals(run: Mapping[str, Any], threshold: float, y_test: np.ndarray, test_patients: Sequence[str],
-                    externals: Mapping[str, Any], class_names: Sequence[str], seed: int = 0) -> pd.DataFrame:
+def model_intervals(
+    run: Mapping[str, Any],
+    threshold: float,
+    y_test: np.ndarray,
+    test_patients: Sequence[str],
+    externals: Mapping[str, Any],
+    class_names: Sequence[str],
+    seed: int = 0,
+) -> pd.DataFrame:
     """One column per set ("test", each external name) of "value [low, high]" strings, and the numbers in a long
     table under ``attrs["long"]`` (for intervals.csv)."""
     three = len(class_names) == 3

@@ -30,10 +30,15 @@ def winner_rule(k: int, objective: str, mode: str, allow_collapsed: bool = False
     order = "highest" if mode == "max" else "lowest"
     excluded = "failed trials and trials without a score are excluded"
     collapsed = "collapsed trials (every epoch near-constant or at validation AUROC near 0.5)"
-    excluded += (f"; {collapsed} are allowed only because --allow-collapsed was given" if allow_collapsed else
-                 f"; {collapsed} are excluded")
-    return (f"Winners: the top {k} trials by their best validation {objective} over epochs ({order} first); "
-            f"{excluded}. Ties keep the search's rank order.")
+    excluded += (
+        f"; {collapsed} are allowed only because --allow-collapsed was given"
+        if allow_collapsed
+        else f"; {collapsed} are excluded"
+    )
+    return (
+        f"Winners: the top {k} trials by their best validation {objective} over epochs ({order} first); "
+        f"{excluded}. Ties keep the search's rank order."
+    )
 
 
 def _as_bool(series: pd.Series) -> pd.Series:
@@ -66,9 +71,21 @@ def build_leaderboard(exp: Experiment, winners: pd.DataFrame | None = None) -> p
         row = {"trial_id": trial_id}
         if not prog.empty and pd.notna(best_epoch) and (prog["epoch"] == best_epoch).any():
             at = prog.loc[prog["epoch"] == best_epoch].iloc[-1]
-            row.update({f"best_{m}": at[m] for m in ("val_loss", "val_accuracy", "val_macro_f1", "val_auc",
-                                                     "val_best_balanced_accuracy", "train_loss", "train_accuracy")
-                        if m in at})
+            row.update(
+                {
+                    f"best_{m}": at[m]
+                    for m in (
+                        "val_loss",
+                        "val_accuracy",
+                        "val_macro_f1",
+                        "val_auc",
+                        "val_best_balanced_accuracy",
+                        "train_loss",
+                        "train_accuracy",
+                    )
+                    if m in at
+                }
+            )
         best_rows.append(row)
     res = res.merge(pd.DataFrame(best_rows), on="trial_id", how="left")
     winner_ids = list(winners["trial_id"]) if winners is not None else []
@@ -88,8 +105,22 @@ def objective_label(objective: str, mode: str) -> str:
 
 def top_table(board: pd.DataFrame, k: int, objective: str, mode: str) -> pd.DataFrame:
     """The compact view printed in the terminal and shown in the report; the score column names the objective."""
-    cols = [c for c in ("winner", "rank", "trial_id", "status", "collapsed", "one_class", "best_objective",
-                        "best_epoch", "epochs_run", "time_total_s") if c in board]
+    cols = [
+        c
+        for c in (
+            "winner",
+            "rank",
+            "trial_id",
+            "status",
+            "collapsed",
+            "one_class",
+            "best_objective",
+            "best_epoch",
+            "epochs_run",
+            "time_total_s",
+        )
+        if c in board
+    ]
     cols += [f"{CONFIG_PREFIX}{c}" for c in PARAM_COLUMNS if f"{CONFIG_PREFIX}{c}" in board]
     view = board[cols].head(k).rename(columns=lambda c: c.removeprefix(CONFIG_PREFIX))
     return view.rename(columns={"best_objective": objective_label(objective, mode)})
@@ -101,8 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=3, help="how many winners (default 3)")
     parser.add_argument("--show", type=int, default=10, help="rows printed (default 10)")
     parser.add_argument("--out", type=Path, default=None, help="folder for leaderboard.csv (default: the experiment)")
-    parser.add_argument("--allow-collapsed", action="store_true",
-                        help="let collapsed trials win when nothing else can (flagged in the report)")
+    parser.add_argument(
+        "--allow-collapsed",
+        action="store_true",
+        help="let collapsed trials win when nothing else can (flagged in the report)",
+    )
     return parser
 
 

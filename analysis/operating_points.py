@@ -37,8 +37,9 @@ class Requirement:
 
 
 def requirements(min_sensitivity: Sequence[float] = (), min_specificity: Sequence[float] = ()) -> list[Requirement]:
-    return [Requirement(min_sensitivity=s) for s in min_sensitivity] + [Requirement(min_specificity=s)
-                                                                       for s in min_specificity]
+    return [Requirement(min_sensitivity=s) for s in min_sensitivity] + [
+        Requirement(min_specificity=s) for s in min_specificity
+    ]
 
 
 def _binary(y: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -48,26 +49,46 @@ def _binary(y: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> tup
 
 def _achieved(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     m = binary_metrics(y, p, threshold)
-    return {"sensitivity": m["recall"], "specificity": m["specificity"], "accuracy": m["accuracy"],
-            "precision": m["precision"], "f1": m["f1"]}
+    return {
+        "sensitivity": m["recall"],
+        "specificity": m["specificity"],
+        "accuracy": m["accuracy"],
+        "precision": m["precision"],
+        "f1": m["f1"],
+    }
 
 
-def score_run(run: Mapping[str, Any], req: Requirement, y_test: np.ndarray,
-              external_labels: Mapping[str, Sequence[str]], class_names: Sequence[str]) -> list[dict[str, Any]]:
+def score_run(
+    run: Mapping[str, Any],
+    req: Requirement,
+    y_test: np.ndarray,
+    external_labels: Mapping[str, Sequence[str]],
+    class_names: Sequence[str],
+) -> list[dict[str, Any]]:
     """One run at one requirement: a row per set (validation, test, each external). Raises OperatingPointError when
     validation cannot meet it."""
     y_val, p_val = _binary(run["y_val"], run["probs_val"], class_names)
     op = operating_threshold(y_val, p_val, min_sensitivity=req.min_sensitivity, min_specificity=req.min_specificity)
     sets = {"validation": (y_val, p_val), "test": _binary(y_test, run["probs_test"], class_names)}
-    sets.update({name: _binary(*scored_classes(labels, run["probs_external"][name], class_names))
-                 for name, labels in external_labels.items()})
-    return [{"operating_point": req.name, "set": name, "threshold": op["threshold"], **_achieved(y, p, op["threshold"])}
-            for name, (y, p) in sets.items()]
+    sets.update(
+        {
+            name: _binary(*scored_classes(labels, run["probs_external"][name], class_names))
+            for name, labels in external_labels.items()
+        }
+    )
+    return [
+        {"operating_point": req.name, "set": name, "threshold": op["threshold"], **_achieved(y, p, op["threshold"])}
+        for name, (y, p) in sets.items()
+    ]
 
 
-def operating_table(runs: Sequence[Mapping[str, Any]], reqs: Sequence[Requirement], y_test: np.ndarray,
-                    external_labels: Mapping[str, Sequence[str]], class_names: Sequence[str]) -> tuple[pd.DataFrame,
-                                                                                                       list[str]]:
+def operating_table(
+    runs: Sequence[Mapping[str, Any]],
+    reqs: Sequence[Requirement],
+    y_test: np.ndarray,
+    external_labels: Mapping[str, Sequence[str]],
+    class_names: Sequence[str],
+) -> tuple[pd.DataFrame, list[str]]:
     """Mean and std over runs of what each operating point achieves on each set, and the messages of requirements
     that validation could not meet."""
     rows, unmet = [], []
@@ -87,17 +108,23 @@ def operating_table(runs: Sequence[Mapping[str, Any]], reqs: Sequence[Requiremen
     return table, unmet
 
 
-def stored_points(run: Mapping[str, Any], f1_threshold: float, reqs: Sequence[Requirement],
-                  class_names: Sequence[str]) -> dict[str, dict[str, Any]]:
+def stored_points(
+    run: Mapping[str, Any], f1_threshold: float, reqs: Sequence[Requirement], class_names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     """The saved model's ``operating_points``: study B's F1-best threshold and every requirement validation met."""
     points = {F1_POINT: {"threshold": float(f1_threshold), "rule": "F1-best of 0.10..0.90 by 0.05 on validation"}}
     y_val, p_val = _binary(run["y_val"], run["probs_val"], class_names)
     for req in reqs:
         try:
-            op = operating_threshold(y_val, p_val, min_sensitivity=req.min_sensitivity,
-                                     min_specificity=req.min_specificity)
+            op = operating_threshold(
+                y_val, p_val, min_sensitivity=req.min_sensitivity, min_specificity=req.min_specificity
+            )
         except OperatingPointError:
             continue
-        points[req.name] = {"threshold": op["threshold"], "rule": f"{req.name} on validation, best other figure",
-                            "val_sensitivity": op["sensitivity"], "val_specificity": op["specificity"]}
+        points[req.name] = {
+            "threshold": op["threshold"],
+            "rule": f"{req.name} on validation, best other figure",
+            "val_sensitivity": op["sensitivity"],
+            "val_specificity": op["specificity"],
+        }
     return points

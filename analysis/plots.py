@@ -46,15 +46,22 @@ def _point_labels(sweep: pd.DataFrame) -> list[tuple[str, float, float]]:
     return labels
 
 
-def _place_labels(ax: plt.Axes, labels: list[tuple[str, float, float]], char_w: float = 0.0125,
-                  line_h: float = 0.036) -> None:
+def _place_labels(
+    ax: plt.Axes, labels: list[tuple[str, float, float]], char_w: float = 0.0125, line_h: float = 0.036
+) -> None:
     """Each label beside its point where it overlaps no label already placed (right, left, then below or above);
     a point with no free place keeps its colour only (threshold_sweep.csv has every threshold)."""
     boxes: list[tuple[float, float, float, float]] = []
     for text, x, y in labels:
         w = len(text) * char_w
-        for x0, y0 in ((x + 0.012, y + 0.008), (x - 0.012 - w, y + 0.008), (x - w / 2, y - 0.012 - line_h),
-                       (x - w / 2, y + 0.02), (x + 0.012, y - line_h), (x - 0.012 - w, y - line_h)):
+        for x0, y0 in (
+            (x + 0.012, y + 0.008),
+            (x - 0.012 - w, y + 0.008),
+            (x - w / 2, y - 0.012 - line_h),
+            (x - w / 2, y + 0.02),
+            (x + 0.012, y - line_h),
+            (x - 0.012 - w, y - line_h),
+        ):
             box = (x0, y0, x0 + w, y0 + line_h)
             inside = box[0] >= -0.01 and box[2] <= 1.02 and box[1] >= -0.01 and box[3] <= 1.05
             if inside and not any(b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3] for b in boxes):
@@ -63,9 +70,32 @@ def _place_labels(ax: plt.Axes, labels: list[tuple[str, float, float]], char_w: 
                 break
 
 
-def plot_pr_curve(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[float] | np.ndarray,
-                  sweep: pd.DataFrame, path: PathLike, chosen_threshold: float | None = None,
-                  title: str = "Precision-recall (PNEUMONIA positive)") -> Path:
+def _ring_chosen(ax: plt.Axes, sweep: pd.DataFrame, threshold: float) -> None:
+    """Ring the sweep point of the threshold chosen on validation, its F1 in the legend."""
+    hit = sweep.loc[np.isclose(sweep["threshold"], threshold)]
+    if hit.empty:
+        return
+    r = hit.iloc[0]
+    ax.scatter(
+        [r["recall"]],
+        [r["precision"]],
+        s=220,
+        facecolors="none",
+        edgecolors="red",
+        lw=2,
+        zorder=5,
+        label=f"chosen {threshold:.2f} (F1 {r['f1']:.3f})",
+    )
+
+
+def plot_pr_curve(
+    y_true: Sequence[int] | np.ndarray,
+    p_pneumonia: Sequence[float] | np.ndarray,
+    sweep: pd.DataFrame,
+    path: PathLike,
+    chosen_threshold: float | None = None,
+    title: str = "Precision-recall (PNEUMONIA positive)",
+) -> Path:
     """The full PR curve, each sweep threshold as a point annotated with its threshold and F1, the chosen one ringed.
 
     ``sweep`` is a :func:`cxrmodels.evaluate.threshold_sweep` table on the same data as ``y_true``/``p_pneumonia``
@@ -79,26 +109,43 @@ def plot_pr_curve(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[floa
         ax.plot(recall, precision, color="0.6", lw=1.2, label="PR curve")
         ax.axhline(y.mean(), color="0.8", ls=":", lw=1, label=f"prevalence {y.mean():.2f}")
     defined = ~sweep["no_positive_predictions"].astype(bool) if "no_positive_predictions" in sweep else None
-    sc = ax.scatter(sweep["recall"], sweep["precision"], c=sweep["f1"], cmap="viridis", vmin=0, vmax=1, s=30,
-                    zorder=3, label="thresholds 0.10-0.90")
+    sc = ax.scatter(
+        sweep["recall"],
+        sweep["precision"],
+        c=sweep["f1"],
+        cmap="viridis",
+        vmin=0,
+        vmax=1,
+        s=30,
+        zorder=3,
+        label="thresholds 0.10-0.90",
+    )
     if defined is not None and (~defined).any():
-        ax.scatter(sweep.loc[~defined, "recall"], sweep.loc[~defined, "precision"], facecolors="white",
-                   edgecolors="k", s=30, zorder=4, label="no positive prediction")
+        ax.scatter(
+            sweep.loc[~defined, "recall"],
+            sweep.loc[~defined, "precision"],
+            facecolors="white",
+            edgecolors="k",
+            s=30,
+            zorder=4,
+            label="no positive prediction",
+        )
     _place_labels(ax, _point_labels(sweep))
     if chosen_threshold is not None:
-        hit = sweep.loc[np.isclose(sweep["threshold"], chosen_threshold)]
-        if not hit.empty:
-            r = hit.iloc[0]
-            ax.scatter([r["recall"]], [r["precision"]], s=220, facecolors="none", edgecolors="red", lw=2, zorder=5,
-                       label=f"chosen {chosen_threshold:.2f} (F1 {r['f1']:.3f})")
+        _ring_chosen(ax, sweep, chosen_threshold)
     fig.colorbar(sc, ax=ax, label="F1")
     ax.set(xlabel="recall (sensitivity)", ylabel="precision", xlim=(-0.02, 1.02), ylim=(-0.02, 1.05), title=title)
     ax.legend(loc="lower left", fontsize=8)
     return _save(fig, path)
 
 
-def plot_roc_curve(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[float] | np.ndarray, path: PathLike,
-                   chosen_threshold: float | None = None, title: str = "ROC (PNEUMONIA positive)") -> Path:
+def plot_roc_curve(
+    y_true: Sequence[int] | np.ndarray,
+    p_pneumonia: Sequence[float] | np.ndarray,
+    path: PathLike,
+    chosen_threshold: float | None = None,
+    title: str = "ROC (PNEUMONIA positive)",
+) -> Path:
     """ROC curve with its AUC in the legend, the chance diagonal, and the chosen threshold's operating point."""
     y = np.asarray(y_true)
     p = np.asarray(p_pneumonia, dtype=float)
@@ -115,15 +162,21 @@ def plot_roc_curve(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[flo
         tpr_t = (pred & (y == 1)).sum() / max((y == 1).sum(), 1)
         fpr_t = (pred & (y == 0)).sum() / max((y == 0).sum(), 1)
         ax.scatter([fpr_t], [tpr_t], color="red", zorder=3, label=f"threshold {chosen_threshold:.2f}")
-    ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
-           xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), title=title)
+    ax.set(
+        xlabel="false positive rate (1 - specificity)",
+        ylabel="true positive rate (sensitivity)",
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+        title=title,
+    )
     ax.set_aspect("equal")
     ax.legend(loc="lower right")
     return _save(fig, path)
 
 
-def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: PathLike, *, bins: int = 15,
-                     title: str = "reliability") -> Path:
+def plot_reliability(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], path: PathLike, *, bins: int = 15, title: str = "reliability"
+) -> Path:
     """Reliability diagram: per confidence bin, the accuracy of the top class against its mean probability, one
     line per ``label -> (y, probs)``, the diagonal for perfect calibration, and the images per bin below."""
     from cxrmodels.evaluate.calibration import reliability_table
@@ -156,8 +209,9 @@ def _heatmap(ax: plt.Axes, table: pd.DataFrame, fmt: str, vmax: float | None, ti
     plt.colorbar(im, ax=ax, fraction=0.046)
 
 
-def plot_confusion_matrix(counts: pd.DataFrame, normalised: pd.DataFrame, path: PathLike,
-                          title: str = "Confusion matrix") -> Path:
+def plot_confusion_matrix(
+    counts: pd.DataFrame, normalised: pd.DataFrame, path: PathLike, title: str = "Confusion matrix"
+) -> Path:
     """Counts and row-normalised rates side by side (rows true, columns predicted, class names on both axes).
 
     Both are the DataFrames of :func:`cxrmodels.evaluate.multiclass_report`; a class absent from the data shows "–".
@@ -170,8 +224,9 @@ def plot_confusion_matrix(counts: pd.DataFrame, normalised: pd.DataFrame, path: 
     return _save(fig, path)
 
 
-def plot_gradcam_grid(images: Sequence[np.ndarray], examples: pd.DataFrame, path: PathLike,
-                      title: str = "Grad-CAM") -> Path:
+def plot_gradcam_grid(
+    images: Sequence[np.ndarray], examples: pd.DataFrame, path: PathLike, title: str = "Grad-CAM"
+) -> Path:
     """One row per true class: its most confident correct example, then its most confident mistakes.
 
     ``examples`` is :func:`cxrmodels.evaluate.select_examples` output (columns true, pred, prob_pred, kind), and
@@ -182,8 +237,9 @@ def plot_gradcam_grid(images: Sequence[np.ndarray], examples: pd.DataFrame, path
         raise ValueError(f"{len(images)} images for {len(examples)} examples")
     classes = list(dict.fromkeys(examples["true"])) or ["(none)"]
     ncols = max(1, int(examples.groupby("true").size().max()) if len(examples) else 1)
-    fig, axes = plt.subplots(len(classes), ncols, figsize=(2.6 * ncols, 3.2 * len(classes)), squeeze=False,
-                             layout="constrained")  # keeps each row's two-line titles off the row above
+    fig, axes = plt.subplots(
+        len(classes), ncols, figsize=(2.6 * ncols, 3.2 * len(classes)), squeeze=False, layout="constrained"
+    )  # keeps each row's two-line titles off the row above
     for ax in axes.ravel():
         ax.axis("off")
     col = dict.fromkeys(classes, 0)
@@ -193,8 +249,9 @@ def plot_gradcam_grid(images: Sequence[np.ndarray], examples: pd.DataFrame, path
         col[row.true] += 1
         ax.imshow(img, cmap=None if np.ndim(img) == 3 else "gray")
         wrong = row.kind == "wrong"
-        ax.set_title(f"true {row.true}\npred {row.pred} ({row.prob_pred:.2f})", fontsize=8,
-                     color="red" if wrong else "black")
+        ax.set_title(
+            f"true {row.true}\npred {row.pred} ({row.prob_pred:.2f})", fontsize=8, color="red" if wrong else "black"
+        )
         if wrong:
             ax.axis("on")
             ax.set_xticks([])

@@ -137,8 +137,9 @@ def calibrated(probs: np.ndarray, checkpoint: ModelCheckpoint) -> tuple[np.ndarr
     return apply_temperature(probs, float(t)), f"probabilities calibrated by temperature scaling (T = {float(t):.2f})"
 
 
-def resolve_threshold(cli_threshold: float | None, checkpoint: ModelCheckpoint,
-                      operating_point: str | None = None) -> tuple[float, str]:
+def resolve_threshold(
+    cli_threshold: float | None, checkpoint: ModelCheckpoint, operating_point: str | None = None
+) -> tuple[float, str]:
     """(threshold, where it came from): the command line, else the named operating point stored in the checkpoint
     (analysis.report --min-sensitivity / --min-specificity), else its validation choice, else 0.5."""
     if cli_threshold is not None:
@@ -146,9 +147,11 @@ def resolve_threshold(cli_threshold: float | None, checkpoint: ModelCheckpoint,
     if operating_point is not None:
         points = checkpoint.operating_points
         if operating_point not in points:
-            raise CheckpointError(f"--operating-point {operating_point!r}: the checkpoint has "
-                                  f"{', '.join(map(repr, points)) or 'no operating points'} (analysis.report "
-                                  "--min-sensitivity S or --min-specificity S stores more)")
+            raise CheckpointError(
+                f"--operating-point {operating_point!r}: the checkpoint has "
+                f"{', '.join(map(repr, points)) or 'no operating points'} (analysis.report "
+                "--min-sensitivity S or --min-specificity S stores more)"
+            )
         point = points[operating_point]
         return float(point["threshold"]), f"operating point {operating_point}: {point.get('rule', '')}".strip()
     stored = checkpoint.threshold
@@ -179,8 +182,10 @@ def predict_all(model, x: np.ndarray, *, batch_size: int, device: str, tta: int)
     """``predict_proba`` (or the ONNX session) in blocks of images, so a large folder shows its progress."""
     if hasattr(model, "session"):  # analysis.export.OnnxModel: the views are inside its graph
         if tta != model.checkpoint.tta:
-            raise ValueError(f"this ONNX model averages {model.checkpoint.tta} view(s) inside its graph; export it "
-                             f"again with python -m analysis.export --tta {tta}")
+            raise ValueError(
+                f"this ONNX model averages {model.checkpoint.tta} view(s) inside its graph; export it "
+                f"again with python -m analysis.export --tta {tta}"
+            )
 
         def block_probs(block: np.ndarray) -> np.ndarray:
             return model.predict(block, batch_size)
@@ -193,7 +198,7 @@ def predict_all(model, x: np.ndarray, *, batch_size: int, device: str, tta: int)
     probs, block = [], max(batch_size, 256)
     with bar(total=len(x), desc="predicting", unit="img") as shown:
         for start in range(0, len(x), block):
-            probs.append(block_probs(x[start:start + block]))
+            probs.append(block_probs(x[start : start + block]))
             shown.update(len(probs[-1]))
     return np.concatenate(probs)
 
@@ -201,13 +206,15 @@ def predict_all(model, x: np.ndarray, *, batch_size: int, device: str, tta: int)
 # ----------------------------------------------------------------------------------------------- outputs
 
 
-def prediction_table(items: Sequence[Item], probs: np.ndarray, class_names: Sequence[str],
-                     threshold: float) -> pd.DataFrame:
+def prediction_table(
+    items: Sequence[Item], probs: np.ndarray, class_names: Sequence[str], threshold: float
+) -> pd.DataFrame:
     """One row per image: P(class) columns, P(PNEUMONIA), the thresholded decision, and the arg-max class."""
     names = list(class_names)
     p_pneu = pneumonia_probability(probs, names)
-    table = pd.DataFrame({"image": [i.path.name for i in items], "path": [str(i.path) for i in items],
-                          "label": [i.label for i in items]})
+    table = pd.DataFrame(
+        {"image": [i.path.name for i in items], "path": [str(i.path) for i in items], "label": [i.label for i in items]}
+    )
     for k, name in enumerate(names):
         table[f"p_{name}"] = probs[:, k]
     table["p_pneumonia"] = p_pneu
@@ -226,8 +233,9 @@ def _redundant_columns(table: pd.DataFrame, class_names: Sequence[str]) -> list[
     return drop
 
 
-def labelled_summary(table: pd.DataFrame, probs: np.ndarray, class_names: Sequence[str],
-                     threshold: float) -> str | None:
+def labelled_summary(
+    table: pd.DataFrame, probs: np.ndarray, class_names: Sequence[str], threshold: float
+) -> str | None:
     """Accuracy and confusion for the labelled images: 3-class when the labels have subtypes and the model too,
     else NORMAL vs PNEUMONIA at the threshold."""
     mask = table["label"].notna().to_numpy()
@@ -238,22 +246,33 @@ def labelled_summary(table: pd.DataFrame, probs: np.ndarray, class_names: Sequen
     lines = [f"{int(mask.sum())} labelled image(s)"]
     if len(names) == 3 and PNEUMONIA not in labels:
         rep = multiclass_report(task_labels(labels, "multiclass"), probs[mask], names)
-        lines += [f"3-class accuracy (arg-max): {rep['accuracy']:.3f}   macro-F1: {rep['macro_f1']:.3f}",
-                  "confusion matrix (rows true, columns predicted):", rep["confusion"].to_string()]
+        lines += [
+            f"3-class accuracy (arg-max): {rep['accuracy']:.3f}   macro-F1: {rep['macro_f1']:.3f}",
+            "confusion matrix (rows true, columns predicted):",
+            rep["confusion"].to_string(),
+        ]
         if rep["collapsed"]:
             lines.append("WARNING: every image is predicted as the same class (majority-class collapse?)")
     y = task_labels(labels, "binary")
     m = binary_metrics(y, table.loc[mask, "p_pneumonia"].to_numpy(), threshold)
-    cm = pd.DataFrame([[m["tn"], m["fp"]], [m["fn"], m["tp"]]], index=pd.Index([NORMAL, PNEUMONIA], name="true"),
-                      columns=pd.Index([NORMAL, PNEUMONIA], name="predicted"))
-    lines += [f"NORMAL vs PNEUMONIA at threshold {threshold:.2f}: accuracy {m['accuracy']:.3f}, "
-              f"sensitivity {m['recall']:.3f}, specificity {m['specificity']:.3f}, precision {m['precision']:.3f}, "
-              f"F1 {m['f1']:.3f}", "confusion matrix (rows true, columns predicted):", cm.to_string()]
+    cm = pd.DataFrame(
+        [[m["tn"], m["fp"]], [m["fn"], m["tp"]]],
+        index=pd.Index([NORMAL, PNEUMONIA], name="true"),
+        columns=pd.Index([NORMAL, PNEUMONIA], name="predicted"),
+    )
+    lines += [
+        f"NORMAL vs PNEUMONIA at threshold {threshold:.2f}: accuracy {m['accuracy']:.3f}, "
+        f"sensitivity {m['recall']:.3f}, specificity {m['specificity']:.3f}, precision {m['precision']:.3f}, "
+        f"F1 {m['f1']:.3f}",
+        "confusion matrix (rows true, columns predicted):",
+        cm.to_string(),
+    ]
     return "\n".join(lines)
 
 
-def write_gradcams(model, x: np.ndarray, table: pd.DataFrame, class_names: Sequence[str], out_dir: Path,
-                   device: str) -> list[Path]:
+def write_gradcams(
+    model, x: np.ndarray, table: pd.DataFrame, class_names: Sequence[str], out_dir: Path, device: str
+) -> list[Path]:
     """One overlay PNG per image, explaining the decision that was printed (thresholded for binary models)."""
     from cxrmodels.explain import grad_cam_images, overlay
 
@@ -291,22 +310,43 @@ def _threshold(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="checkpoint (.pt) saved by training or the analysis, or an "
-                        ".onnx file from analysis.export (runs without PyTorch)")
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
-                        help="image files, or folders (Kaggle NORMAL/PNEUMONIA or class folders give labels)")
-    parser.add_argument("--threshold", type=_threshold, default=None,
-                        help="decision threshold on P(PNEUMONIA) (default: the checkpoint's, else 0.5)")
-    parser.add_argument("--operating-point", default=None, metavar="NAME",
-                        help="decide at a threshold stored in the checkpoint: 'f1' (the default decision) or one the "
-                        "report was asked for, e.g. 'sensitivity>=0.95'")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint (.pt) saved by training or the analysis, or an "
+        ".onnx file from analysis.export (runs without PyTorch)",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="image files, or folders (Kaggle NORMAL/PNEUMONIA or class folders give labels)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=None,
+        help="decision threshold on P(PNEUMONIA) (default: the checkpoint's, else 0.5)",
+    )
+    parser.add_argument(
+        "--operating-point",
+        default=None,
+        metavar="NAME",
+        help="decide at a threshold stored in the checkpoint: 'f1' (the default decision) or one the "
+        "report was asked for, e.g. 'sensitivity>=0.95'",
+    )
     parser.add_argument("--gradcam-dir", type=Path, default=None, help="write one Grad-CAM overlay PNG per image")
     parser.add_argument("--csv", type=Path, default=None, help="write the per-image predictions to this CSV")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto (default: cpu)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--tta", type=int, default=None, metavar="N",
-                        help="test-time augmentation: average N fixed views (1 = off; default: the checkpoint's, which "
-                        "its threshold was chosen with, else 1)")
+    parser.add_argument(
+        "--tta",
+        type=int,
+        default=None,
+        metavar="N",
+        help="test-time augmentation: average N fixed views (1 = off; default: the checkpoint's, which "
+        "its threshold was chosen with, else 1)",
+    )
     return parser
 
 
@@ -349,9 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     probs, calibration = calibrated(probs, checkpoint)
     table = prediction_table(items, probs, class_names, threshold)
-    print(f"model {args.model} ({', '.join(class_names)}); threshold {threshold:.2f} on P(PNEUMONIA) ({source}); "
-          + (f"test-time augmentation: {tta} views averaged" if tta > 1 else "no test-time augmentation")
-          + f"; {calibration}")
+    print(
+        f"model {args.model} ({', '.join(class_names)}); threshold {threshold:.2f} on P(PNEUMONIA) ({source}); "
+        + (f"test-time augmentation: {tta} views averaged" if tta > 1 else "no test-time augmentation")
+        + f"; {calibration}"
+    )
     shown = table.drop(columns=_redundant_columns(table, class_names))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     summary = labelled_summary(table, probs, class_names, threshold)

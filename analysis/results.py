@@ -42,11 +42,23 @@ class RetrainSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RetrainSettings:
-        return cls(top_k=args.top_k, seeds=args.seeds, folds=args.folds, epochs=args.epochs, task=args.task,
-                   device=args.device, no_ray=args.no_ray, cpus_per_run=args.cpus_per_run,
-                   gpus_per_run=args.gpus_per_run, allow_collapsed=args.allow_collapsed,
-                   external=tuple(args.external), tta=args.tta, min_sensitivity=tuple(args.min_sensitivity),
-                   min_specificity=tuple(args.min_specificity), calibrate=args.calibrate)  # fmt: skip
+        return cls(
+            top_k=args.top_k,
+            seeds=args.seeds,
+            folds=args.folds,
+            epochs=args.epochs,
+            task=args.task,
+            device=args.device,
+            no_ray=args.no_ray,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
+            allow_collapsed=args.allow_collapsed,
+            external=tuple(args.external),
+            tta=args.tta,
+            min_sensitivity=tuple(args.min_sensitivity),
+            min_specificity=tuple(args.min_specificity),
+            calibrate=args.calibrate,
+        )
 
     @property
     def operating(self) -> list[Requirement]:

@@ -52,12 +52,23 @@ class RunSpec:
 
     @property
     def label(self) -> dict[str, Any]:
-        return {"winner": self.winner, "trial_id": self.trial_id, "seed": self.seed,
-                "fold": -1 if self.fold is None else self.fold}
+        return {
+            "winner": self.winner,
+            "trial_id": self.trial_id,
+            "seed": self.seed,
+            "fold": -1 if self.fold is None else self.fold,
+        }
 
 
-def build_run_specs(winners: pd.DataFrame, seeds: Sequence[int], folds: Sequence[int] = (), task: str | None = None,
-                    epochs: int | None = None, device: str = "cpu", tta: int = 1) -> list[RunSpec]:
+def build_run_specs(
+    winners: pd.DataFrame,
+    seeds: Sequence[int],
+    folds: Sequence[int] = (),
+    task: str | None = None,
+    epochs: int | None = None,
+    device: str = "cpu",
+    tta: int = 1,
+) -> list[RunSpec]:
     """Seeds x winners, or folds x winners (one seed per fold) when ``folds`` is given."""
     specs = []
     for k, (_, row) in enumerate(winners.iterrows(), start=1):
@@ -92,9 +103,15 @@ def load_externals(exp: Experiment, paths: Sequence[str], sizes: Sequence[int]) 
         while name in {s.name for s in sets}:
             name += "_"
         try:
-            by_size = {size: load_labelled(str(Path(path).expanduser()), exp.preprocess_config(size),
-                                           cache_dir=exp.config.cache_dir, class_map=exp.config.class_map)
-                       for size in sizes}
+            by_size = {
+                size: load_labelled(
+                    str(Path(path).expanduser()),
+                    exp.preprocess_config(size),
+                    cache_dir=exp.config.cache_dir,
+                    class_map=exp.config.class_map,
+                )
+                for size in sizes
+            }
         except (FileNotFoundError, ValueError) as err:
             raise ValueError(f"--external {path}: {err}") from None
         sets.append(ExternalSet(name, str(path), by_size))
@@ -114,9 +131,13 @@ def run_arrays(arrays: SplitArrays, fold: int | None) -> tuple[np.ndarray, np.nd
     return x[~held], y[~held], x[held], y[held]
 
 
-def train_run(spec: RunSpec, arrays: SplitArrays, threads: int | None = None,
-              externals: dict[str, np.ndarray] | None = None,
-              report: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def train_run(
+    spec: RunSpec,
+    arrays: SplitArrays,
+    threads: int | None = None,
+    externals: dict[str, np.ndarray] | None = None,
+    report: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Train one run to its end (early stopping on validation), then predict validation, test and external images.
     ``report(epoch, epochs)`` is called after every epoch (the progress display)."""
     import torch
@@ -143,10 +164,17 @@ def train_run(spec: RunSpec, arrays: SplitArrays, threads: int | None = None,
 
     probs_val, probs_test = predict(val_x), predict(arrays.x["test"])
     probs_external = {name: predict(x) for name, x in (externals or {}).items()}
-    return {"spec": spec, "y_val": val_y, "probs_val": probs_val, "probs_test": probs_test,
-            "probs_external": probs_external, "checkpoint": checkpoint,
-            "history": pd.DataFrame(trainer.history), "epochs_run": trainer.epoch,
-            "time_s": time.perf_counter() - start}
+    return {
+        "spec": spec,
+        "y_val": val_y,
+        "probs_val": probs_val,
+        "probs_test": probs_test,
+        "probs_external": probs_external,
+        "checkpoint": checkpoint,
+        "history": pd.DataFrame(trainer.history),
+        "epochs_run": trainer.epoch,
+        "time_s": time.perf_counter() - start,
+    }
 
 
 def should_use_ray(no_ray: bool) -> bool:
@@ -175,8 +203,13 @@ class RunBars:
         if index in self.done:  # a late message of a finished run
             return
         if index not in self.runs:
-            self.runs[index] = bar(total=epochs, desc=f"  {run_name(self.specs[index])}", unit="epoch",
-                                   position=len(self.runs) + 1, leave=False)
+            self.runs[index] = bar(
+                total=epochs,
+                desc=f"  {run_name(self.specs[index])}",
+                unit="epoch",
+                position=len(self.runs) + 1,
+                leave=False,
+            )
         self.runs[index].update(epoch - self.runs[index].n)
 
     def finished(self, index: int, result: dict[str, Any]) -> None:
@@ -184,8 +217,9 @@ class RunBars:
         if index in self.runs:
             self.runs.pop(index).close()
         self.overall.update()
-        log.info("retrained %s: %d epoch(s) in %.0f s", run_name(self.specs[index]), result["epochs_run"],
-                 result["time_s"])
+        log.info(
+            "retrained %s: %d epoch(s) in %.0f s", run_name(self.specs[index]), result["epochs_run"], result["time_s"]
+        )
 
     def close(self) -> None:
         for run in self.runs.values():
@@ -203,8 +237,14 @@ class QueueReporter:
         self.queue.put_nowait((self.index, epoch, epochs))
 
 
-def run_all(specs: Sequence[RunSpec], arrays_by_size: dict[int, SplitArrays], use_ray: bool, cpus_per_run: int = 1,
-            gpus_per_run: float = 0.0, externals: Sequence[ExternalSet] = ()) -> list[dict[str, Any]]:
+def run_all(
+    specs: Sequence[RunSpec],
+    arrays_by_size: dict[int, SplitArrays],
+    use_ray: bool,
+    cpus_per_run: int = 1,
+    gpus_per_run: float = 0.0,
+    externals: Sequence[ExternalSet] = (),
+) -> list[dict[str, Any]]:
     """All runs, on Ray tasks (``num_cpus``/``num_gpus`` each) or one after another, with progress bars."""
     ext = {size: {e.name: e.by_size[size].images for e in externals} for size in arrays_by_size}
     bars = RunBars(specs)
@@ -221,8 +261,14 @@ def run_all(specs: Sequence[RunSpec], arrays_by_size: dict[int, SplitArrays], us
         bars.close()
 
 
-def _run_on_ray(specs: Sequence[RunSpec], arrays_by_size: dict[int, SplitArrays], ext: dict[int, Any],
-                cpus_per_run: int, gpus_per_run: float, bars: RunBars) -> list[dict[str, Any]]:
+def _run_on_ray(
+    specs: Sequence[RunSpec],
+    arrays_by_size: dict[int, SplitArrays],
+    ext: dict[int, Any],
+    cpus_per_run: int,
+    gpus_per_run: float,
+    bars: RunBars,
+) -> list[dict[str, Any]]:
     import ray
     from ray.util.queue import Queue
 
@@ -237,8 +283,10 @@ def _run_on_ray(specs: Sequence[RunSpec], arrays_by_size: dict[int, SplitArrays]
         queue = Queue(actor_options={"num_cpus": 0}) if progress_active() else None
         reporters = [QueueReporter(queue, i) if queue is not None else None for i in range(len(specs))]
         sizes = [int(s.config["image_size"]) for s in specs]
-        futures = [task.remote(s, refs[z], cpus_per_run, ext_refs[z], r)
-                   for s, z, r in zip(specs, sizes, reporters, strict=True)]
+        futures = [
+            task.remote(s, refs[z], cpus_per_run, ext_refs[z], r)
+            for s, z, r in zip(specs, sizes, reporters, strict=True)
+        ]
         index = {ref: i for i, ref in enumerate(futures)}
         results: list[dict[str, Any]] = [{} for _ in futures]
         pending = list(futures)
@@ -260,8 +308,9 @@ def load_arrays_by_size(exp: Experiment, specs: Sequence[RunSpec], task: str) ->
     return {size: exp.load_arrays(size, task) for size in sizes}
 
 
-def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, settings: RetrainSettings,
-                         task: str | None = None) -> RetrainResult:
+def retrain_and_evaluate(
+    exp: Experiment, out: Path, winners: pd.DataFrame, settings: RetrainSettings, task: str | None = None
+) -> RetrainResult:
     """Retrain every winner, evaluate every run (on test, and on each external labelled folder at the threshold
     chosen on validation), write per-winner outputs; returns what the report shows. ``task``: the task to retrain
     for (default: the settings', else the experiment's). With ``settings.calibrate``, temperature scaling is fitted
@@ -285,8 +334,14 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, sett
     rows, winners_out = [], []
     for k in sorted({s.winner for s in specs}):
         mine = [r for r in runs if r["spec"].winner == k]
-        winner, winner_rows = evaluate_winner(k, mine, arrays_by_size[int(mine[0]["spec"].config["image_size"])],
-                                              out / f"winner_{k}", externals, operating)
+        winner, winner_rows = evaluate_winner(
+            k,
+            mine,
+            arrays_by_size[int(mine[0]["spec"].config["image_size"])],
+            out / f"winner_{k}",
+            externals,
+            operating,
+        )
         winners_out.append(winner)
         rows += winner_rows
     runs_table = pd.DataFrame(rows)
@@ -294,51 +349,98 @@ def retrain_and_evaluate(exp: Experiment, out: Path, winners: pd.DataFrame, sett
     if winners_out:
         shutil.copyfile(winners_out[0].model_file, out / "best_model.pt")
     ensemble = build_ensemble(runs, arrays_by_size, externals, out / "ensemble", operating) if runs else None
-    return RetrainResult(task=task, runs=runs_table, winners=winners_out, ensemble=ensemble, arrays=arrays_by_size,
-                         wall_s=wall, seeds=seeds, folds=fold_ids, used_ray=use_ray, tta=settings.tta)
+    return RetrainResult(
+        task=task,
+        runs=runs_table,
+        winners=winners_out,
+        ensemble=ensemble,
+        arrays=arrays_by_size,
+        wall_s=wall,
+        seeds=seeds,
+        folds=fold_ids,
+        used_ray=use_ray,
+        tta=settings.tta,
+    )
 
 
-def evaluate_winner(k: int, mine: list[dict[str, Any]], arrays: SplitArrays, wdir: Path,
-                    externals: Sequence[ExternalSet],
-                    operating: Sequence[Requirement] = ()) -> tuple[ModelResult, list[dict[str, Any]]]:
+def evaluate_winner(
+    k: int,
+    mine: list[dict[str, Any]],
+    arrays: SplitArrays,
+    wdir: Path,
+    externals: Sequence[ExternalSet],
+    operating: Sequence[Requirement] = (),
+) -> tuple[ModelResult, list[dict[str, Any]]]:
     """One winner's runs: test evaluation, the saved representative model (best on validation), per-winner files,
     and each external set scored at each run's validation threshold. Returns (the winner, its rows of runs.csv)."""
-    evals = [evaluate_run(r["y_val"], r["probs_val"], arrays.y["test"], r["probs_test"], arrays.class_names)
-             for r in mine]
+    evals = [
+        evaluate_run(r["y_val"], r["probs_val"], arrays.y["test"], r["probs_test"], arrays.class_names) for r in mine
+    ]
     best = int(np.argmax([validation_score(e) for e in evals]))
     labels = [r["spec"].label for r in mine]
     trial_id = mine[0]["spec"].trial_id
-    files = write_winner_outputs(wdir, evals, labels, best, arrays.class_names, arrays.y["test"],
-                                 f"winner {k} ({trial_id})")
+    files = write_winner_outputs(
+        wdir, evals, labels, best, arrays.class_names, arrays.y["test"], f"winner {k} ({trial_id})"
+    )
     chosen = mine[best]["checkpoint"]
     files["model"] = chosen.replace(
-        threshold=float(evals[best]["metrics"]["threshold"]), tta=mine[best]["spec"].tta,
+        threshold=float(evals[best]["metrics"]["threshold"]),
+        tta=mine[best]["spec"].tta,
         temperature=mine[best].get("temperature"),
         operating_points=stored_points(mine[best], evals[best]["metrics"]["threshold"], operating, arrays.class_names),
         info={**chosen.info, "threshold_chosen_on": "validation", "source_trial": trial_id},
-    ).save(wdir / "model.pt")  # fmt: skip
+    ).save(wdir / "model.pt")
+    history, summary = write_history_and_summary(mine, evals, files, wdir)
+    scored = score_externals(mine, externals, arrays.class_names, wdir)
+    winner = ModelResult(
+        winner=k,
+        trial_id=trial_id,
+        config=mine[0]["spec"].config,
+        evals=evals,
+        best=best,
+        summary=summary,
+        files=files,
+        history=history,
+        class_names=arrays.class_names,
+        size=int(mine[0]["spec"].config["image_size"]),
+        external=scored,
+        calibration=winner_calibration(mine, best, arrays, externals, files, wdir, f"winner {k}"),
+        operating=winner_operating(mine, operating, arrays, externals, files, wdir),
+        intervals=winner_intervals(mine[best], evals[best]["metrics"]["threshold"], arrays, externals, files, wdir),
+    )
+    return winner, runs_rows(mine, evals, scored, files)
+
+
+def write_history_and_summary(
+    mine: Sequence[dict[str, Any]], evals: list[dict[str, Any]], files: dict[str, Path], wdir: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every run's epochs (history.csv) and the mean/std/min/max of every figure over the runs (summary.csv)."""
     history = pd.concat([r["history"].assign(**r["spec"].label) for r in mine], ignore_index=True)
     files["history"] = wdir / "history.csv"
     history.to_csv(files["history"], index=False)
     summary = summarise(evals)
     files["summary"] = wdir / "summary.csv"
     summary.to_csv(files["summary"])
-    rows = [{**r["spec"].label, **e["metrics"], "epochs_run": r["epochs_run"], "time_s": r["time_s"]}
-            for r, e in zip(mine, evals, strict=True)]
-    scored = score_externals(mine, externals, arrays.class_names, wdir)
+    return history, summary
+
+
+def runs_rows(
+    mine: Sequence[dict[str, Any]],
+    evals: list[dict[str, Any]],
+    scored: dict[str, ExternalScore],
+    files: dict[str, Path],
+) -> list[dict[str, Any]]:
+    """The winner's rows of runs.csv: each run's label, figures and time, and its figures on each external set."""
+    rows = [
+        {**r["spec"].label, **e["metrics"], "epochs_run": r["epochs_run"], "time_s": r["time_s"]}
+        for r, e in zip(mine, evals, strict=True)
+    ]
     for name, ext in scored.items():
         files[f"external_{name}"] = ext.file
         for row, e in zip(rows, ext.evals, strict=True):
-            row.update({f"{name}:{key.removeprefix('test_')}": v for key, v in e["metrics"].items()
-                        if key.startswith("test_")})
-    winner = ModelResult(
-        winner=k, trial_id=trial_id, config=mine[0]["spec"].config, evals=evals, best=best, summary=summary,
-        files=files, history=history, class_names=arrays.class_names, size=int(mine[0]["spec"].config["image_size"]),
-        external=scored, calibration=winner_calibration(mine, best, arrays, externals, files, wdir, f"winner {k}"),
-        operating=winner_operating(mine, operating, arrays, externals, files, wdir),
-        intervals=winner_intervals(mine[best], evals[best]["metrics"]["threshold"], arrays, externals, files, wdir),
-    )  # fmt: skip
-    return winner, rows
+            metrics = e["metrics"].items()
+            row.update({f"{name}:{key.removeprefix('test_')}": v for key, v in metrics if key.startswith("test_")})
+    return rows
 
 
 def external_labels(externals: Sequence[ExternalSet], run: dict[str, Any]) -> dict[str, list[str]]:
@@ -347,45 +449,72 @@ def external_labels(externals: Sequence[ExternalSet], run: dict[str, Any]) -> di
     return {e.name: e.by_size[size].labels for e in externals}
 
 
-def winner_intervals(run: dict[str, Any], threshold: float, arrays: SplitArrays, externals: Sequence[ExternalSet],
-                     files: dict[str, Path], folder: Path) -> pd.DataFrame:
+def winner_intervals(
+    run: dict[str, Any],
+    threshold: float,
+    arrays: SplitArrays,
+    externals: Sequence[ExternalSet],
+    files: dict[str, Path],
+    folder: Path,
+) -> pd.DataFrame:
     """95% patient-bootstrap intervals of the saved model's headline figures on test and each external set
     (``intervals.csv``, long form)."""
     size = int(run["spec"].config["image_size"])
-    table = model_intervals(run, threshold, arrays.y["test"], arrays.rows("test")["patient"].astype(str).tolist(),
-                            {e.name: e.by_size[size] for e in externals}, arrays.class_names)
+    table = model_intervals(
+        run,
+        threshold,
+        arrays.y["test"],
+        arrays.rows("test")["patient"].astype(str).tolist(),
+        {e.name: e.by_size[size] for e in externals},
+        arrays.class_names,
+    )
     files["intervals"] = folder / "intervals.csv"
     table.attrs["long"].to_csv(files["intervals"], index=False)
     return table
 
 
-def winner_operating(runs: Sequence[dict[str, Any]], operating: Sequence[Requirement], arrays: SplitArrays,
-                     externals: Sequence[ExternalSet], files: dict[str, Path], folder: Path) -> OperatingResult | None:
+def winner_operating(
+    runs: Sequence[dict[str, Any]],
+    operating: Sequence[Requirement],
+    arrays: SplitArrays,
+    externals: Sequence[ExternalSet],
+    files: dict[str, Path],
+    folder: Path,
+) -> OperatingResult | None:
     """What each requested operating point achieves per set (``operating_points.csv``), and the requirements that
     validation could not meet; None when none was requested."""
     if not operating:
         return None
-    table, unmet = operating_table(runs, operating, arrays.y["test"], external_labels(externals, runs[0]),
-                                   arrays.class_names)
+    table, unmet = operating_table(
+        runs, operating, arrays.y["test"], external_labels(externals, runs[0]), arrays.class_names
+    )
     files["operating_points"] = folder / "operating_points.csv"
     table.to_csv(files["operating_points"])
     return OperatingResult(table=table, unmet=unmet)
 
 
-def winner_calibration(runs: Sequence[dict[str, Any]], best: int, arrays: SplitArrays,
-                       externals: Sequence[ExternalSet], files: dict[str, Path], folder: Path,
-                       title: str) -> pd.DataFrame | None:
+def winner_calibration(
+    runs: Sequence[dict[str, Any]],
+    best: int,
+    arrays: SplitArrays,
+    externals: Sequence[ExternalSet],
+    files: dict[str, Path],
+    folder: Path,
+    title: str,
+) -> pd.DataFrame | None:
     """The calibration table and reliability diagram of calibrated runs (None when calibration is off)."""
     if "raw" not in runs[0]:
         return None
-    table, written = write_calibration(runs, best, arrays.y["test"], external_labels(externals, runs[0]),
-                                       arrays.class_names, folder, title)
+    table, written = write_calibration(
+        runs, best, arrays.y["test"], external_labels(externals, runs[0]), arrays.class_names, folder, title
+    )
     files.update(written)
     return table
 
 
-def score_externals(runs: Sequence[dict[str, Any]], externals: Sequence[ExternalSet], class_names: Sequence[str],
-                    folder: Path) -> dict[str, ExternalScore]:
+def score_externals(
+    runs: Sequence[dict[str, Any]], externals: Sequence[ExternalSet], class_names: Sequence[str], folder: Path
+) -> dict[str, ExternalScore]:
     """Each external set scored by each run at its validation threshold: per set the evaluations, their summary
     (written to ``folder/external_<name>_summary.csv``), its path, image count and the files left out (unreadable
     or unlabelled; listed with their reasons in ``folder/external_<name>_skipped.csv``)."""
@@ -395,21 +524,48 @@ def score_externals(runs: Sequence[dict[str, Any]], externals: Sequence[External
     size = int(runs[0]["spec"].config["image_size"])
     for ext in externals:
         data = ext.by_size[size]
-        evals = [evaluate_external(r["y_val"], r["probs_val"], data.labels, r["probs_external"][ext.name],
-                                   class_names) for r in runs]
+        evals = [
+            evaluate_external(r["y_val"], r["probs_val"], data.labels, r["probs_external"][ext.name], class_names)
+            for r in runs
+        ]
         summary = summarise(evals)
         path = folder / f"external_{ext.name}_summary.csv"
         summary.to_csv(path)
-        skipped = write_skipped_report(data.skipped, folder / f"external_{ext.name}_skipped.csv") if data.skipped \
-            else None
-        scored[ext.name] = ExternalScore(path=ext.path, images=len(data.labels), evals=evals, summary=summary,
-                                         file=path, skipped=len(data.skipped), skipped_file=skipped)
+        skipped = (
+            write_skipped_report(data.skipped, folder / f"external_{ext.name}_skipped.csv") if data.skipped else None
+        )
+        scored[ext.name] = ExternalScore(
+            path=ext.path,
+            images=len(data.labels),
+            evals=evals,
+            summary=summary,
+            file=path,
+            skipped=len(data.skipped),
+            skipped_file=skipped,
+        )
     return scored
 
 
-def build_ensemble(runs: Sequence[dict[str, Any]], arrays_by_size: dict[int, SplitArrays],
-                   externals: Sequence[ExternalSet], folder: Path,
-                   operating: Sequence[Requirement] = ()) -> ModelResult | None:
+def average_runs(members: Sequence[dict[str, Any]], externals: Sequence[ExternalSet]) -> dict[str, Any]:
+    """The members' mean probabilities (their own, before their temperatures) as one run; calibrated anew when the
+    members were (the ensemble gets a temperature of its own)."""
+    raw = [r.get("raw", r) for r in members]
+    averaged = {
+        "spec": members[0]["spec"],
+        "y_val": members[0]["y_val"],
+        **{key: np.mean([r[key] for r in raw], axis=0) for key in ("probs_val", "probs_test")},
+        "probs_external": {e.name: np.mean([r["probs_external"][e.name] for r in raw], axis=0) for e in externals},
+    }
+    return calibrate_run(averaged) if "raw" in members[0] else averaged
+
+
+def build_ensemble(
+    runs: Sequence[dict[str, Any]],
+    arrays_by_size: dict[int, SplitArrays],
+    externals: Sequence[ExternalSet],
+    folder: Path,
+    operating: Sequence[Requirement] = (),
+) -> ModelResult | None:
     """Every seed of every winner (at winner 1's image size) as one model: the mean of their probabilities, scored
     like a single run (threshold chosen on validation) and saved as an ensemble checkpoint. None with fewer than two
     such runs, or with folds (each fold validates on other images, so their validation predictions cannot be
@@ -421,34 +577,46 @@ def build_ensemble(runs: Sequence[dict[str, Any]], arrays_by_size: dict[int, Spl
     if len(members) < 2 or any(r["spec"].fold is not None for r in members):
         return None
     arrays = arrays_by_size[size]
-    raw = [r.get("raw", r) for r in members]  # the members' own probabilities, before their temperatures
-    averaged = {"spec": members[0]["spec"], "y_val": members[0]["y_val"],
-                **{key: np.mean([r[key] for r in raw], axis=0) for key in ("probs_val", "probs_test")},
-                "probs_external": {e.name: np.mean([r["probs_external"][e.name] for r in raw], axis=0)
-                                   for e in externals}}
-    if "raw" in members[0]:
-        averaged = calibrate_run(averaged)  # the ensemble gets a temperature of its own
-    ev = evaluate_run(averaged["y_val"], averaged["probs_val"], arrays.y["test"], averaged["probs_test"],
-                      arrays.class_names)
+    averaged = average_runs(members, externals)
+    ev = evaluate_run(
+        averaged["y_val"], averaged["probs_val"], arrays.y["test"], averaged["probs_test"], arrays.class_names
+    )
     trials = list(dict.fromkeys(r["spec"].trial_id for r in members))
-    files = write_winner_outputs(folder, [ev], [{"members": len(members)}], 0, arrays.class_names, arrays.y["test"],
-                                 f"ensemble of {len(members)} runs")
+    files = write_winner_outputs(
+        folder,
+        [ev],
+        [{"members": len(members)}],
+        0,
+        arrays.class_names,
+        arrays.y["test"],
+        f"ensemble of {len(members)} runs",
+    )
     calibration = winner_calibration([averaged], 0, arrays, externals, files, folder, "ensemble")
     files["model"] = ModelCheckpoint.ensemble(
-        [r["checkpoint"] for r in members], threshold=float(ev["metrics"]["threshold"]), tta=members[0]["spec"].tta,
+        [r["checkpoint"] for r in members],
+        threshold=float(ev["metrics"]["threshold"]),
+        tta=members[0]["spec"].tta,
         operating_points=stored_points(averaged, ev["metrics"]["threshold"], operating, arrays.class_names),
         temperature=averaged.get("temperature"),
         info={"threshold_chosen_on": "validation", "source_trial": "+".join(trials)},
-    ).save(folder / "model.pt")  # fmt: skip
+    ).save(folder / "model.pt")
     summary = summarise([ev])
     summary.to_csv(folder / "summary.csv")
     return ModelResult(
-        winner="ensemble", trial_id="+".join(trials), members=len(members), evals=[ev], best=0, summary=summary,
-        files=files, class_names=arrays.class_names, size=size,
-        external=score_externals([averaged], externals, arrays.class_names, folder), calibration=calibration,
+        winner="ensemble",
+        trial_id="+".join(trials),
+        members=len(members),
+        evals=[ev],
+        best=0,
+        summary=summary,
+        files=files,
+        class_names=arrays.class_names,
+        size=size,
+        external=score_externals([averaged], externals, arrays.class_names, folder),
+        calibration=calibration,
         operating=winner_operating([averaged], operating, arrays, externals, files, folder),
         intervals=winner_intervals(averaged, ev["metrics"]["threshold"], arrays, externals, files, folder),
-    )  # fmt: skip
+    )
 
 
 def _rate(text: str) -> float:
@@ -461,36 +629,78 @@ def _rate(text: str) -> float:
 def add_retrain_args(parser: argparse.ArgumentParser, allow_both: bool = False) -> None:
     parser.add_argument("--top-k", type=int, default=3, help="winners to retrain (default 3)")
     parser.add_argument("--seeds", type=int, default=3, help="runs per winner, seeds 0..N-1 (default 3)")
-    parser.add_argument("--folds", action="store_true",
-                        help="patient-grouped k-fold over train+val using the manifest's fold column, not seeds")
+    parser.add_argument(
+        "--folds",
+        action="store_true",
+        help="patient-grouped k-fold over train+val using the manifest's fold column, not seeds",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override each winner's epoch cap (quick checks)")
     tasks, both = ("binary", "multiclass", "both"), "; both: once as a binary and once as a 3-class model"
-    parser.add_argument("--task", choices=tasks if allow_both else tasks[:2], default=None,
-                        help="retrain for this task instead of the experiment's (e.g. 3-class from a binary search)"
-                        + (both if allow_both else ""))
+    parser.add_argument(
+        "--task",
+        choices=tasks if allow_both else tasks[:2],
+        default=None,
+        help="retrain for this task instead of the experiment's (e.g. 3-class from a binary search)"
+        + (both if allow_both else ""),
+    )
+    parser.add_argument(
+        "--allow-collapsed",
+        action="store_true",
+        help="let collapsed trials win when nothing else can (flagged in the report)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--no-ray", action="store_true", help="run one after another, without Ray")
     parser.add_argument("--cpus-per-run", type=int, default=1)
     parser.add_argument("--gpus-per-run", type=float, default=0.0)
-    parser.add_argument("--allow-collapsed", action="store_true",
-                        help="let collapsed trials win when nothing else can (flagged in the report)")
-    parser.add_argument("--external", action="append", default=[], metavar="PATH",
-                        help="a labelled folder or CSV acquired apart from the training data (any layout --data "
-                        "reads), scored beside the test split at the threshold chosen on validation; nothing is fitted "
-                        "on it (repeatable)")
-    parser.add_argument("--tta", type=int, default=1, metavar="N",
-                        help="test-time augmentation: average the predictions over N fixed views (small shifts and "
-                        "zooms, the image itself first; 1 = off); the threshold is chosen on validation with the same "
-                        "views")
-    parser.add_argument("--min-sensitivity", type=_rate, action="append", default=[], metavar="S",
-                        help="an operating point: the threshold chosen on validation with sensitivity >= S and the "
-                        "best specificity, reported on test and external sets beside the F1-best one and stored in "
-                        "the saved models (analysis.predict --operating-point 'sensitivity>=S'); repeatable")
-    parser.add_argument("--min-specificity", type=_rate, action="append", default=[], metavar="S",
-                        help="the same with specificity >= S and the best sensitivity; repeatable")
-    parser.add_argument("--no-calibration", dest="calibrate", action="store_false",
-                        help="keep the models' raw probabilities (default: temperature scaling fitted on validation, "
-                        "stored in the saved models so that analysis.predict prints calibrated probabilities)")
+    add_scoring_args(parser)
+
+
+def add_scoring_args(parser: argparse.ArgumentParser) -> None:
+    """How the retrained models are scored and what they store: external sets, test-time views, operating points,
+    calibration."""
+    parser.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a labelled folder or CSV acquired apart from the training data (any layout --data "
+        "reads), scored beside the test split at the threshold chosen on validation; nothing is fitted "
+        "on it (repeatable)",
+    )
+    parser.add_argument(
+        "--tta",
+        type=int,
+        default=1,
+        metavar="N",
+        help="test-time augmentation: average the predictions over N fixed views (small shifts and "
+        "zooms, the image itself first; 1 = off); the threshold is chosen on validation with the same "
+        "views",
+    )
+    parser.add_argument(
+        "--min-sensitivity",
+        type=_rate,
+        action="append",
+        default=[],
+        metavar="S",
+        help="an operating point: the threshold chosen on validation with sensitivity >= S and the "
+        "best specificity, reported on test and external sets beside the F1-best one and stored in "
+        "the saved models (analysis.predict --operating-point 'sensitivity>=S'); repeatable",
+    )
+    parser.add_argument(
+        "--min-specificity",
+        type=_rate,
+        action="append",
+        default=[],
+        metavar="S",
+        help="the same with specificity >= S and the best sensitivity; repeatable",
+    )
+    parser.add_argument(
+        "--no-calibration",
+        dest="calibrate",
+        action="store_false",
+        help="keep the models' raw probabilities (default: temperature scaling fitted on validation, "
+        "stored in the saved models so that analysis.predict prints calibrated probabilities)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -505,8 +715,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     exp, winners = experiment_and_winners(args)
     if winners.empty:
-        print("error: no eligible trial (all failed or collapsed); --allow-collapsed lets collapsed ones through",
-              file=sys.stderr)
+        print(
+            "error: no eligible trial (all failed or collapsed); --allow-collapsed lets collapsed ones through",
+            file=sys.stderr,
+        )
         return 1
     res = retrain_and_evaluate(exp, args.out, winners, RetrainSettings.from_args(args))
     for w in res.winners:

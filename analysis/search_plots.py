@@ -30,7 +30,6 @@ from search.experiment import CONFIG_PREFIX, LOG_KEYS, SearchConfig  # noqa: E40
 log = logging.getLogger(__name__)
 
 
-
 def _save(fig: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -54,8 +53,9 @@ def plot_search_curves(exp: Experiment, winners: Sequence[str], path: Path) -> P
     from analysis.plots import plot_learning_curves
 
     hist = exp.histories().rename(columns={"trial_id": "run"})
-    return plot_learning_curves(hist, path, highlight=list(winners),
-                                title="Every trial (grey); winners in colour (train dashed, val solid)")
+    return plot_learning_curves(
+        hist, path, highlight=list(winners), title="Every trial (grey); winners in colour (train dashed, val solid)"
+    )
 
 
 def lr_bucket(lr: pd.Series) -> pd.Series:
@@ -80,8 +80,15 @@ def plot_optimizer_lr_heatmap(results: pd.DataFrame, objective: str, path: Path)
     values = table.to_numpy(dtype=float)
     im = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, "collapsed/none" if np.isnan(v) else f"{v:.3f}", ha="center", va="center", fontsize=8,
-                color="white" if not np.isnan(v) and v < np.nanmean(values) else "black")
+        ax.text(
+            j,
+            i,
+            "collapsed/none" if np.isnan(v) else f"{v:.3f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if not np.isnan(v) and v < np.nanmean(values) else "black",
+        )
     ax.set_xticks(range(table.shape[1]), list(table.columns))
     ax.set_yticks(range(table.shape[0]), list(table.index))
     ax.set(xlabel="learning-rate decade", ylabel="optimizer", title=f"best {objective} per optimizer x lr")
@@ -176,10 +183,16 @@ def rebuild_study(results: pd.DataFrame, mode: str):
             v = row[f"{CONFIG_PREFIX}{p}"]
             if pd.isna(v):
                 continue
-            values[p] = str(v) if isinstance(d, CategoricalDistribution) else (
-                int(v) if isinstance(d, IntDistribution) else float(v))
-        study.add_trial(optuna.trial.create_trial(params=values, distributions={p: dists[p] for p in values},
-                                                  value=float(row["best_objective"])))
+            values[p] = (
+                str(v)
+                if isinstance(d, CategoricalDistribution)
+                else (int(v) if isinstance(d, IntDistribution) else float(v))
+            )
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=values, distributions={p: dists[p] for p in values}, value=float(row["best_objective"])
+            )
+        )
     return study
 
 
@@ -193,7 +206,8 @@ def param_importance(results: pd.DataFrame, mode: str) -> pd.DataFrame:
         if len(study.trials) < 2 or not study.trials[0].params:
             raise ValueError(f"{len(study.trials)} scored trial(s) with searched parameters")
         imp = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
     except (ValueError, RuntimeError) as err:
         log.warning("hyperparameter importance not computed: %s", err)
         return pd.DataFrame(columns=["param", "importance"])
@@ -215,8 +229,13 @@ def rung_table(results: pd.DataFrame, config: SearchConfig) -> pd.DataFrame:
     """Trials that reached each of ASHA's rungs (epochs_run >= rung), and the search's epoch cap."""
     epochs = pd.to_numeric(results["epochs_run"], errors="coerce").fillna(0)
     milestones = sorted({*config.asha_rungs, config.max_epochs})
-    return pd.DataFrame({"rung_epoch": milestones, "trials_reaching": [int((epochs >= m).sum()) for m in milestones],
-                         "of": len(results)})
+    return pd.DataFrame(
+        {
+            "rung_epoch": milestones,
+            "trials_reaching": [int((epochs >= m).sum()) for m in milestones],
+            "of": len(results),
+        }
+    )
 
 
 def plot_asha_rungs(results: pd.DataFrame, config: SearchConfig, path: Path) -> Path:
@@ -227,8 +246,9 @@ def plot_asha_rungs(results: pd.DataFrame, config: SearchConfig, path: Path) -> 
     for x, v in enumerate(table["trials_reaching"]):
         axes[0].text(x, v, str(v), ha="center", va="bottom")
     axes[0].set(xlabel="rung (epoch)", ylabel="trials reaching it", title=f"survivors per rung (of {len(results)})")
-    counts = pd.crosstab(pd.to_numeric(results["epochs_run"], errors="coerce").fillna(0).astype(int),
-                         results["status"].astype(str))
+    counts = pd.crosstab(
+        pd.to_numeric(results["epochs_run"], errors="coerce").fillna(0).astype(int), results["status"].astype(str)
+    )
     counts.plot.bar(stacked=True, ax=axes[1])
     axes[1].set(xlabel="epochs run", ylabel="trials", title="epochs reached, by how the trial ended")
     fig.tight_layout()

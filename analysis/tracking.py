@@ -52,8 +52,13 @@ def log_report(exp: Any, out: Path, result: ReportResult, uri: str | None = None
     mlflow.set_tracking_uri(uri)
     tags = {"cxr_tune.kind": "report", "cxr_tune.experiment": str(exp.path)}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"report {out.name}", tags=tags) as run:
-        mlflow.log_params({"winners": ",".join(map(str, result.winners["trial_id"])),
-                           "objective": exp.objective, "report_folder": str(out.resolve())})
+        mlflow.log_params(
+            {
+                "winners": ",".join(map(str, result.winners["trial_id"])),
+                "objective": exp.objective,
+                "report_folder": str(out.resolve()),
+            }
+        )
         for sub, rt in result.retrains.items():
             task = rt.task
             mlflow.log_params({f"{task}/seeds": len(rt.seeds), f"{task}/tta": rt.tta})
@@ -66,8 +71,13 @@ def log_report(exp: Any, out: Path, result: ReportResult, uri: str | None = None
                 size = checkpoint.preprocess.size
                 example = np.zeros((2, 1, size, size), dtype=np.float32)  # floats in [0, 1]; the batch is dynamic
                 # "pt2" (torch.export): loading it back runs no pickled code, as with the checkpoints themselves
-                mlflow.pytorch.log_model(model, name=name, input_example=example, serialization_format="pt2",
-                                         pip_requirements=list(PIP_REQUIREMENTS))
+                mlflow.pytorch.log_model(
+                    model,
+                    name=name,
+                    input_example=example,
+                    serialization_format="pt2",
+                    pip_requirements=list(PIP_REQUIREMENTS),
+                )
         mlflow.log_artifacts(str(out), artifact_path="report")
     log.info("report logged to MLflow: experiment %s, run %s (%s)", exp.path.name, run.info.run_id, uri)
     return run.info.run_id

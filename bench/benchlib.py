@@ -27,14 +27,24 @@ def _version(package: str) -> str | None:
 def machine(device: str | torch.device = "cpu", **extra: Any) -> dict:
     """CPU count, platform, Python, torch (and its thread count), Ray, the GPU when ``device`` is one, plus the
     benchmark's own ``extra`` entries."""
-    record = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
-              "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-              "ray": _version("ray")}
+    record = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "ray": _version("ray"),
+    }
     device = torch.device(device)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        record.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                      gpu_multiprocessors=props.multi_processor_count, cuda=torch.version.cuda)
+        record.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            gpu_multiprocessors=props.multi_processor_count,
+            cuda=torch.version.cuda,
+        )
     return {**record, **extra}
 
 
@@ -73,9 +83,19 @@ class GpuUtilisation:
     def __enter__(self) -> GpuUtilisation:
         if self.device.type == "cuda" and shutil.which("nvidia-smi"):
             self.proc = subprocess.Popen(
-                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                 "-lms", str(self.interval_ms), "-i", self._gpu_id()],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                [
+                    "nvidia-smi",
+                    "--query-gpu=utilization.gpu",
+                    "--format=csv,noheader,nounits",
+                    "-lms",
+                    str(self.interval_ms),
+                    "-i",
+                    self._gpu_id(),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -88,8 +108,12 @@ class GpuUtilisation:
     def summary(self) -> dict | None:
         if not self.samples:
             return None
-        return {"samples": len(self.samples), "mean": round(statistics.fmean(self.samples), 1),
-                "median": statistics.median(self.samples), "max": max(self.samples)}
+        return {
+            "samples": len(self.samples),
+            "mean": round(statistics.fmean(self.samples), 1),
+            "median": statistics.median(self.samples),
+            "max": max(self.samples),
+        }
 
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -41,9 +41,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     seconds = [one_report(args.images, args.resamples, seed) for seed in range(repeats)]
-    result = {"machine": machine(), "images": args.images, "patients": args.images // 2,
-              "resamples": args.resamples, "seconds": [round(s, 3) for s in seconds],
-              "median_s": round(float(np.median(seconds)), 3)}
+    result = {
+        "machine": machine(),
+        "images": args.images,
+        "patients": args.images // 2,
+        "resamples": args.resamples,
+        "seconds": [round(s, 3) for s in seconds],
+        "median_s": round(float(np.median(seconds)), 3),
+    }
     out = write_result(result, RESULTS / f"bootstrap_speed{'_quick' if args.quick else ''}.json")
     print(f"{args.resamples} resamples of {args.images} images: median {result['median_s']} s; wrote {out}")
     return result

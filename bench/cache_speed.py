@@ -50,9 +50,14 @@ def time_cache(records: list, cfg: PreprocessConfig, cache_dir: Path, workers: i
         int(loaded.images.sum(dtype="uint64"))  # read every page: a lazy memmap alone would flatter the load
         loads.append(time.perf_counter() - t0)
     load_s = statistics.median(loads)
-    return {"images": int(built.images.shape[0]), "skipped": len(built.skipped), "build_s": round(build_s, 4),
-            "load_s": round(load_s, 5), "ratio": round(build_s / load_s, 1),
-            "cache_mb": round(built.path.stat().st_size / 2**20, 2)}
+    return {
+        "images": int(built.images.shape[0]),
+        "skipped": len(built.skipped),
+        "build_s": round(build_s, 4),
+        "load_s": round(load_s, 5),
+        "ratio": round(build_s / load_s, 1),
+        "cache_mb": round(built.path.stat().st_size / 2**20, 2),
+    }
 
 
 def time_prepare(data: str, cfg: PreprocessConfig, cache_dir: Path, workers: int | None) -> dict:
@@ -73,8 +78,14 @@ def main(argv: list[str] | None = None) -> dict:
     records = load_records(args.data).records
     if args.quick:
         records = records[:60]
-    result = {"data": args.data, "size": args.size, "preprocess": cfg.to_dict(), "quick": args.quick,
-              "workers": args.workers or default_workers(), "machine": machine()}
+    result = {
+        "data": args.data,
+        "size": args.size,
+        "preprocess": cfg.to_dict(),
+        "quick": args.quick,
+        "workers": args.workers or default_workers(),
+        "machine": machine(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         result.update(time_cache(records, cfg, Path(tmp) / "cache", args.workers, args.repeats))
         if not args.quick:

@@ -103,8 +103,13 @@ def footprint(pid: int) -> dict:
             name, _, rest = line.partition(":")
             if rest.strip().endswith("kB"):
                 fields[name] = int(rest.split()[0]) * 1024
-    return {"rss": fields["Rss"], "uss": fields["Private_Clean"] + fields["Private_Dirty"], "pss": fields["Pss"],
-            "anon": fields["Pss_Anon"], "store_pss": fields["Pss_Shmem"]}
+    return {
+        "rss": fields["Rss"],
+        "uss": fields["Private_Clean"] + fields["Private_Dirty"],
+        "pss": fields["Pss"],
+        "anon": fields["Pss_Anon"],
+        "store_pss": fields["Pss_Shmem"],
+    }
 
 
 class Sampler(threading.Thread):
@@ -171,11 +176,36 @@ class Sampler(threading.Thread):
 
 
 def search_argv(data: Path, size: int, trials: int, work: Path, name: str, epochs: int = 1) -> list[str]:
-    return ["--smoke-test", "--data", str(data), "--no-dashboard", "--storage-path", str(work / "experiments"),
-            "--name", name, "--cache-dir", str(work / "cache"), "--num-samples", str(trials),
-            "--max-concurrent-trials", str(trials), "--scheduler", "none", "--searcher", "random",
-            "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--image-sizes", str(size),
-            "--set", f"space.epochs={epochs}", "--set", f"space.batch_size=[{BATCH}]"]
+    return [
+        "--smoke-test",
+        "--data",
+        str(data),
+        "--no-dashboard",
+        "--storage-path",
+        str(work / "experiments"),
+        "--name",
+        name,
+        "--cache-dir",
+        str(work / "cache"),
+        "--num-samples",
+        str(trials),
+        "--max-concurrent-trials",
+        str(trials),
+        "--scheduler",
+        "none",
+        "--searcher",
+        "random",
+        "--cpus-per-trial",
+        "1",
+        "--gpus-per-trial",
+        "0",
+        "--image-sizes",
+        str(size),
+        "--set",
+        f"space.epochs={epochs}",
+        "--set",
+        f"space.batch_size=[{BATCH}]",
+    ]
 
 
 def data_sizes(argv: list[str], work: Path) -> dict:
@@ -186,8 +216,14 @@ def data_sizes(argv: list[str], work: Path) -> dict:
     arrays = build_datasets(config, str(work / "experiments"), name)[size]
     shipped = {k: int(getattr(arrays, k).nbytes) for k in ("train_x", "train_y", "val_x", "val_y")}
     images = int((work / "experiments" / name / SUMMARY_FILE).read_text().split()[0])
-    return {"images": images, "dataset_uint8_bytes": images * size * size, "train_images": len(arrays.train_x),
-            "val_images": len(arrays.val_x), "data_bytes": sum(shipped.values()), "shipped_bytes": shipped}
+    return {
+        "images": images,
+        "dataset_uint8_bytes": images * size * size,
+        "train_images": len(arrays.train_x),
+        "val_images": len(arrays.val_x),
+        "data_bytes": sum(shipped.values()),
+        "shipped_bytes": shipped,
+    }
 
 
 def measure_run(label: str, data: Path, trials: int, args: argparse.Namespace, work: Path, epochs: int) -> dict:
@@ -220,10 +256,14 @@ def measure_run(label: str, data: Path, trials: int, args: argparse.Namespace, w
     driver = next(p for p in procs if p["role"] == "driver")
     peaks, keys = sampler.peaks, ("rss", "uss", "pss", "anon", "store_pss")
     return {
-        "label": label, "concurrent_trials": trials, "epochs": epochs, "wall_s": round(wall, 1),
+        "label": label,
+        "concurrent_trials": trials,
+        "epochs": epochs,
+        "wall_s": round(wall, 1),
         "samples": sampler.samples,
         "sampler_busy_s_per_sample": round(sampler.busy_s / sampler.samples, 4),
-        "store_peak_bytes": int(peaks["store_bytes"]), "store_before_search_bytes": int(idle.get("store_bytes", 0)),
+        "store_peak_bytes": int(peaks["store_bytes"]),
+        "store_before_search_bytes": int(idle.get("store_bytes", 0)),
         "driver_peak": {m: int(driver[m]) for m in keys},
         "driver_before_search": {m: int(idle[f"driver_{m}"]) for m in ("rss", "uss", "pss", "anon")},
         "trial_peaks": [{m: int(p[m]) for m in keys} for p in trial_procs],
@@ -231,7 +271,8 @@ def measure_run(label: str, data: Path, trials: int, args: argparse.Namespace, w
         "trials_peak_of_sum": {m: int(peaks[f"trial_{m}"]) for m in ("rss", "uss", "pss", "anon")},
         "ray_system_peak_of_sum": {m: int(peaks.get(f"ray_system_{m}", 0)) for m in ("rss", "uss", "pss", "anon")},
         "all_processes_peak_pss": int(peaks["all_pss"]),
-        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -242,14 +283,26 @@ def mib(n: float) -> float:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     started = time.perf_counter()
-    result = {"benchmark": "memory", "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "quick": args.quick,
-              "settings": {"data": args.data, "image_size": args.size, "backbone": "custom_cnn", "epochs": 1,
-                           "batch_size": 32, "cpus_per_trial": 1, "images": args.images or "all",
-                           "baseline_images": args.baseline_images,
-                           "interval_s": args.interval},
-              "machine": machine(memory_total_bytes=psutil.virtual_memory().total),
-              "loadavg_start": [round(x, 2) for x in os.getloadavg()], "runs": {}}
+    result = {
+        "benchmark": "memory",
+        "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "settings": {
+            "data": args.data,
+            "image_size": args.size,
+            "backbone": "custom_cnn",
+            "epochs": 1,
+            "batch_size": 32,
+            "cpus_per_trial": 1,
+            "images": args.images or "all",
+            "baseline_images": args.baseline_images,
+            "interval_s": args.interval,
+        },
+        "machine": machine(memory_total_bytes=psutil.virtual_memory().total),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "runs": {},
+    }
     with tempfile.TemporaryDirectory(prefix="cxr-memory-") as tmp:
         work = Path(tmp)
         data = subset(Path(args.data), work / "data", args.images) if args.images else Path(args.data)
@@ -264,10 +317,12 @@ def main(argv: list[str] | None = None) -> dict:
             row = measure_run(label, data, trials, args, work, epochs)
             result["runs"][label] = row
             peaks = {m: [mib(p[m]) for p in row["trial_peaks"]] for m in ("anon", "uss", "pss", "rss", "store_pss")}
-            print(f"{label}: store peak {mib(row['store_peak_bytes'])} MiB; trial peaks (MiB) anonymous "
-                  f"{peaks['anon']}, USS {peaks['uss']}, PSS {peaks['pss']}, RSS {peaks['rss']}, store PSS "
-                  f"{peaks['store_pss']}; driver RSS {mib(row['driver_peak']['rss'])} MiB; wall {row['wall_s']} s",
-                  flush=True)
+            print(
+                f"{label}: store peak {mib(row['store_peak_bytes'])} MiB; trial peaks (MiB) anonymous "
+                f"{peaks['anon']}, USS {peaks['uss']}, PSS {peaks['pss']}, RSS {peaks['rss']}, store PSS "
+                f"{peaks['store_pss']}; driver RSS {mib(row['driver_peak']['rss'])} MiB; wall {row['wall_s']} s",
+                flush=True,
+            )
     base_anon = statistics.median(p["anon"] for p in result["runs"]["baseline"]["trial_peaks"])
     verdict = {"baseline_trial_anon_bytes": int(base_anon)}
     for k in args.trials:
@@ -280,9 +335,14 @@ def main(argv: list[str] | None = None) -> dict:
         ratio = verdict["data_memory_4_bytes"] / verdict["data_memory_1_bytes"]
         anon = [p["anon"] for p in result["runs"]["trials_4"]["trial_peaks"]]
         spread = max(anon) - min(anon)
-        verdict.update(ratio_4_vs_1=round(ratio, 3), target="< 1.5", target_met=ratio < 1.5,
-                       anon_spread_bytes=int(spread), data_bytes=result["data"]["data_bytes"],
-                       data_above_noise=result["data"]["data_bytes"] > 2 * spread)
+        verdict.update(
+            ratio_4_vs_1=round(ratio, 3),
+            target="< 1.5",
+            target_met=ratio < 1.5,
+            anon_spread_bytes=int(spread),
+            data_bytes=result["data"]["data_bytes"],
+            data_above_noise=result["data"]["data_bytes"] > 2 * spread,
+        )
     result["verdict"] = verdict
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["bench_wall_s"] = round(time.perf_counter() - started, 1)

@@ -74,13 +74,24 @@ def search_settings(args: argparse.Namespace) -> dict:
     """The cpu preset, resolved as ``search.run`` resolves it, with this benchmark's data, size and epoch cap."""
     from search.config import apply_overrides, load_preset, validate
 
-    overrides = {"data": args.data, "task": args.task, "seed": args.seed,
-                 "space": {"image_size": [args.size], "epochs": {"low": 2, "high": args.max_epochs}},
-                 "fixed": {"early_stopping_patience": 0}}
+    overrides = {
+        "data": args.data,
+        "task": args.task,
+        "seed": args.seed,
+        "space": {"image_size": [args.size], "epochs": {"low": 2, "high": args.max_epochs}},
+        "fixed": {"early_stopping_patience": 0},
+    }
     if args.quick:
-        overrides.update(synthetic_n=240, split={"min_test": None, "min_val": None},
-                         space={"image_size": [args.size], "epochs": {"low": 1, "high": args.max_epochs},
-                                "backbone": ["custom_cnn", "resnet10t"], "batch_size": [16, 32]})
+        overrides.update(
+            synthetic_n=240,
+            split={"min_test": None, "min_val": None},
+            space={
+                "image_size": [args.size],
+                "epochs": {"low": 1, "high": args.max_epochs},
+                "backbone": ["custom_cnn", "resnet10t"],
+                "batch_size": [16, 32],
+            },
+        )
     return validate(apply_overrides(load_preset("cpu"), overrides))
 
 
@@ -93,14 +104,19 @@ def load_arrays(config: dict, external: str) -> dict:
     size = config["space"]["image_size"][0]
     preprocess = PreprocessConfig(size=size, **config["preprocess"])
     split = SplitConfig(**{"seed": config["seed"], **config["split"]})
-    prepared = prepare(config["data"], preprocess, split=split, seed=config["seed"],
-                       synthetic_n=config.get("synthetic_n"))
+    prepared = prepare(
+        config["data"], preprocess, split=split, seed=config["seed"], synthetic_n=config.get("synthetic_n")
+    )
     arrays = {s: prepared.arrays(s, config["task"]) for s in ("train", "val", "test")}
     if external and Path(external).is_dir():  # reported only: no candidate or trial is chosen on it
         ext = load_labelled(external, preprocess)
         arrays["external"] = (ext.images, task_labels(ext.labels, config["task"]))
-    return {"arrays": arrays, "class_names": class_names(config["task"]), "preprocess": preprocess.to_dict(),
-            "counts": {s: int(len(y)) for s, (_, y) in arrays.items()}}
+    return {
+        "arrays": arrays,
+        "class_names": class_names(config["task"]),
+        "preprocess": preprocess.to_dict(),
+        "counts": {s: int(len(y)) for s, (_, y) in arrays.items()},
+    }
 
 
 def sample_trials(config: dict, n: int) -> list[dict]:
@@ -141,8 +157,11 @@ def train_trial(job: tuple[int, dict, dict]) -> dict:
     try:
         while not trainer.done:
             metrics = trainer.run_epoch()
-            probs = {s: predict_proba(trainer.model, arrays[s][0], batch_size=128).astype(np.float32)
-                     for s in SPLITS if s in arrays}
+            probs = {
+                s: predict_proba(trainer.model, arrays[s][0], batch_size=128).astype(np.float32)
+                for s in SPLITS
+                if s in arrays
+            }
             epochs.append({"epoch": trainer.epoch, "val_loss": float(metrics["val_loss"]), "probs": probs})
     except FloatingPointError as exc:  # a diverged trial: its epochs so far still count
         print(f"trial {index}: {exc}", flush=True)
@@ -169,16 +188,28 @@ def epoch_figures(probs: dict, val_loss: float, arrays: dict, names: tuple) -> d
 
     y = {s: arrays[s][1] for s in probs}
     val = classification_metrics(y["val"], probs["val"], names)
-    row = {"val_loss": val_loss, **{f"val_{k}": val[k] for k in ("auc", "best_balanced_accuracy", "macro_f1")},
-           "val_collapsed": val["collapsed"], "val_one_class": val["one_class"]}
-    binary = {s: (y[s] if len(names) == 2 else (y[s] > 0).astype(np.int64), pneumonia_probability(probs[s], names))
-              for s in probs}
+    row = {
+        "val_loss": val_loss,
+        **{f"val_{k}": val[k] for k in ("auc", "best_balanced_accuracy", "macro_f1")},
+        "val_collapsed": val["collapsed"],
+        "val_one_class": val["one_class"],
+    }
+    binary = {
+        s: (y[s] if len(names) == 2 else (y[s] > 0).astype(np.int64), pneumonia_probability(probs[s], names))
+        for s in probs
+    }
     for split in (s for s in ("test", "external") if s in probs):
         held = classification_metrics(y[split], probs[split], names)
         rep = binary_report(*binary["val"], *binary[split])
-        row.update({f"{split}_accuracy": held["accuracy"], f"{split}_macro_f1": held["macro_f1"],
-                    f"{split}_binary_accuracy": rep["accuracy"], f"{split}_binary_f1": rep["f1"],
-                    f"{split}_binary_auc": rep["auc"]})
+        row.update(
+            {
+                f"{split}_accuracy": held["accuracy"],
+                f"{split}_macro_f1": held["macro_f1"],
+                f"{split}_binary_accuracy": rep["accuracy"],
+                f"{split}_binary_f1": rep["f1"],
+                f"{split}_binary_auc": rep["auc"],
+            }
+        )
     return row
 
 
@@ -192,9 +223,14 @@ def correlations(rows: list[dict], targets: list[str]) -> dict:
         values = np.array([sign * r[cand] for r in rows], dtype=np.float64)
         ok = np.isfinite(values)
         _, counts = np.unique(values[ok], return_counts=True)
-        out[cand] = {"n": int(ok.sum()), "tied_share": round(float(counts[counts > 1].sum() / max(ok.sum(), 1)), 4),
-                     **{t: round(float(spearmanr(values[ok], [r[t] for r, k in zip(rows, ok, strict=True) if k])[0]),
-                                 4) for t in targets}}
+        out[cand] = {
+            "n": int(ok.sum()),
+            "tied_share": round(float(counts[counts > 1].sum() / max(ok.sum(), 1)), 4),
+            **{
+                t: round(float(spearmanr(values[ok], [r[t] for r, k in zip(rows, ok, strict=True) if k])[0]), 4)
+                for t in targets
+            },
+        }
     return out
 
 
@@ -211,8 +247,13 @@ def per_trial_best(trials: list[list[dict]], cand: str) -> list[dict]:
 
 def summarise(trials: list[dict], data: dict) -> dict:
     arrays, names = data["arrays"], data["class_names"]
-    per_trial = [[{"trial": t["index"], "epoch": e["epoch"], **epoch_figures(e["probs"], e["val_loss"], arrays, names)}
-                  for e in t["epochs"]] for t in trials]
+    per_trial = [
+        [
+            {"trial": t["index"], "epoch": e["epoch"], **epoch_figures(e["probs"], e["val_loss"], arrays, names)}
+            for e in t["epochs"]
+        ]
+        for t in trials
+    ]
     rows = [r for trial in per_trial for r in trial]
     targets = [k for k in rows[0] if k.startswith(("test_", "external_"))]
     by_trial, picked = {}, {}
@@ -225,19 +266,29 @@ def summarise(trials: list[dict], data: dict) -> dict:
         picked[cand] = None if top is None else {k: round(v, 4) if isinstance(v, float) else v for k, v in top.items()}
     collapsed = [r for r in rows if r["val_collapsed"]]
     one_class = [r for r in rows if r["val_one_class"]]
-    return {"epochs": len(rows), "trials": len(trials), "targets": targets,
-            "over_epochs": correlations(rows, targets), "over_trials_at_best_epoch": by_trial,
-            "winner_by_candidate": picked,
-            "collapse": {"collapsed_epochs": len(collapsed), "one_class_epochs": len(one_class),
-                         "one_class_not_collapsed": sum(1 for r in one_class if not r["val_collapsed"]),
-                         "one_class_val_auc": sorted(round(r["val_auc"], 3) for r in one_class)},
-            "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
+    return {
+        "epochs": len(rows),
+        "trials": len(trials),
+        "targets": targets,
+        "over_epochs": correlations(rows, targets),
+        "over_trials_at_best_epoch": by_trial,
+        "winner_by_candidate": picked,
+        "collapse": {
+            "collapsed_epochs": len(collapsed),
+            "one_class_epochs": len(one_class),
+            "one_class_not_collapsed": sum(1 for r in one_class if not r["val_collapsed"]),
+            "one_class_val_auc": sorted(round(r["val_auc"], 3) for r in one_class),
+        },
+        "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+    }
 
 
 def print_table(summary: dict) -> None:
     targets = summary["targets"]
-    for title, table in (("over all epochs", summary["over_epochs"]),
-                         ("over trials, each at its best epoch", summary["over_trials_at_best_epoch"])):
+    for title, table in (
+        ("over all epochs", summary["over_epochs"]),
+        ("over trials, each at its best epoch", summary["over_trials_at_best_epoch"]),
+    ):
         print(f"\nSpearman with the held-out figures, {title} (loss sign-flipped):")
         print(f"{'candidate':<28} {'ties':>6} " + " ".join(f"{t.removeprefix('test_'):>14}" for t in targets))
         for cand, row in table.items():
@@ -258,18 +309,32 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_arrays(config, args.external)
     print(f"data: {data['counts']} at {args.size} px, task {args.task}", flush=True)
     trials = run_trials(config, data, args.workers)
-    np.savez_compressed(args.out.with_suffix(".npz"), **{f"t{t['index']}_e{e['epoch']}_{s}": p
-                                                         for t in trials for e in t["epochs"]
-                                                         for s, p in e["probs"].items()})
+    np.savez_compressed(
+        args.out.with_suffix(".npz"),
+        **{f"t{t['index']}_e{e['epoch']}_{s}": p for t in trials for e in t["epochs"] for s, p in e["probs"].items()},
+    )
     summary = summarise(trials, data)
-    report = {"command": " ".join(["python", "-m", "bench.objective_choice", *(argv or sys.argv[1:])]),
-              "date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
-              "machine": machine(workers=args.workers), "wall_s": round(time.time() - started, 1),
-              "settings": {"preset": "cpu", "data": args.data, "external": args.external or None,
-                           "task": args.task, "size": args.size, "max_epochs": args.max_epochs,
-                           "sampler": "optuna RandomSampler", "asha": "off", "early_stopping": "off",
-                           "counts": data["counts"]},
-              "trial_params": [t["params"] for t in trials], **summary}
+    report = {
+        "command": " ".join(["python", "-m", "bench.objective_choice", *(argv or sys.argv[1:])]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine(workers=args.workers),
+        "wall_s": round(time.time() - started, 1),
+        "settings": {
+            "preset": "cpu",
+            "data": args.data,
+            "external": args.external or None,
+            "task": args.task,
+            "size": args.size,
+            "max_epochs": args.max_epochs,
+            "sampler": "optuna RandomSampler",
+            "asha": "off",
+            "early_stopping": "off",
+            "counts": data["counts"],
+        },
+        "trial_params": [t["params"] for t in trials],
+        **summary,
+    }
     write_result(report, args.out)
     print_table(summary)
     print(f"\nwall {report['wall_s']} s; wrote {args.out}")

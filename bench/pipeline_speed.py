@@ -79,8 +79,9 @@ class NaiveDataset(Dataset):
         return torch.from_numpy(image)
 
 
-def naive_epoch(loader: DataLoader, aug: AugmentConfig, norm: InputNorm, gen: torch.Generator,
-                device: torch.device) -> dict:
+def naive_epoch(
+    loader: DataLoader, aug: AugmentConfig, norm: InputNorm, gen: torch.Generator, device: torch.device
+) -> dict:
     """One epoch: images, total seconds (worker start-up included, as a naive loop pays it every epoch) and the
     seconds the main process waited for uint8 batches (and, on a GPU, their copy there)."""
     start, seen, wait = time.perf_counter(), 0, 0.0
@@ -98,8 +99,9 @@ def naive_epoch(loader: DataLoader, aug: AugmentConfig, norm: InputNorm, gen: to
     return {"images": seen, "seconds": time.perf_counter() - start, "data_s": wait}
 
 
-def cached_epoch(x: torch.Tensor, batch_size: int, aug: AugmentConfig, norm: InputNorm, gen: torch.Generator,
-                 device: torch.device) -> dict:
+def cached_epoch(
+    x: torch.Tensor, batch_size: int, aug: AugmentConfig, norm: InputNorm, gen: torch.Generator, device: torch.device
+) -> dict:
     """The batches of ``train_one_epoch``: shuffled indices -> prepare_batch -> augment_batch -> model layout."""
     start, seen, wait = time.perf_counter(), 0, 0.0
     order = torch.randperm(len(x), generator=gen)
@@ -128,8 +130,13 @@ def bench_source(spec: str, args: argparse.Namespace, cache_dir: Path) -> dict:
     to_device_s = time.perf_counter() - t0
     paths = [r.path for r in data.records[:n]]
     aug, norm = AugmentConfig(), InputNorm(IMAGENET_MEAN, IMAGENET_STD, 1).to(device)
-    loader = DataLoader(NaiveDataset(paths, args.size), batch_size=args.batch_size, shuffle=True,
-                        num_workers=args.workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        NaiveDataset(paths, args.size),
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+    )
     gen_naive, gen_cached = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     runs: dict[str, list[dict]] = {"naive": [], "cached": []}
     with torch.no_grad():
@@ -143,12 +150,20 @@ def bench_source(spec: str, args: argparse.Namespace, cache_dir: Path) -> dict:
                 r["images_per_s"], r["gpu_util"] = r["images"] / r["seconds"], gpu.summary()
                 runs[name].append(r)
                 gpu_note = f", GPU busy {r['gpu_util']['mean']:.0f}%" if r["gpu_util"] else ""
-                print(f"  {Path(spec).name} epoch {epoch + 1} {name}: {r['images']} images in {r['seconds']:.2f} s "
-                      f"= {r['images_per_s']:.0f} images/s (waiting for uint8 batches {r['data_s']:.2f} s{gpu_note})",
-                      flush=True)
-    row = {"spec": spec, "images": n, "images_in_source": len(data.records), "skipped": len(data.skipped),
-           "cache_build_s": round(build_s, 3), "prepare_warm_s": round(warm_s, 3),
-           "to_device_once_s": round(to_device_s, 4)}
+                print(
+                    f"  {Path(spec).name} epoch {epoch + 1} {name}: {r['images']} images in {r['seconds']:.2f} s "
+                    f"= {r['images_per_s']:.0f} images/s (waiting for uint8 batches {r['data_s']:.2f} s{gpu_note})",
+                    flush=True,
+                )
+    row = {
+        "spec": spec,
+        "images": n,
+        "images_in_source": len(data.records),
+        "skipped": len(data.skipped),
+        "cache_build_s": round(build_s, 3),
+        "prepare_warm_s": round(warm_s, 3),
+        "to_device_once_s": round(to_device_s, 4),
+    }
     for name, rs in runs.items():
         row[f"{name}_images_per_s"] = [round(r["images_per_s"], 1) for r in rs]
         row[f"{name}_median"] = round(statistics.median(r["images_per_s"] for r in rs), 1)
@@ -156,8 +171,9 @@ def bench_source(spec: str, args: argparse.Namespace, cache_dir: Path) -> dict:
         row[f"{name}_data_images_per_s_median"] = round(statistics.median(r["images"] / r["data_s"] for r in rs), 1)
         if device.type == "cuda":
             row[f"{name}_gpu_util"] = [r["gpu_util"] for r in rs]
-    row["ratio_per_epoch"] = [round(c["images_per_s"] / nv["images_per_s"], 2)
-                              for c, nv in zip(runs["cached"], runs["naive"], strict=True)]
+    row["ratio_per_epoch"] = [
+        round(c["images_per_s"] / nv["images_per_s"], 2) for c, nv in zip(runs["cached"], runs["naive"], strict=True)
+    ]
     row["ratio_cached_over_naive"] = round(row["cached_median"] / row["naive_median"], 2)
     row["data_only_ratio"] = round(row["cached_data_images_per_s_median"] / row["naive_data_images_per_s_median"], 1)
     return row
@@ -171,17 +187,30 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    result = {"command": " ".join(["python", *sys.argv]), "date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "quick": args.quick, "device": str(args.device), "size": args.size, "batch_size": args.batch_size,
-              "naive_workers": args.workers, "epochs_per_side": args.epochs, "augment": vars(AugmentConfig()),
-              "machine": machine(args.device, opencv=cv2.__version__), "loadavg_start": os.getloadavg(), "sources": []}
+    result = {
+        "command": " ".join(["python", *sys.argv]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "device": str(args.device),
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "naive_workers": args.workers,
+        "epochs_per_side": args.epochs,
+        "augment": vars(AugmentConfig()),
+        "machine": machine(args.device, opencv=cv2.__version__),
+        "loadavg_start": os.getloadavg(),
+        "sources": [],
+    }
     with tempfile.TemporaryDirectory(prefix="pipeline_speed-") as tmp:
         for spec in args.data:
             print(f"{spec}:", flush=True)
             row = bench_source(spec, args, Path(tmp))
-            print(f"  cache build {row['cache_build_s']} s; median naive {row['naive_median']} images/s, cached "
-                  f"{row['cached_median']} images/s, ratio {row['ratio_cached_over_naive']} x; uint8 batches alone "
-                  f"{row['data_only_ratio']} x", flush=True)
+            print(
+                f"  cache build {row['cache_build_s']} s; median naive {row['naive_median']} images/s, cached "
+                f"{row['cached_median']} images/s, ratio {row['ratio_cached_over_naive']} x; uint8 batches alone "
+                f"{row['data_only_ratio']} x",
+                flush=True,
+            )
             result["sources"].append(row)
     result["loadavg_end"] = os.getloadavg()
     result["target_ratio"] = 20

@@ -37,12 +37,31 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 #: The cpu preset's winner on chest_xray (docs/search.md, rerun with the val_auc objective), from scratch.
-BASE = {"backbone": "mobilenetv3_small_100", "optimizer": "rmsprop", "lr": 7e-4, "epochs": 12, "batch_size": 32,
-        "dropout": 0.2, "weight_decay": 1e-5, "early_stopping_patience": 3, "plateau_patience": 2}
-VARIANTS = {"none": {}, "intensity_aug": {"intensity_aug": 0.5}, "standardize": {"standardize": True},
-            "both": {"intensity_aug": 0.5, "standardize": True}}
-FIGURES = ("binary_accuracy", "normal_recall", "auc", "accuracy_3class", "balanced_binary_accuracy",
-           "balanced_normal_recall")
+BASE = {
+    "backbone": "mobilenetv3_small_100",
+    "optimizer": "rmsprop",
+    "lr": 7e-4,
+    "epochs": 12,
+    "batch_size": 32,
+    "dropout": 0.2,
+    "weight_decay": 1e-5,
+    "early_stopping_patience": 3,
+    "plateau_patience": 2,
+}
+VARIANTS = {
+    "none": {},
+    "intensity_aug": {"intensity_aug": 0.5},
+    "standardize": {"standardize": True},
+    "both": {"intensity_aug": 0.5, "standardize": True},
+}
+FIGURES = (
+    "binary_accuracy",
+    "normal_recall",
+    "auc",
+    "accuracy_3class",
+    "balanced_binary_accuracy",
+    "balanced_normal_recall",
+)
 
 _ARRAYS: dict = {}  # set before the worker processes fork; read there
 
@@ -56,8 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--tta", type=int, default=8, help="test-time views of the 'on' side")
     p.add_argument("--base", nargs="*", default=[], metavar="KEY=VALUE", help="changes to the base configuration")
-    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
-                   help="a variant to train (repeatable; default: none, intensity_aug, standardize, both)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="a variant to train (repeatable; default: none, intensity_aug, standardize, both)",
+    )
     p.add_argument("--workers", type=int, default=2, help="runs trained at once (one thread each)")
     p.add_argument("--name", default="", help="suffix of the results file")
     p.add_argument("--quick", action="store_true", help="2 seeds on 240 synthetic images at 48 px")
@@ -66,8 +90,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from search.config import parse_set  # key=value, values as YAML: the same parser as search.run --set
 
     args.base = {**BASE, **parse_set(args.base)}
-    args.variants = {name: parse_set([kv for kv in spec.split(",") if kv])
-                     for name, _, spec in (v.partition(":") for v in args.variant)} or VARIANTS
+    args.variants = {
+        name: parse_set([kv for kv in spec.split(",") if kv])
+        for name, _, spec in (v.partition(":") for v in args.variant)
+    } or VARIANTS
     if args.quick:
         args.data, args.external, args.size, args.seeds, args.name = "synthetic", "", 48, 2, "quick"
         args.base.update(backbone="custom_cnn", epochs=2, batch_size=16)
@@ -94,8 +120,13 @@ def load_arrays(args: argparse.Namespace) -> dict:
         ext = load_labelled(args.external, preprocess)
         arrays["external"] = (ext.images, ext.labels)  # label names: with or without the pneumonia subtype
         skipped = len(ext.skipped)
-    return {"arrays": arrays, "class_names": class_names(args.task), "preprocess": preprocess.to_dict(),
-            "counts": {s: int(len(y)) for s, (_, y) in arrays.items()}, "external_skipped": skipped}
+    return {
+        "arrays": arrays,
+        "class_names": class_names(args.task),
+        "preprocess": preprocess.to_dict(),
+        "counts": {s: int(len(y)) for s, (_, y) in arrays.items()},
+        "external_skipped": skipped,
+    }
 
 
 def train_one(job: tuple[str, int, dict, int]) -> dict:
@@ -115,16 +146,21 @@ def train_one(job: tuple[str, int, dict, int]) -> dict:
     while not trainer.done:
         trainer.run_epoch()
     trainer.model.load_state_dict(dict(trainer.checkpoint().weights))  # the best-val-loss weights
-    probs = {(split, views): predict_proba(trainer.model, arrays[split][0], tta=views).astype(np.float32)
-             for split in ("val", "test", "external") if split in arrays for views in (1, tta)}
+    probs = {
+        (split, views): predict_proba(trainer.model, arrays[split][0], tta=views).astype(np.float32)
+        for split in ("val", "test", "external")
+        if split in arrays
+        for views in (1, tta)
+    }
     seconds = time.time() - start
     print(f"{name} seed {seed}: {trainer.epoch} epoch(s) in {seconds:.0f} s", flush=True)
     return {"variant": name, "seed": seed, "epochs": trainer.epoch, "seconds": round(seconds, 1), "probs": probs}
 
 
 # ----------------------------------------------------------------------------------------------------- figures
-def figures(y_val: np.ndarray, p_val: np.ndarray, held: tuple, p_held: np.ndarray, names: list[str],
-            external: bool) -> dict:
+def figures(
+    y_val: np.ndarray, p_val: np.ndarray, held: tuple, p_held: np.ndarray, names: list[str], external: bool
+) -> dict:
     """The headline figures of one model (or ensemble) on one held-out set, thresholded on validation."""
     from analysis.evaluation import evaluate_external, evaluate_run
 
@@ -135,11 +171,16 @@ def figures(y_val: np.ndarray, p_val: np.ndarray, held: tuple, p_held: np.ndarra
     m, val, test = ev["metrics"], ev["binary"]["val_sweep"], ev["binary"]["test_sweep"]
     # the other threshold rule, also chosen on validation: the best balanced accuracy (Youden's J) of the sweep
     balanced = test.iloc[int(((val["recall"] + val["specificity"]) / 2).to_numpy().argmax())]
-    return {"binary_accuracy": m["test_accuracy"], "normal_recall": m["test_specificity"], "auc": m["test_auc"],
-            "accuracy_3class": m.get("test_accuracy_3class", float("nan")), "threshold": m["threshold"],
-            "balanced_binary_accuracy": float(balanced["accuracy"]),
-            "balanced_normal_recall": float(balanced["specificity"]),
-            "balanced_threshold": float(balanced["threshold"])}
+    return {
+        "binary_accuracy": m["test_accuracy"],
+        "normal_recall": m["test_specificity"],
+        "auc": m["test_auc"],
+        "accuracy_3class": m.get("test_accuracy_3class", float("nan")),
+        "threshold": m["threshold"],
+        "balanced_binary_accuracy": float(balanced["accuracy"]),
+        "balanced_normal_recall": float(balanced["specificity"]),
+        "balanced_threshold": float(balanced["threshold"]),
+    }
 
 
 def summarise(runs: list[dict], tta: int) -> dict:
@@ -151,6 +192,7 @@ def summarise(runs: list[dict], tta: int) -> dict:
         mine = [r for r in runs if r["variant"] == variant]
         for split in (s for s in ("test", "external") if s in arrays):
             for views in dict.fromkeys((1, tta)):
+
                 def score(p_val: np.ndarray, p_held: np.ndarray, s: str = split) -> dict:
                     return figures(y_val, p_val, arrays[s], p_held, names, s == "external")
 
@@ -158,9 +200,13 @@ def summarise(runs: list[dict], tta: int) -> dict:
                 ensemble = score(*(np.mean([r["probs"][(s, views)] for r in mine], axis=0) for s in ("val", split)))
                 table.setdefault(variant, {})[f"{split}_tta{views}"] = {
                     "mean": {k: float(np.mean([f[k] for f in per_seed])) for k in FIGURES},
-                    "std": {k: float(np.std([f[k] for f in per_seed], ddof=1)) if len(mine) > 1 else float("nan")
-                            for k in FIGURES},
-                    "thresholds": [f["threshold"] for f in per_seed], "ensemble": ensemble}
+                    "std": {
+                        k: float(np.std([f[k] for f in per_seed], ddof=1)) if len(mine) > 1 else float("nan")
+                        for k in FIGURES
+                    },
+                    "thresholds": [f["threshold"] for f in per_seed],
+                    "ensemble": ensemble,
+                }
     return table
 
 
@@ -180,23 +226,42 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     _ARRAYS.update(load_arrays(args))
     print(f"images: {_ARRAYS['counts']}", flush=True)
-    jobs = [(name, seed, {**args.base, **changes, "task": args.task, "image_size": args.size}, args.tta)
-            for name, changes in args.variants.items() for seed in range(args.seeds)]
+    jobs = [
+        (name, seed, {**args.base, **changes, "task": args.task, "image_size": args.size}, args.tta)
+        for name, changes in args.variants.items()
+        for seed in range(args.seeds)
+    ]
     context = multiprocessing.get_context("fork")  # the workers read the arrays the parent prepared
     with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         runs = list(pool.map(train_one, jobs))
-    np.savez_compressed(args.out.with_suffix(".npz"), **{f"{r['variant']}_s{r['seed']}_{split}_tta{views}": p
-                                                         for r in runs for (split, views), p in r["probs"].items()})
+    np.savez_compressed(
+        args.out.with_suffix(".npz"),
+        **{
+            f"{r['variant']}_s{r['seed']}_{split}_tta{views}": p
+            for r in runs
+            for (split, views), p in r["probs"].items()
+        },
+    )
     table = summarise(runs, args.tta)
     print_table(table)
-    result = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join(["python", "-m", "bench.robustness_ablation", *(argv or sys.argv[1:])]),
-              "machine": machine("cpu", workers=args.workers), "data": args.data, "external": args.external,
-              "task": args.task, "size": args.size, "seeds": args.seeds, "tta_views": args.tta, "base": args.base,
-              "variants": args.variants, "images": _ARRAYS["counts"],
-              "external_skipped": _ARRAYS["external_skipped"], "table": table,
-              "runs": [{k: r[k] for k in ("variant", "seed", "epochs", "seconds")} for r in runs],
-              "minutes": round((time.time() - start) / 60, 1)}
+    result = {
+        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "-m", "bench.robustness_ablation", *(argv or sys.argv[1:])]),
+        "machine": machine("cpu", workers=args.workers),
+        "data": args.data,
+        "external": args.external,
+        "task": args.task,
+        "size": args.size,
+        "seeds": args.seeds,
+        "tta_views": args.tta,
+        "base": args.base,
+        "variants": args.variants,
+        "images": _ARRAYS["counts"],
+        "external_skipped": _ARRAYS["external_skipped"],
+        "table": table,
+        "runs": [{k: r[k] for k in ("variant", "seed", "epochs", "seconds")} for r in runs],
+        "minutes": round((time.time() - start) / 60, 1),
+    }
     print(f"wrote {write_result(result, args.out)} after {result['minutes']} min")
     return 0
 

@@ -79,8 +79,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 3), "p90": round(pct(values, 0.9), 3),
-            "mean": round(statistics.fmean(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+    return {
+        "median": round(statistics.median(values), 3),
+        "p90": round(pct(values, 0.9), 3),
+        "mean": round(statistics.fmean(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
 
 
 class Recorder(tune.Callback):
@@ -99,8 +104,12 @@ class Recorder(tune.Callback):
         self._trial(trial)["start"] = time.time()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._trial(trial)["results"].append({"t": time.time(), **{k: result.get(k) for k in (
-            "epoch", "epoch_time_s", "time_total_s", "time_this_iter_s", "node_id")}})
+        self._trial(trial)["results"].append(
+            {
+                "t": time.time(),
+                **{k: result.get(k) for k in ("epoch", "epoch_time_s", "time_total_s", "time_this_iter_s", "node_id")},
+            }
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._trial(trial)["end"] = time.time()
@@ -122,8 +131,10 @@ def run_cluster(nodes: int, args: argparse.Namespace, work: Path) -> dict:
     os.environ["RAY_TMPDIR"] = tmp  # its own ray_current_cluster file: no other Ray joins this one
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                            "object_store_memory": 200 * 2**20})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": 200 * 2**20},
+    )
     for _ in range(nodes - 1):
         cluster.add_node(num_cpus=1, object_store_memory=200 * 2**20)
     cluster.wait_for_nodes()
@@ -132,12 +143,37 @@ def run_cluster(nodes: int, args: argparse.Namespace, work: Path) -> dict:
     key = f"nodes{nodes}"
     try:
         t0 = time.perf_counter()
-        code = run.main(["--smoke-test", "--no-dashboard", "--storage-path", str(work / "experiments"), "--name", key,
-                         "--num-samples", str(args.trials), "--scheduler", "none", "--searcher", "random",
-                         "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--cache-dir", str(work / "cache"),
-                         "--image-sizes", str(args.size), "--set", f"space.epochs={args.epochs}",
-                         "--set", f"synthetic_n={args.images}", "--set", "space.batch_size=[16]"],
-                        callbacks=[Recorder(key)])
+        code = run.main(
+            [
+                "--smoke-test",
+                "--no-dashboard",
+                "--storage-path",
+                str(work / "experiments"),
+                "--name",
+                key,
+                "--num-samples",
+                str(args.trials),
+                "--scheduler",
+                "none",
+                "--searcher",
+                "random",
+                "--cpus-per-trial",
+                "1",
+                "--gpus-per-trial",
+                "0",
+                "--cache-dir",
+                str(work / "cache"),
+                "--image-sizes",
+                str(args.size),
+                "--set",
+                f"space.epochs={args.epochs}",
+                "--set",
+                f"synthetic_n={args.images}",
+                "--set",
+                "space.batch_size=[16]",
+            ],
+            callbacks=[Recorder(key)],
+        )
         search_wall_s = time.perf_counter() - t0
     finally:
         ray.shutdown()
@@ -148,8 +184,9 @@ def run_cluster(nodes: int, args: argparse.Namespace, work: Path) -> dict:
     return measure(EVENTS[key], nodes, args, cluster_start_s, search_wall_s, load_before)
 
 
-def measure(events: dict, nodes: int, args: argparse.Namespace, cluster_start_s: float, search_wall_s: float,
-            load_before: tuple) -> dict:
+def measure(
+    events: dict, nodes: int, args: argparse.Namespace, cluster_start_s: float, search_wall_s: float, load_before: tuple
+) -> dict:
     trials = [t for t in events["trials"].values() if t["results"] and "end" in t]
     fit_s = events["fit_end"] - events["fit_start"]
     walls = [t["end"] - t["start"] for t in trials]
@@ -163,12 +200,17 @@ def measure(events: dict, nodes: int, args: argparse.Namespace, cluster_start_s:
         gaps.append(t["start"] - free_at.get(node, events["fit_start"]))
         free_at[node] = t["end"]
     return {
-        "nodes": nodes, "cpus": nodes, "trials": args.trials, "trials_completed": len(trials),
+        "nodes": nodes,
+        "cpus": nodes,
+        "trials": args.trials,
+        "trials_completed": len(trials),
         "epochs_per_trial": args.epochs,
         "nodes_used": len({r["node_id"] for t in trials for r in t["results"]}),
         "peak_concurrent_trials": peak,
-        "cluster_start_s": round(cluster_start_s, 2), "search_wall_s": round(search_wall_s, 2),
-        "fit_wall_s": round(fit_s, 2), "trials_per_hour": round(len(trials) / fit_s * 3600, 1),
+        "cluster_start_s": round(cluster_start_s, 2),
+        "search_wall_s": round(search_wall_s, 2),
+        "fit_wall_s": round(fit_s, 2),
+        "trials_per_hour": round(len(trials) / fit_s * 3600, 1),
         "first_epoch_s": summary([t["results"][0]["t"] - t["start"] for t in trials]),
         "first_epoch_in_trainable_s": summary([t["results"][0]["time_total_s"] for t in trials]),
         "first_epoch_training_s": summary([t["results"][0]["epoch_time_s"] for t in trials]),
@@ -179,29 +221,49 @@ def measure(events: dict, nodes: int, args: argparse.Namespace, cluster_start_s:
         "ray_overhead_s": summary([w - it for w, it in zip(walls, in_trainable, strict=True)]),
         "between_trials_s": summary(gaps),
         "slot_busy_fraction": round(sum(walls) / (fit_s * nodes), 3),
-        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     started = time.perf_counter()
-    result = {"benchmark": "scaling", "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "quick": args.quick,
-              "settings": {"preset": "smoke", "backbone": "custom_cnn", "data": "synthetic", "images": args.images,
-                           "image_size": args.size, "batch_size": 16, "epochs": args.epochs, "trials": args.trials,
-                           "cpus_per_trial": 1, "searcher": "random", "scheduler": "none"},
-              "machine": machine(), "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-              "fresh_import_s": fresh_import_s(), "runs": []}
+    result = {
+        "benchmark": "scaling",
+        "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "settings": {
+            "preset": "smoke",
+            "backbone": "custom_cnn",
+            "data": "synthetic",
+            "images": args.images,
+            "image_size": args.size,
+            "batch_size": 16,
+            "epochs": args.epochs,
+            "trials": args.trials,
+            "cpus_per_trial": 1,
+            "searcher": "random",
+            "scheduler": "none",
+        },
+        "machine": machine(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "fresh_import_s": fresh_import_s(),
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory(prefix="cxr-scaling-") as work:
         for nodes in args.nodes:
             row = run_cluster(nodes, args, Path(work))
             result["runs"].append(row)
-            print(f"{nodes} node(s): {row['trials_per_hour']} trials/h, first epoch median "
-                  f"{row['first_epoch_s']['median']} s p90 {row['first_epoch_s']['p90']} s, overhead median "
-                  f"{row['overhead_s']['median']} s/trial ({row['overhead_fraction']:.0%} of trial wall), "
-                  f"between trials median {row['between_trials_s']['median']} s, "
-                  f"peak {row['peak_concurrent_trials']} concurrent, load {row['loadavg_after'][0]}", flush=True)
+            print(
+                f"{nodes} node(s): {row['trials_per_hour']} trials/h, first epoch median "
+                f"{row['first_epoch_s']['median']} s p90 {row['first_epoch_s']['p90']} s, overhead median "
+                f"{row['overhead_s']['median']} s/trial ({row['overhead_fraction']:.0%} of trial wall), "
+                f"between trials median {row['between_trials_s']['median']} s, "
+                f"peak {row['peak_concurrent_trials']} concurrent, load {row['loadavg_after'][0]}",
+                flush=True,
+            )
     base = result["runs"][0]["trials_per_hour"]
     for row in result["runs"]:
         row["speedup_vs_first"] = round(row["trials_per_hour"] / base, 2)

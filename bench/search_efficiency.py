@@ -75,10 +75,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--xray-images", type=int, default=1000, help="subset size (0: every image)")
     p.add_argument("--xray-size", type=int, default=64)
     p.add_argument("--xray-epochs", type=int, nargs=3, default=[2, 4, 6], help="the grid's epoch counts")
-    p.add_argument("--val-fraction", type=float, default=0.15,
-                   help="share of images in validation (test keeps 0.15): a larger one lowers the grid's seed noise")
-    p.add_argument("--quick", action="store_true", help="120 synthetic images at 48 px, 2 optimizers x 3 lr x "
-                   "epochs [1, 2], 4 ASHA trials, 1 seed")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.15,
+        help="share of images in validation (test keeps 0.15): a larger one lowers the grid's seed noise",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="120 synthetic images at 48 px, 2 optimizers x 3 lr x epochs [1, 2], 4 ASHA trials, 1 seed",
+    )
     p.add_argument("--out", default=None, help="results JSON (default bench/results/search_efficiency[_quick].json)")
     args = p.parse_args(argv)
     if args.quick:
@@ -99,8 +106,11 @@ def xray_subset(src: Path, dest: Path, n: int) -> tuple[Path, dict]:
     for rel in chosen:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, dest / rel)
-    return dest, {"images": n, "of": len(files), "rule": f"files[int(i * {step:.4f})] for i in range({n}) of the "
-                  "sorted relative paths (train/ and val/ pooled)"}
+    return dest, {
+        "images": n,
+        "of": len(files),
+        "rule": f"files[int(i * {step:.4f})] for i in range({n}) of the sorted relative paths (train/ and val/ pooled)",
+    }
 
 
 def make_tasks(args: argparse.Namespace, work: Path) -> list[dict]:
@@ -112,15 +122,30 @@ def make_tasks(args: argparse.Namespace, work: Path) -> list[dict]:
     tasks = []
     if "synthetic" in args.tasks:
         folder = write_synthetic_folder(work / "synthetic", args.synthetic_n, seed=0, jpeg_every=0)
-        tasks.append({"task": "synthetic", "data": str(folder), "size": args.synthetic_size, "grid": grid,
-                      "val_fraction": args.val_fraction,
-                      "grid_epochs": args.synthetic_epochs,
-                      "subset": {"images": args.synthetic_n, "rule": "synthetic generator seed 0, written as PNG"}})
+        tasks.append(
+            {
+                "task": "synthetic",
+                "data": str(folder),
+                "size": args.synthetic_size,
+                "grid": grid,
+                "val_fraction": args.val_fraction,
+                "grid_epochs": args.synthetic_epochs,
+                "subset": {"images": args.synthetic_n, "rule": "synthetic generator seed 0, written as PNG"},
+            }
+        )
     if "chest_xray" in args.tasks:
         folder, subset = xray_subset(Path(args.xray), work / "chest_xray", args.xray_images)
-        tasks.append({"task": "chest_xray", "data": str(folder), "size": args.xray_size, "grid": grid,
-                      "val_fraction": args.val_fraction,
-                      "grid_epochs": args.xray_epochs, "subset": {"source": args.xray, **subset}})
+        tasks.append(
+            {
+                "task": "chest_xray",
+                "data": str(folder),
+                "size": args.xray_size,
+                "grid": grid,
+                "val_fraction": args.val_fraction,
+                "grid_epochs": args.xray_epochs,
+                "subset": {"source": args.xray, **subset},
+            }
+        )
     return tasks
 
 
@@ -128,22 +153,55 @@ def make_tasks(args: argparse.Namespace, work: Path) -> list[dict]:
 def search_argv(task: dict, strategy: str, seed: int, num_samples: int, work: Path) -> list[str]:
     """``python -m search.run`` arguments: study B's grid preset, only the strategy differs between the three."""
     grid, epochs = task["grid"], task["grid_epochs"]
-    argv = ["--preset", "study-b-grid", "--data", task["data"], "--seed", str(seed), "--no-dashboard",
-            "--storage-path", str(work / "experiments"), "--name", f"{task['task']}-{strategy}-s{seed}",
-            "--cache-dir", str(work / "cache"), "--cpus-per-trial", "1", "--gpus-per-trial", "0",
-            "--max-concurrent-trials", "2", "--top-k", "3",
-            "--set", f"fixed.image_size={task['size']}", "--set", "split.seed=0",
-            "--set", f"split.val={task['val_fraction']}",
-            "--set", f"split.train={round(0.85 - task['val_fraction'], 6)}"]
+    argv = [
+        "--preset",
+        "study-b-grid",
+        "--data",
+        task["data"],
+        "--seed",
+        str(seed),
+        "--no-dashboard",
+        "--storage-path",
+        str(work / "experiments"),
+        "--name",
+        f"{task['task']}-{strategy}-s{seed}",
+        "--cache-dir",
+        str(work / "cache"),
+        "--cpus-per-trial",
+        "1",
+        "--gpus-per-trial",
+        "0",
+        "--max-concurrent-trials",
+        "2",
+        "--top-k",
+        "3",
+        "--set",
+        f"fixed.image_size={task['size']}",
+        "--set",
+        "split.seed=0",
+        "--set",
+        f"split.val={task['val_fraction']}",
+        "--set",
+        f"split.train={round(0.85 - task['val_fraction'], 6)}",
+    ]
     for section in ("min_val", "min_test"):  # study B's per-class minimums do not fit a few hundred images
         argv += [arg for label in ("NORMAL", "BACTERIAL", "VIRAL") for arg in ("--set", f"split.{section}.{label}=0")]
     if strategy == "grid":
         return argv + ["--set", f"grid.optimizer=[{', '.join(grid['optimizer'])}]", "--set", f"grid.epochs={epochs}"]
-    return argv + ["--searcher", "optuna" if strategy == "tpe_asha" else "random", "--scheduler", "asha",
-                   "--num-samples", str(num_samples),
-                   "--set", f"space.optimizer=[{', '.join(grid['optimizer'])}]",
-                   "--set", f"space.lr={{low: {min(grid['lr'])}, high: {max(grid['lr'])}, log: true}}",
-                   "--set", f"space.epochs={{low: {min(epochs)}, high: {max(epochs)}}}"]
+    return argv + [
+        "--searcher",
+        "optuna" if strategy == "tpe_asha" else "random",
+        "--scheduler",
+        "asha",
+        "--num-samples",
+        str(num_samples),
+        "--set",
+        f"space.optimizer=[{', '.join(grid['optimizer'])}]",
+        "--set",
+        f"space.lr={{low: {min(grid['lr'])}, high: {max(grid['lr'])}, log: true}}",
+        "--set",
+        f"space.epochs={{low: {min(epochs)}, high: {max(epochs)}}}",
+    ]
 
 
 def read_epochs(experiment: Path, start: float) -> pd.DataFrame:
@@ -165,12 +223,18 @@ def read_epochs(experiment: Path, start: float) -> pd.DataFrame:
 def read_trials(experiment: Path, epochs: pd.DataFrame) -> list[dict]:
     """Each trial's sampled parameters, best score, epochs trained and whether every epoch collapsed (from
     :func:`read_epochs`' frame)."""
-    per_trial = epochs.groupby("trial").agg(best=("usable", "max"), size=("score", "size"),
-                                            collapsed=("val_collapsed", "min"))
-    return [{"params": json.loads((experiment / trial / "params.json").read_text()),
-             "best_score": round(float(row["best"]), 4) if row["best"] == row["best"] else None,
-             "epochs": int(row["size"]),
-             "collapsed": bool(row["collapsed"])} for trial, row in per_trial.iterrows()]
+    per_trial = epochs.groupby("trial").agg(
+        best=("usable", "max"), size=("score", "size"), collapsed=("val_collapsed", "min")
+    )
+    return [
+        {
+            "params": json.loads((experiment / trial / "params.json").read_text()),
+            "best_score": round(float(row["best"]), 4) if row["best"] == row["best"] else None,
+            "epochs": int(row["size"]),
+            "collapsed": bool(row["collapsed"]),
+        }
+        for trial, row in per_trial.iterrows()
+    ]
 
 
 def run_search(task: dict, strategy: str, seed: int, num_samples: int, work: Path) -> dict:
@@ -185,13 +249,24 @@ def run_search(task: dict, strategy: str, seed: int, num_samples: int, work: Pat
     experiment = work / "experiments" / f"{task['task']}-{strategy}-s{seed}"
     epochs = read_epochs(experiment, start)
     results = pd.read_csv(experiment / "results.csv")
-    return {"strategy": strategy, "seed": seed, "argv": argv, "trials": len(results),
-            "winner": winner_on_test(experiment, results), "split": split_counts(experiment),
-            "status_counts": {k: int(v) for k, v in results["status"].value_counts().items()},
-            "best_score": float(epochs["usable"].max()), "total_epochs": int(len(epochs)), "wall_s": round(wall, 1),
-            "per_trial": read_trials(experiment, epochs),
-            "curve": {"cum_epochs": epochs["cum_epochs"].tolist(), "wall_s": epochs["wall_s"].round(1).tolist(),
-                      "best_so_far": epochs["best_so_far"].round(4).tolist()}}
+    return {
+        "strategy": strategy,
+        "seed": seed,
+        "argv": argv,
+        "trials": len(results),
+        "winner": winner_on_test(experiment, results),
+        "split": split_counts(experiment),
+        "status_counts": {k: int(v) for k, v in results["status"].value_counts().items()},
+        "best_score": float(epochs["usable"].max()),
+        "total_epochs": int(len(epochs)),
+        "wall_s": round(wall, 1),
+        "per_trial": read_trials(experiment, epochs),
+        "curve": {
+            "cum_epochs": epochs["cum_epochs"].tolist(),
+            "wall_s": epochs["wall_s"].round(1).tolist(),
+            "best_so_far": epochs["best_so_far"].round(4).tolist(),
+        },
+    }
 
 
 def split_counts(experiment: Path) -> dict:
@@ -215,10 +290,16 @@ def winner_on_test(experiment: Path, results: pd.DataFrame) -> dict | None:
     arrays = Experiment(experiment).load_arrays(checkpoint.config.image_size, "binary")
     p = {split: predict_proba(model, arrays.x[split])[:, 1] for split in ("val", "test")}
     rep = binary_report(arrays.y["val"], p["val"], arrays.y["test"], p["test"])
-    return {"trial_id": str(top["trial_id"]), "val_objective": round(float(top["best_objective"]), 4),
-            "epoch": int(top["best_epoch"]), "threshold": rep["threshold"], "test_auc": round(rep["auc"], 4),
-            "test_accuracy": round(rep["accuracy"], 4), "test_sensitivity": round(rep["sensitivity"], 4),
-            "test_specificity": round(rep["specificity"], 4)}
+    return {
+        "trial_id": str(top["trial_id"]),
+        "val_objective": round(float(top["best_objective"]), 4),
+        "epoch": int(top["best_epoch"]),
+        "threshold": rep["threshold"],
+        "test_auc": round(rep["auc"], 4),
+        "test_accuracy": round(rep["accuracy"], 4),
+        "test_sensitivity": round(rep["sensitivity"], 4),
+        "test_specificity": round(rep["specificity"], 4),
+    }
 
 
 # ------------------------------------------------------------------------------------------------------ figures
@@ -240,16 +321,25 @@ def headline(runs: list[dict], tolerance: float = 0.0) -> dict:
         for run in (r for r in runs if r["strategy"] == strategy):
             grid = grids[run["seed"]]
             epochs, wall = first_reach(run, round(grid["best_score"], 4) - tolerance)
-            per_seed.append({"seed": run["seed"], "grid_best": grid["best_score"], "reached": epochs is not None,
-                             "epochs_to_reach": epochs, "wall_s_to_reach": wall,
-                             "fraction_of_grid_epochs": None if epochs is None else
-                             round(epochs / grid["total_epochs"], 4),
-                             "fraction_of_grid_wall": None if wall is None else round(wall / grid["wall_s"], 4),
-                             "run_epochs_fraction": round(run["total_epochs"] / grid["total_epochs"], 4)})
+            per_seed.append(
+                {
+                    "seed": run["seed"],
+                    "grid_best": grid["best_score"],
+                    "reached": epochs is not None,
+                    "epochs_to_reach": epochs,
+                    "wall_s_to_reach": wall,
+                    "fraction_of_grid_epochs": None if epochs is None else round(epochs / grid["total_epochs"], 4),
+                    "fraction_of_grid_wall": None if wall is None else round(wall / grid["wall_s"], 4),
+                    "run_epochs_fraction": round(run["total_epochs"] / grid["total_epochs"], 4),
+                }
+            )
         fractions = [s["fraction_of_grid_epochs"] for s in per_seed if s["reached"]]
-        out[strategy] = {"seeds_reached": len(fractions), "seeds": len(per_seed),
-                         "mean_fraction_of_grid_epochs": round(statistics.mean(fractions), 4) if fractions else None,
-                         "per_seed": per_seed}
+        out[strategy] = {
+            "seeds_reached": len(fractions),
+            "seeds": len(per_seed),
+            "mean_fraction_of_grid_epochs": round(statistics.mean(fractions), 4) if fractions else None,
+            "per_seed": per_seed,
+        }
     return out
 
 
@@ -275,19 +365,27 @@ def grid_seed_noise(runs: list[dict]) -> dict | None:
     winners = {}
     for run in grids:
         best = max(run["per_trial"], key=lambda t: -math.inf if t["best_score"] is None else t["best_score"])
-        winners[f"seed {run['seed']}"] = {"config": config_key(best["params"]),
-                                          "scores_by_seed": scores.get(config_key(best["params"]))}
-    return {"configs": len(scores), "seeds": len(grids),
-            "pooled_sd_all": round(statistics.fmean(statistics.variance(v) for v in scores.values()) ** 0.5, 4)
-            if scores else None,
-            "configs_never_collapsed": len(never_collapsed),
-            # the spread the search must resolve: how much the configurations differ (their mean over seeds)
-            "between_config_sd_never_collapsed": round(statistics.stdev(config_means), 4)
-            if len(config_means) > 1 else None,
-            "pooled_sd_never_collapsed": round(statistics.fmean(statistics.variance(v) for v in never_collapsed)
-                                               ** 0.5, 4) if never_collapsed else None,
-            "configs_collapsed_in_some_seeds": sum(1 for k in scores if collapsed[k]),
-            "grid_winners": winners}
+        winners[f"seed {run['seed']}"] = {
+            "config": config_key(best["params"]),
+            "scores_by_seed": scores.get(config_key(best["params"])),
+        }
+    return {
+        "configs": len(scores),
+        "seeds": len(grids),
+        "pooled_sd_all": round(statistics.fmean(statistics.variance(v) for v in scores.values()) ** 0.5, 4)
+        if scores
+        else None,
+        "configs_never_collapsed": len(never_collapsed),
+        # the spread the search must resolve: how much the configurations differ (their mean over seeds)
+        "between_config_sd_never_collapsed": round(statistics.stdev(config_means), 4)
+        if len(config_means) > 1
+        else None,
+        "pooled_sd_never_collapsed": round(statistics.fmean(statistics.variance(v) for v in never_collapsed) ** 0.5, 4)
+        if never_collapsed
+        else None,
+        "configs_collapsed_in_some_seeds": sum(1 for k in scores if collapsed[k]),
+        "grid_winners": winners,
+    }
 
 
 def plot(report: dict, path: Path) -> None:
@@ -301,11 +399,19 @@ def plot(report: dict, path: Path) -> None:
     for ax, task in zip(axes[0], report["tasks"], strict=True):
         for run in task["runs"]:
             c = run["curve"]
-            ax.step(c["cum_epochs"], c["best_so_far"], where="post", color=colours[run["strategy"]], alpha=0.8,
-                    label=f"{run['strategy']} seed {run['seed']}")
-        ax.set(title=f"{task['task']} ({task['size']} px, grid epochs {task['grid_epochs']})",
-               xlabel="cumulative epochs (all trials)",
-               ylabel=f"best val score so far ({report['settings']['objective']})")
+            ax.step(
+                c["cum_epochs"],
+                c["best_so_far"],
+                where="post",
+                color=colours[run["strategy"]],
+                alpha=0.8,
+                label=f"{run['strategy']} seed {run['seed']}",
+            )
+        ax.set(
+            title=f"{task['task']} ({task['size']} px, grid epochs {task['grid_epochs']})",
+            xlabel="cumulative epochs (all trials)",
+            ylabel=f"best val score so far ({report['settings']['objective']})",
+        )
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -316,23 +422,31 @@ def print_table(task: dict) -> None:
     print(f"\n== {task['task']}: {task['subset']}, {task['size']} px, grid epochs {task['grid_epochs']}")
     print(f"{'strategy':<12} {'seed':>4} {'trials':>6} {'best':>7} {'epochs':>7} {'wall_s':>7}")
     for r in task["runs"]:
-        print(f"{r['strategy']:<12} {r['seed']:>4} {r['trials']:>6} {r['best_score']:>7.4f} {r['total_epochs']:>7} "
-              f"{r['wall_s']:>7.1f}")
+        print(
+            f"{r['strategy']:<12} {r['seed']:>4} {r['trials']:>6} {r['best_score']:>7.4f} {r['total_epochs']:>7} "
+            f"{r['wall_s']:>7.1f}"
+        )
     for strategy, h in task["headline"].items():
-        print(f"{strategy}: reached the grid's best in {h['seeds_reached']}/{h['seeds']} seed(s); mean fraction of "
-              f"the grid's epochs: {h['mean_fraction_of_grid_epochs']}; per seed "
-              f"{[s['fraction_of_grid_epochs'] for s in h['per_seed']]}")
+        print(
+            f"{strategy}: reached the grid's best in {h['seeds_reached']}/{h['seeds']} seed(s); mean fraction of "
+            f"the grid's epochs: {h['mean_fraction_of_grid_epochs']}; per seed "
+            f"{[s['fraction_of_grid_epochs'] for s in h['per_seed']]}"
+        )
     noise = task.get("grid_seed_noise")
     if noise:
-        print(f"grid seed noise: pooled sd {noise['pooled_sd_all']} over {noise['configs']} configurations, "
-              f"{noise['pooled_sd_never_collapsed']} over the {noise['configs_never_collapsed']} that never collapsed "
-              f"(their means differ by sd {noise['between_config_sd_never_collapsed']}); "
-              f"winners under every seed: {noise['grid_winners']}")
+        print(
+            f"grid seed noise: pooled sd {noise['pooled_sd_all']} over {noise['configs']} configurations, "
+            f"{noise['pooled_sd_never_collapsed']} over the {noise['configs_never_collapsed']} that never collapsed "
+            f"(their means differ by sd {noise['between_config_sd_never_collapsed']}); "
+            f"winners under every seed: {noise['grid_winners']}"
+        )
     for r in task["runs"]:
         print(f"{r['strategy']:<12} seed {r['seed']} winner on test: {r['winner']}")
     for strategy, h in task.get("within_seed_noise", {}).items():
-        print(f"{strategy} within the seed noise: {h['seeds_reached']}/{h['seeds']} seed(s), mean fraction "
-              f"{h['mean_fraction_of_grid_epochs']}")
+        print(
+            f"{strategy} within the seed noise: {h['seeds_reached']}/{h['seeds']} seed(s), mean fraction "
+            f"{h['mean_fraction_of_grid_epochs']}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -348,23 +462,36 @@ def main(argv: list[str] | None = None) -> dict:
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(work / "ray"), logging_level="WARNING")
     report: dict = {
         "command": " ".join(["python", "-m", "bench.search_efficiency", *(argv or sys.argv[1:])]),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "quick": args.quick,
         "machine": machine(),
         "loadavg_start": os.getloadavg(),
-        "settings": {"preset": "study-b-grid", "model": "custom_cnn (pretrained false)", "task": "binary",
-                     "objective": "val_auc", "seeds": args.seeds,
-                     "asha_num_samples": args.num_samples, "asha": "grace_period 1, reduction_factor 2 (defaults)",
-                     "max_concurrent_trials": 2, "cpus_per_trial": 1},
+        "settings": {
+            "preset": "study-b-grid",
+            "model": "custom_cnn (pretrained false)",
+            "task": "binary",
+            "objective": "val_auc",
+            "seeds": args.seeds,
+            "asha_num_samples": args.num_samples,
+            "asha": "grace_period 1, reduction_factor 2 (defaults)",
+            "max_concurrent_trials": 2,
+            "cpus_per_trial": 1,
+        },
         "tasks": [],
     }
     try:
         for task in make_tasks(args, work):
             task_start = time.time()
-            task["runs"] = [run_search(task, strategy, seed, args.num_samples, work)
-                            for seed in range(args.seeds) for strategy in STRATEGIES]
+            task["runs"] = [
+                run_search(task, strategy, seed, args.num_samples, work)
+                for seed in range(args.seeds)
+                for strategy in STRATEGIES
+            ]
             task["headline"] = headline(task["runs"])
-            task["within_0.01"] = {k: {kk: v[kk] for kk in ("seeds_reached", "seeds", "mean_fraction_of_grid_epochs")}
-                                   for k, v in headline(task["runs"], 0.01).items()}
+            task["within_0.01"] = {
+                k: {kk: v[kk] for kk in ("seeds_reached", "seeds", "mean_fraction_of_grid_epochs")}
+                for k, v in headline(task["runs"], 0.01).items()
+            }
             task["grid_seed_noise"] = noise = grid_seed_noise(task["runs"])
             if noise and noise["pooled_sd_never_collapsed"]:
                 task["within_seed_noise"] = headline(task["runs"], noise["pooled_sd_never_collapsed"])

@@ -47,11 +47,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run_one(backbone: str, task: str, seed: int, data: TrainData, size: int) -> list[float]:
     """Val macro-F1 after every epoch up to the last checkpoint epoch; no early stopping, so every epoch is seen."""
-    cfg = TrialConfig.from_dict({
-        "task": task, "backbone": backbone, "optimizer": "adam", "lr": 1e-3, "batch_size": 32,
-        "epochs": max(CHECKPOINTS), "image_size": size, "dropout": 0.3, "early_stopping_patience": 0,
-        "seed": seed, "device": "cpu",
-    })
+    cfg = TrialConfig.from_dict(
+        {
+            "task": task,
+            "backbone": backbone,
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "batch_size": 32,
+            "epochs": max(CHECKPOINTS),
+            "image_size": size,
+            "dropout": 0.3,
+            "early_stopping_patience": 0,
+            "seed": seed,
+            "device": "cpu",
+        }
+    )
     trainer = Trainer(cfg, data)
     return [float(trainer.run_epoch()["val_macro_f1"]) for _ in range(cfg.epochs)]
 
@@ -63,8 +73,14 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     prepared = prepare(f"synthetic:{args.n}", PreprocessConfig(size=args.size), seed=0)
     print(prepared.summary())
-    out: dict = {"quick": args.quick, "n_images": args.n, "size": args.size,
-                 "optimizer": "adam 1e-3, batch 32, dropout 0.3", "machine": machine(), "results": {}}
+    out: dict = {
+        "quick": args.quick,
+        "n_images": args.n,
+        "size": args.size,
+        "optimizer": "adam 1e-3, batch 32, dropout 0.3",
+        "machine": machine(),
+        "results": {},
+    }
     start = time.perf_counter()
     for task in args.tasks:
         train_x, train_y = prepared.arrays("train", task)
@@ -72,8 +88,14 @@ def main(argv: list[str] | None = None) -> dict:
         data = TrainData(train_x, train_y, val_x, val_y, class_names(task), prepared.preprocess.to_dict())
         for backbone in args.backbones:
             curves = np.array([run_one(backbone, task, seed, data, args.size) for seed in range(args.seeds)])
-            row = {f"epoch_{e}": {"mean": float(curves[:, e - 1].mean()), "std": float(curves[:, e - 1].std()),
-                                  "per_seed": curves[:, e - 1].round(4).tolist()} for e in CHECKPOINTS}
+            row = {
+                f"epoch_{e}": {
+                    "mean": float(curves[:, e - 1].mean()),
+                    "std": float(curves[:, e - 1].std()),
+                    "per_seed": curves[:, e - 1].round(4).tolist(),
+                }
+                for e in CHECKPOINTS
+            }
             out["results"][f"{backbone}/{task}"] = row
             print(backbone, task, {k: f"{v['mean']:.3f} +/- {v['std']:.3f}" for k, v in row.items()})
     out["seconds"] = round(time.perf_counter() - start, 1)

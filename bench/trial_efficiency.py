@@ -87,8 +87,13 @@ class Bare:
         self.optimizer = build_optimizer(cfg.optimizer, trainable_param_groups(self.model, cfg.weight_decay), cfg.lr)
         sizes = [min(cfg.batch_size, n - lo) for lo in range(0, n, cfg.batch_size)]
         sizes = [s for i, s in enumerate(sizes) if s > 1 or i == 0]  # train_one_epoch skips a trailing 1-image batch
-        self.batches = [(to_model_layout(torch.rand(s, 1, cfg.image_size, cfg.image_size, device=device), device),
-                         torch.randint(0, 3, (s,), device=device)) for s in sizes]
+        self.batches = [
+            (
+                to_model_layout(torch.rand(s, 1, cfg.image_size, cfg.image_size, device=device), device),
+                torch.randint(0, 3, (s,), device=device),
+            )
+            for s in sizes
+        ]
 
     def epoch(self) -> dict:
         self.model.train()
@@ -111,8 +116,12 @@ def real_epoch(trainer: Trainer) -> dict:
     metrics = trainer.run_epoch()
     sync(trainer.device)
     wall = time.perf_counter() - start
-    return {"images_per_s": metrics["images_per_s"], "train_s": metrics["epoch_time_s"], "run_epoch_s": wall,
-            "val_and_metrics_fraction": (wall - metrics["epoch_time_s"]) / wall}
+    return {
+        "images_per_s": metrics["images_per_s"],
+        "train_s": metrics["epoch_time_s"],
+        "run_epoch_s": wall,
+        "val_and_metrics_fraction": (wall - metrics["epoch_time_s"]) / wall,
+    }
 
 
 def profiled(fn, device: torch.device) -> tuple[float, dict[str, tuple[float, int]]]:
@@ -130,8 +139,10 @@ def profiled(fn, device: torch.device) -> tuple[float, dict[str, tuple[float, in
 
 def top(ops: dict[str, tuple[float, int]], n: int = 10) -> list[dict]:
     total = sum(ms for ms, _ in ops.values()) or 1.0
-    return [{"op": k, "self_ms": round(ms, 1), "share": round(ms / total, 3), "calls": calls}
-            for k, (ms, calls) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:n]]
+    return [
+        {"op": k, "self_ms": round(ms, 1), "share": round(ms / total, 3), "calls": calls}
+        for k, (ms, calls) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:n]
+    ]
 
 
 def profile_pair(trainer: Trainer, bare: Bare) -> dict:
@@ -139,17 +150,32 @@ def profile_pair(trainer: Trainer, bare: Bare) -> dict:
     real_wall, real_ops = profiled(trainer.run_epoch, trainer.device)
     bare_wall, bare_ops = profiled(bare.epoch, bare.device)
     extra = {k: (ms - bare_ops.get(k, (0.0, 0))[0], calls) for k, (ms, calls) in real_ops.items()}
-    return {"real_run_epoch_s": round(real_wall, 3), "bare_epoch_s": round(bare_wall, 3),
-            "time": "self GPU time" if trainer.device.type == "cuda" else "self CPU time",
-            "real_top_ops": top(real_ops), "bare_top_ops": top(bare_ops),
-            "extra_ops": [{"op": k, "extra_self_ms": round(ms, 1), "calls": calls}
-                          for k, (ms, calls) in sorted(extra.items(), key=lambda kv: -kv[1][0])[:10]]}
+    return {
+        "real_run_epoch_s": round(real_wall, 3),
+        "bare_epoch_s": round(bare_wall, 3),
+        "time": "self GPU time" if trainer.device.type == "cuda" else "self CPU time",
+        "real_top_ops": top(real_ops),
+        "bare_top_ops": top(bare_ops),
+        "extra_ops": [
+            {"op": k, "extra_self_ms": round(ms, 1), "calls": calls}
+            for k, (ms, calls) in sorted(extra.items(), key=lambda kv: -kv[1][0])[:10]
+        ],
+    }
 
 
 def bench_one(spec: str, backbone: str, data: TrainData, args: argparse.Namespace) -> dict:
-    cfg = TrialConfig.from_dict({"task": TASK, "backbone": backbone, "image_size": args.size,
-                                 "batch_size": args.batch_size, "epochs": 1000, "early_stopping_patience": 0,
-                                 "device": str(args.device), "seed": 0})
+    cfg = TrialConfig.from_dict(
+        {
+            "task": TASK,
+            "backbone": backbone,
+            "image_size": args.size,
+            "batch_size": args.batch_size,
+            "epochs": 1000,
+            "early_stopping_patience": 0,
+            "device": str(args.device),
+            "seed": 0,
+        }
+    )
     trainer, bare = Trainer(cfg, data), Bare(cfg, len(data.train_y), args.device)
     warmup = {"real": real_epoch(trainer), "bare": bare.epoch()}
     real, bare_runs = [], []
@@ -160,25 +186,40 @@ def bench_one(spec: str, backbone: str, data: TrainData, args: argparse.Namespac
         with GpuUtilisation(args.device) as gpu:
             bare_runs.append(bare.epoch())
         bare_runs[-1]["gpu_util"] = gpu.summary()
-        gpu_note = (f"; GPU busy {real[-1]['gpu_util']['mean']:.0f}% / {bare_runs[-1]['gpu_util']['mean']:.0f}%"
-                    if real[-1]["gpu_util"] and bare_runs[-1]["gpu_util"] else "")
-        print(f"  {backbone} epoch {epoch + 1}: real {real[-1]['images_per_s']:.0f} images/s "
-              f"(run_epoch {real[-1]['run_epoch_s']:.2f} s, {real[-1]['val_and_metrics_fraction']:.0%} validation "
-              f"+ metrics), bare {bare_runs[-1]['images_per_s']:.0f} images/s{gpu_note}", flush=True)
+        gpu_note = (
+            f"; GPU busy {real[-1]['gpu_util']['mean']:.0f}% / {bare_runs[-1]['gpu_util']['mean']:.0f}%"
+            if real[-1]["gpu_util"] and bare_runs[-1]["gpu_util"]
+            else ""
+        )
+        print(
+            f"  {backbone} epoch {epoch + 1}: real {real[-1]['images_per_s']:.0f} images/s "
+            f"(run_epoch {real[-1]['run_epoch_s']:.2f} s, {real[-1]['val_and_metrics_fraction']:.0%} validation "
+            f"+ metrics), bare {bare_runs[-1]['images_per_s']:.0f} images/s{gpu_note}",
+            flush=True,
+        )
     real_ips = statistics.median(r["images_per_s"] for r in real)
     bare_ips = statistics.median(r["images_per_s"] for r in bare_runs)
-    row = {"data": spec, "backbone": backbone, "train_images": len(data.train_y), "val_images": len(data.val_y),
-           "config": {k: getattr(cfg, k) for k in ("image_size", "batch_size", "optimizer", "lr", "augment",
-                                                     "class_weights", "plateau", "head")},
-           "warmup": {k: round(v["images_per_s"], 1) for k, v in warmup.items()},
-           "real_images_per_s": [round(r["images_per_s"], 1) for r in real],
-           "bare_images_per_s": [round(r["images_per_s"], 1) for r in bare_runs],
-           "real_median": round(real_ips, 1), "bare_median": round(bare_ips, 1),
-           "ratio_real_over_bare": round(real_ips / bare_ips, 3),
-           "ratio_per_epoch": [round(r["images_per_s"] / b["images_per_s"], 3) for r, b in zip(real, bare_runs,
-                                                                                                strict=True)],
-           "run_epoch_s_median": round(statistics.median(r["run_epoch_s"] for r in real), 3),
-           "val_and_metrics_fraction_median": round(statistics.median(r["val_and_metrics_fraction"] for r in real), 3)}
+    row = {
+        "data": spec,
+        "backbone": backbone,
+        "train_images": len(data.train_y),
+        "val_images": len(data.val_y),
+        "config": {
+            k: getattr(cfg, k)
+            for k in ("image_size", "batch_size", "optimizer", "lr", "augment", "class_weights", "plateau", "head")
+        },
+        "warmup": {k: round(v["images_per_s"], 1) for k, v in warmup.items()},
+        "real_images_per_s": [round(r["images_per_s"], 1) for r in real],
+        "bare_images_per_s": [round(r["images_per_s"], 1) for r in bare_runs],
+        "real_median": round(real_ips, 1),
+        "bare_median": round(bare_ips, 1),
+        "ratio_real_over_bare": round(real_ips / bare_ips, 3),
+        "ratio_per_epoch": [
+            round(r["images_per_s"] / b["images_per_s"], 3) for r, b in zip(real, bare_runs, strict=True)
+        ],
+        "run_epoch_s_median": round(statistics.median(r["run_epoch_s"] for r in real), 3),
+        "val_and_metrics_fraction_median": round(statistics.median(r["val_and_metrics_fraction"] for r in real), 3),
+    }
     if args.device.type == "cuda":
         row["real_gpu_util"] = [r["gpu_util"] for r in real]
         row["bare_gpu_util"] = [r["gpu_util"] for r in bare_runs]
@@ -195,21 +236,32 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    result = {"command": " ".join(["python", *sys.argv]), "date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "quick": args.quick, "task": TASK, "size": args.size, "batch_size": args.batch_size,
-              "epochs_per_side": args.epochs, "device": str(args.device),
-              "precision": "bf16 autocast, channels_last" if args.device.type == "cuda" else "fp32",
-              "machine": machine(args.device, timm=importlib.metadata.version("timm")),
-              "loadavg_start": os.getloadavg(), "runs": []}
+    result = {
+        "command": " ".join(["python", *sys.argv]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "task": TASK,
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "epochs_per_side": args.epochs,
+        "device": str(args.device),
+        "precision": "bf16 autocast, channels_last" if args.device.type == "cuda" else "fp32",
+        "machine": machine(args.device, timm=importlib.metadata.version("timm")),
+        "loadavg_start": os.getloadavg(),
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory(prefix="trial_efficiency-") as tmp:
         for spec in args.data:
             data = train_data(spec, args.size, Path(tmp))
             print(f"{spec}: {len(data.train_y)} train / {len(data.val_y)} val images, {args.size} px", flush=True)
             for backbone in args.backbones:
                 row = bench_one(spec, backbone, data, args)
-                print(f"  {backbone}: median real {row['real_median']} images/s, bare {row['bare_median']} images/s, "
-                      f"ratio {row['ratio_real_over_bare']}; validation + metrics "
-                      f"{row['val_and_metrics_fraction_median']:.1%} of run_epoch()", flush=True)
+                print(
+                    f"  {backbone}: median real {row['real_median']} images/s, bare {row['bare_median']} images/s, "
+                    f"ratio {row['ratio_real_over_bare']}; validation + metrics "
+                    f"{row['val_and_metrics_fraction_median']:.1%} of run_epoch()",
+                    flush=True,
+                )
                 result["runs"].append(row)
     result["loadavg_end"] = os.getloadavg()
     result["target_ratio"] = 0.90

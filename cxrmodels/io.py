@@ -30,8 +30,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any], mode:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 1, sort_keys: bool = False) -> Path:
     """``obj`` as JSON (values JSON cannot hold written as their string), atomically."""
-    return atomic_write(path, lambda fh: json.dump(obj, fh, indent=indent, sort_keys=sort_keys, default=str),
-                        mode="w")  # fmt: skip
+    return atomic_write(path, lambda fh: json.dump(obj, fh, indent=indent, sort_keys=sort_keys, default=str), mode="w")
 
 
 def plain(obj: Any) -> Any:

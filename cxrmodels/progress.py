@@ -30,10 +30,26 @@ def active() -> bool:
     return not disable if disable is not None else sys.stderr.isatty()
 
 
-def bar(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-        position: int | None = None, leave: bool = True) -> Any:
+def bar(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    position: int | None = None,
+    leave: bool = True,
+) -> Any:
     """A tqdm bar with the house settings: rate and ETA, stderr, redrawn at most once a second."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, position=position, leave=leave, disable=enabled(),
-                mininterval=1.0, dynamic_ncols=True)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        position=position,
+        leave=leave,
+        disable=enabled(),
+        mininterval=1.0,
+        dynamic_ncols=True,
+    )

@@ -45,81 +45,137 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     """What is searched, how, and for how many trials."""
     presets = ", ".join(search_config.list_presets())
     p.add_argument("--preset", default="default", help=f"built-in preset ({presets}) or a path to a YAML file")
-    p.add_argument("--smoke-test", action="store_true",
-                   help="shrink everything (the 'smoke' preset on top of --preset): 3 tiny trials, about a minute")
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="shrink everything (the 'smoke' preset on top of --preset): 3 tiny trials, about a minute",
+    )
     p.add_argument("--task", choices=["binary", "multiclass"], help="NORMAL vs PNEUMONIA, or NORMAL/BACTERIAL/VIRAL")
-    p.add_argument("--objective", help="metric to optimise: val_macro_f1, val_auc, val_balanced_accuracy, "
-                   "val_accuracy, val_loss (minimised), ...")
+    p.add_argument(
+        "--objective",
+        help="metric to optimise: val_macro_f1, val_auc, val_balanced_accuracy, "
+        "val_accuracy, val_loss (minimised), ...",
+    )
     p.add_argument("--mode", choices=["min", "max"], help="direction of the objective (default: min for losses)")
-    p.add_argument("--searcher", choices=list(search_config.SEARCHERS),
-                   help="optuna (TPE), random (same space, random sampler) or grid (the preset's grid section)")
+    p.add_argument(
+        "--searcher",
+        choices=list(search_config.SEARCHERS),
+        help="optuna (TPE), random (same space, random sampler) or grid (the preset's grid section)",
+    )
     p.add_argument("--scheduler", choices=list(search_config.SCHEDULERS), help="asha early stopping, or none")
     p.add_argument("--num-samples", type=int, help="number of trials (for grid: repeats of the whole grid)")
     p.add_argument("--backbones", nargs="+", metavar="NAME", help="backbones to search (replaces the preset's list)")
     p.add_argument("--image-sizes", nargs="+", type=int, metavar="PX", help="image sizes to search")
     p.add_argument("--max-epochs", type=int, help="upper end of the searched epochs (ASHA's max_t)")
     p.add_argument("--seed", type=int, help="seed of the sampler, the split and the trials")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any setting, e.g. --set space.lr.high=0.05 --set fixed.early_stopping_patience=0 "
-                   "--set asha.grace_period=2 (repeatable; values are YAML)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any setting, e.g. --set space.lr.high=0.05 --set fixed.early_stopping_patience=0 "
+        "--set asha.grace_period=2 (repeatable; values are YAML)",
+    )
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="'synthetic', a folder (Kaggle chest_xray layout or one folder per class) or a "
-                   "CSV manifest (path,label[,patient][,split])")
-    p.add_argument("--class-map", metavar="FOLDER=LABEL,...",
-                   help="class folders with other names: e.g. 1=NORMAL,2=BACTERIAL,3=VIRAL (labels NORMAL, BACTERIAL, "
-                   "VIRAL or PNEUMONIA)")
-    p.add_argument("--keep-split", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep the split the data declares (Kaggle train/val/test folders, a CSV split column) instead "
-                   "of pooling and re-splitting by patient")
+    p.add_argument(
+        "--data",
+        help="'synthetic', a folder (Kaggle chest_xray layout or one folder per class) or a "
+        "CSV manifest (path,label[,patient][,split])",
+    )
+    p.add_argument(
+        "--class-map",
+        metavar="FOLDER=LABEL,...",
+        help="class folders with other names: e.g. 1=NORMAL,2=BACTERIAL,3=VIRAL (labels NORMAL, BACTERIAL, "
+        "VIRAL or PNEUMONIA)",
+    )
+    p.add_argument(
+        "--keep-split",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the split the data declares (Kaggle train/val/test folders, a CSV split column) instead "
+        "of pooling and re-splitting by patient",
+    )
     p.add_argument("--cache-dir", help="preprocessed-image cache (default: $CXR_CACHE_DIR or ~/.cache/cxr-tune)")
 
 
 def add_resource_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-trial", type=float, help="CPUs reserved per trial")
-    p.add_argument("--gpus-per-trial", help="GPUs per trial: a number (fractions such as 0.25 pack trials on one GPU) "
-                   "or 'auto' (1 if the cluster has GPUs, else 0)")
-    p.add_argument("--max-concurrent-trials", type=int, help="cap on trials running at once (default: as resources "
-                   "allow)")
+    p.add_argument(
+        "--gpus-per-trial",
+        help="GPUs per trial: a number (fractions such as 0.25 pack trials on one GPU) "
+        "or 'auto' (1 if the cluster has GPUs, else 0)",
+    )
+    p.add_argument(
+        "--max-concurrent-trials", type=int, help="cap on trials running at once (default: as resources allow)"
+    )
     p.add_argument("--max-failures", type=int, help="retries of a trial that raised (from its last checkpoint)")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
     """Where the search's records go (experiment folder, Optuna study, MLflow) and how long it may run."""
-    p.add_argument("--optuna-storage", metavar="URL_OR_PATH",
-                   help="where the Optuna study is kept: an RDB URL (sqlite:///..., postgresql://...) or a journal "
-                   "file (default: optuna_study.log in the experiment folder)")
-    add_mlflow_args(p, "every trial (parameters, per-epoch metrics)", "mlflow.db in the experiment folder unless "
-                    "--mlflow-uri")
-    p.add_argument("--time-budget-s", type=float, help="wall-clock cap on the search in seconds: trials still running "
-                   "then stop, and their best checkpoints are kept (default: none)")
-    p.add_argument("--storage-path", help="where experiment folders go: a directory or s3://bucket/prefix (shared "
-                   "storage is required on a multi-node cluster)")
+    p.add_argument(
+        "--optuna-storage",
+        metavar="URL_OR_PATH",
+        help="where the Optuna study is kept: an RDB URL (sqlite:///..., postgresql://...) or a journal "
+        "file (default: optuna_study.log in the experiment folder)",
+    )
+    add_mlflow_args(
+        p, "every trial (parameters, per-epoch metrics)", "mlflow.db in the experiment folder unless --mlflow-uri"
+    )
+    p.add_argument(
+        "--time-budget-s",
+        type=float,
+        help="wall-clock cap on the search in seconds: trials still running "
+        "then stop, and their best checkpoints are kept (default: none)",
+    )
+    p.add_argument(
+        "--storage-path",
+        help="where experiment folders go: a directory or s3://bucket/prefix (shared "
+        "storage is required on a multi-node cluster)",
+    )
     p.add_argument("--name", help="experiment folder name (default: cxr-<preset>-<date-time>)")
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """How this invocation runs: resume, cluster, dashboard, what it prints."""
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="EXPERIMENT_DIR",
-                   help="continue an interrupted experiment: the folder, or the one named by --storage-path/--name; "
-                   "finished trials are kept, unfinished ones continue from their checkpoints")
-    p.add_argument("--address", default=None, help="Ray cluster to connect to ('auto' or host:port; default: "
-                   "$RAY_ADDRESS, else a local Ray instance is started)")
-    p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
-                   help="start the Ray dashboard (127.0.0.1 only) with a local Ray instance")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="EXPERIMENT_DIR",
+        help="continue an interrupted experiment: the folder, or the one named by --storage-path/--name; "
+        "finished trials are kept, unfinished ones continue from their checkpoints",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to connect to ('auto' or host:port; default: "
+        "$RAY_ADDRESS, else a local Ray instance is started)",
+    )
+    p.add_argument(
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the Ray dashboard (127.0.0.1 only) with a local Ray instance",
+    )
     p.add_argument("--top-k", type=int, help="rows of the summary table printed at the end")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info from libraries, -vv "
-                   "debug)")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-v info from libraries, -vv debug)"
+    )
 
 
 def parse_class_map(text: str) -> dict[str, str]:
     """``1=NORMAL,2=BACTERIAL`` -> {"1": "NORMAL", "2": "BACTERIAL"}; the data pipeline checks folders and labels."""
     pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
     if not pairs or any(len(pair) != 2 or not pair[0].strip() or not pair[1].strip() for pair in pairs):
-        raise SearchConfigError(f"--class-map {text!r}: expected FOLDER=LABEL pairs separated by commas, "
-                                "e.g. 1=NORMAL,2=BACTERIAL,3=VIRAL")
+        raise SearchConfigError(
+            f"--class-map {text!r}: expected FOLDER=LABEL pairs separated by commas, e.g. 1=NORMAL,2=BACTERIAL,3=VIRAL"
+        )
     return {folder.strip(): label.strip().upper() for folder, label in pairs}
 
 
@@ -194,8 +250,10 @@ def load_resume_config(args: argparse.Namespace) -> SearchConfig:
         storage = args.storage_path or search_config.DEFAULTS["storage_path"]
         folder = f"{storage.rstrip('/')}/{args.name}"
     else:
-        raise SearchConfigError("--resume needs the experiment: --resume EXPERIMENT_DIR, or --name NAME (with "
-                                "--storage-path if it is not the default)")
+        raise SearchConfigError(
+            "--resume needs the experiment: --resume EXPERIMENT_DIR, or --name NAME (with "
+            "--storage-path if it is not the default)"
+        )
     if not is_uri(folder):
         folder = str(Path(folder).expanduser().resolve())
     storage, name = folder.rstrip("/").rsplit("/", 1)

@@ -136,8 +136,11 @@ def validate(config: Mapping[str, Any]) -> SearchConfig:
     """Check everything that can be checked without data or Ray; the typed settings, or SearchConfigError naming
     every problem found."""
     cfg = SearchConfig.from_dict(config)
-    problems = [f"{s} must be a mapping (key: value), not {getattr(cfg, s)!r}" for s in SECTIONS
-                if not isinstance(getattr(cfg, s), Mapping)]  # fmt: skip
+    problems = [
+        f"{s} must be a mapping (key: value), not {getattr(cfg, s)!r}"
+        for s in SECTIONS
+        if not isinstance(getattr(cfg, s), Mapping)
+    ]
     if not problems:
         problems = _search_problems(cfg) + _data_problems(cfg) + _resource_problems(cfg)
         problems += storage_problems(cfg.optuna_storage) + tracking_problems(cfg)
@@ -160,8 +163,10 @@ def _search_problems(cfg: SearchConfig) -> list[str]:
     if cfg.mode not in ("min", "max"):
         problems.append(f"mode {cfg.mode!r} is not min or max")
     if not str(cfg.objective).startswith(("val_", "train_")):
-        problems.append(f"objective {cfg.objective!r} must be a reported metric such as val_macro_f1, val_auc, "
-                        "val_balanced_accuracy or val_loss")  # fmt: skip
+        problems.append(
+            f"objective {cfg.objective!r} must be a reported metric such as val_macro_f1, val_auc, "
+            "val_balanced_accuracy or val_loss"
+        )
     if isinstance(cfg.num_samples, bool) or not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
         problems.append(f"num_samples {cfg.num_samples!r} must be an integer >= 1")
     budget = cfg.time_budget_s
@@ -176,11 +181,15 @@ def _search_problems(cfg: SearchConfig) -> list[str]:
 
 def _data_problems(cfg: SearchConfig) -> list[str]:
     if not cfg.data:
-        return ["no data: give --data PATH (a Kaggle-layout folder, a folder with one sub-folder per class or a CSV) "
-                "or --data synthetic"]  # fmt: skip
+        return [
+            "no data: give --data PATH (a Kaggle-layout folder, a folder with one sub-folder per class or a CSV) "
+            "or --data synthetic"
+        ]
     if cfg.data != "synthetic" and "://" not in str(cfg.data) and not Path(str(cfg.data)).expanduser().exists():
-        return [f"--data {cfg.data}: no such file or folder (give a Kaggle-layout folder, a folder with one "
-                "sub-folder per class, a CSV manifest, or 'synthetic')"]  # fmt: skip
+        return [
+            f"--data {cfg.data}: no such file or folder (give a Kaggle-layout folder, a folder with one "
+            "sub-folder per class, a CSV manifest, or 'synthetic')"
+        ]
     return []
 
 
@@ -200,8 +209,10 @@ def _resource_problems(cfg: SearchConfig) -> list[str]:
 def _asha_cap_problems(cfg: SearchConfig) -> list[str]:
     grace, cap = cfg.asha.get("grace_period", 1), cfg.max_epochs
     if cfg.scheduler == "asha" and grace > cap:
-        return [f"asha.grace_period {grace} is more than the most epochs a trial may run ({cap}): lower it "
-                f"(--set asha.grace_period={cap}) or allow more epochs (--max-epochs)"]  # fmt: skip
+        return [
+            f"asha.grace_period {grace} is more than the most epochs a trial may run ({cap}): lower it "
+            f"(--set asha.grace_period={cap}) or allow more epochs (--max-epochs)"
+        ]
     return []
 
 
@@ -214,8 +225,12 @@ def _weights_problems(cfg: SearchConfig) -> list[str]:
 
     wanted, problems = cfg.fixed.get("pretrained"), []
     if isinstance(wanted, (list, tuple)):
-        problems += [f"fixed.pretrained lists {b!r}, which is not a registered backbone (see python -m "
-                     "cxrmodels.train --list-backbones)" for b in wanted if not is_known_backbone(str(b))]
+        problems += [
+            f"fixed.pretrained lists {b!r}, which is not a registered backbone (see python -m "
+            "cxrmodels.train --list-backbones)"
+            for b in wanted
+            if not is_known_backbone(str(b))
+        ]
     for backbone in cfg.pretrained_backbones():
         timm_name = timm_name_of(backbone) if is_known_backbone(backbone) else None
         why = missing_offline(timm_name) if timm_name in WEIGHTS_PACKAGES else None
@@ -236,8 +251,9 @@ def _trial_settings_problems(cfg: SearchConfig, problems_so_far: bool) -> list[s
     for section, keys in sections.items():
         unknown = sorted(set(keys) - trial_fields)
         if unknown:
-            problems.append(f"{section}: unknown trial setting(s) {', '.join(unknown)}; valid: "
-                            f"{', '.join(sorted(trial_fields))}")  # fmt: skip
+            problems.append(
+                f"{section}: unknown trial setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(trial_fields))}"
+            )
     if any("task" in keys for keys in sections.values()):
         problems.append("'task' is set at the top level (--task), not in fixed/space/grid")
     if problems or problems_so_far:

@@ -32,8 +32,10 @@ class TrialArrays:
 def build_datasets(cfg: SearchConfig, storage: str, name: str) -> dict[int, TrialArrays]:
     """The arrays of every image size of the search; the experiment's data files are written from the first."""
     if cfg.data != "synthetic" and not Path(cfg.data).expanduser().exists():
-        raise SearchConfigError(f"--data {cfg.data}: no such file or folder; give a Kaggle-layout folder, a folder "
-                                "with one sub-folder per class, a CSV manifest, or 'synthetic'")  # fmt: skip
+        raise SearchConfigError(
+            f"--data {cfg.data}: no such file or folder; give a Kaggle-layout folder, a folder "
+            "with one sub-folder per class, a CSV manifest, or 'synthetic'"
+        )
     datasets: dict[int, TrialArrays] = {}
     first_manifest = None
     for size in cfg.image_sizes:
@@ -42,8 +44,10 @@ def build_datasets(cfg: SearchConfig, storage: str, name: str) -> dict[int, Tria
             first_manifest = prepared.manifest
             _write_data_files(prepared, storage, name)
         elif not first_manifest[["path", "split"]].equals(prepared.manifest[["path", "split"]]):
-            raise SearchConfigError(f"the split at {size} px differs from the one at the first size; the data "
-                                    "pipeline must give the same manifest at every image size")  # fmt: skip
+            raise SearchConfigError(
+                f"the split at {size} px differs from the one at the first size; the data "
+                "pipeline must give the same manifest at every image size"
+            )
         datasets[size] = arrays
     return datasets
 
@@ -59,17 +63,23 @@ def _prepare_size(cfg: SearchConfig, size: int) -> tuple[Any, TrialArrays]:
     except (TypeError, ValueError, FileNotFoundError) as exc:
         hint = ""
         if isinstance(exc, SplitMinimumsError):
-            hint = ("; lower the minimums (e.g. --set split.min_test.NORMAL=50) or drop them "
-                    "(--set split.min_test=null --set split.min_val=null)")  # fmt: skip
+            hint = (
+                "; lower the minimums (e.g. --set split.min_test.NORMAL=50) or drop them "
+                "(--set split.min_test=null --set split.min_val=null)"
+            )
         raise SearchConfigError(f"cannot prepare the data {cfg.data} at {size} px: {exc}{hint}") from None
     if len(train_x) == 0 or len(val_x) == 0:
-        raise SearchConfigError(f"the data {cfg.data} gives {len(train_x)} training and {len(val_x)} validation "
-                                "images; both must be non-empty")  # fmt: skip
+        raise SearchConfigError(
+            f"the data {cfg.data} gives {len(train_x)} training and {len(val_x)} validation "
+            "images; both must be non-empty"
+        )
     too_big = [b for b in cfg.batch_sizes if b > len(train_x)]
     if too_big:
-        raise SearchConfigError(f"batch size(s) {', '.join(map(str, too_big))} exceed the {len(train_x)} training "
-                                f"images of {cfg.data} at {size} px (one batch would be the whole set, or less); use a "
-                                "smaller batch_size (e.g. --set 'space.batch_size=[16, 32]') or more data")  # fmt: skip
+        raise SearchConfigError(
+            f"batch size(s) {', '.join(map(str, too_big))} exceed the {len(train_x)} training "
+            f"images of {cfg.data} at {size} px (one batch would be the whole set, or less); use a "
+            "smaller batch_size (e.g. --set 'space.batch_size=[16, 32]') or more data"
+        )
     arrays = TrialArrays(train_x, train_y, val_x, val_y, tuple(class_names(cfg.task)), prepared.preprocess)
     return prepared, arrays
 

@@ -218,8 +218,11 @@ class SearchConfig:
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         """The settings' defaults as written above (``mode`` unset: it follows the objective)."""
-        return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-                for f in dataclasses.fields(cls) if f.name != "preset"}  # fmt: skip
+        return {
+            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            for f in dataclasses.fields(cls)
+            if f.name != "preset"
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SearchConfig:
@@ -353,9 +356,16 @@ class SearchConfig:
         with the saved source, preprocessing, split, class map and seed (search and analysis both go through it)."""
         from cxrmodels.data.dataset import prepare
 
-        return prepare(self.data_source(), self.preprocess_config(size), cache_dir=cache_dir or self.cache_dir,
-                       split=self.split_config(), keep_split=bool(self.keep_split), class_map=self.class_map,
-                       seed=int(self.seed), synthetic_n=self.synthetic_n)  # fmt: skip
+        return prepare(
+            self.data_source(),
+            self.preprocess_config(size),
+            cache_dir=cache_dir or self.cache_dir,
+            split=self.split_config(),
+            keep_split=bool(self.keep_split),
+            class_map=self.class_map,
+            seed=int(self.seed),
+            synthetic_n=self.synthetic_n,
+        )
 
 
 def unknown_keys_message(where: str, unknown: list[str]) -> str:

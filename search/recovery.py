@@ -48,21 +48,31 @@ def repair(fs: pyarrow.fs.FileSystem, missing: str, trial_id: str) -> str | None
     trial_dir = posixpath.dirname(missing)
     logged = _last_logged_epoch(fs, trial_dir)
     found = fs.get_file_info(pyarrow.fs.FileSelector(trial_dir))
-    folders = sorted((f.path for f in found if f.type == pyarrow.fs.FileType.Directory
-                      and f.base_name.startswith("checkpoint_")), reverse=True)
+    folders = sorted(
+        (f.path for f in found if f.type == pyarrow.fs.FileType.Directory and f.base_name.startswith("checkpoint_")),
+        reverse=True,
+    )
     for folder in folders:
         epoch = _complete_checkpoint_epoch(fs, folder)
         if epoch is not None and (logged is None or epoch <= logged):
             fs.create_dir(missing)
             pyarrow.fs.copy_files(folder, missing, source_filesystem=fs, destination_filesystem=fs)
-            logger.warning("trial %s: its saved state names %s, which was deleted after the driver's last save; "
-                           "continuing from a copy of %s (epoch %d)", trial_id, posixpath.basename(missing),
-                           posixpath.basename(folder), epoch)
+            logger.warning(
+                "trial %s: its saved state names %s, which was deleted after the driver's last save; "
+                "continuing from a copy of %s (epoch %d)",
+                trial_id,
+                posixpath.basename(missing),
+                posixpath.basename(folder),
+                epoch,
+            )
             return folder
     fs.create_dir(missing)
-    logger.warning("trial %s: its saved state names %s, which was deleted after the driver's last save, and no other "
-                   "complete checkpoint is left; the trial starts again from epoch 1", trial_id,
-                   posixpath.basename(missing))
+    logger.warning(
+        "trial %s: its saved state names %s, which was deleted after the driver's last save, and no other "
+        "complete checkpoint is left; the trial starts again from epoch 1",
+        trial_id,
+        posixpath.basename(missing),
+    )
     return None
 
 

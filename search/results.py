@@ -56,8 +56,11 @@ def _trial_statuses(grid: Any) -> dict[str, str]:
     try:
         fs = grid.filesystem or pyarrow.fs.LocalFileSystem()
         selector = pyarrow.fs.FileSelector(grid.experiment_path, recursive=False)
-        states = sorted(f.path for f in fs.get_file_info(selector)
-                        if f.base_name.startswith("experiment_state-") and f.base_name.endswith(".json"))
+        states = sorted(
+            f.path
+            for f in fs.get_file_info(selector)
+            if f.base_name.startswith("experiment_state-") and f.base_name.endswith(".json")
+        )
         if not states:
             return {}
         with fs.open_input_stream(states[-1]) as fh:
@@ -93,8 +96,11 @@ def best_epoch_row(history: pd.DataFrame, objective: str, mode: str) -> tuple[di
     if objective not in history.columns or history.empty:
         return {}, 0
     values = pd.to_numeric(history[objective], errors="coerce")
-    collapsed = (history["val_collapsed"].fillna(0).astype(bool) if "val_collapsed" in history
-                 else pd.Series(False, index=history.index))
+    collapsed = (
+        history["val_collapsed"].fillna(0).astype(bool)
+        if "val_collapsed" in history
+        else pd.Series(False, index=history.index)
+    )
     pool = values[~collapsed & values.notna()]
     if pool.empty:
         pool = values.dropna()
@@ -187,10 +193,12 @@ def format_top_k(table: pd.DataFrame, k: int) -> str:
     flags = int(table["collapsed"].sum())
     objective = table["objective"].iloc[0]
     direction = "higher" if table["mode"].iloc[0] == "max" else "lower"
-    lines = [f"top {len(top)} trials by {objective}, best_objective ({direction} is better; failed and collapsed "
-             "trials are not ranked):",
-             shown.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(top) else "(none usable)",
-             "trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; {flags} collapsed"]
+    lines = [
+        f"top {len(top)} trials by {objective}, best_objective ({direction} is better; failed and collapsed "
+        "trials are not ranked):",
+        shown.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(top) else "(none usable)",
+        "trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; {flags} collapsed",
+    ]
     failed = table[table["status"] == "failed"]
     for _, row in failed.head(10).iterrows():
         lines.append(f"  failed {row['trial_id']}: {row['failure_reason']}")

@@ -35,8 +35,9 @@ trial_dirname = trial_folder
 
 def setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose >= 2 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        force=True)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
+    )
     if verbose == 0:
         for noisy in ("ray", "cxrmodels.data.dataset", "cxrmodels.data.cache"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -61,8 +62,14 @@ def run_search(args: Any, callbacks: Sequence[Any]) -> int:
             write_file(storage, name, CONFIG_FILE, lambda p: p.write_text(cfg.dump()))
         datasets = build_datasets(cfg, storage, name)
         trainable = build_trainable(cfg, datasets, resources)
-        logger.info("search: %s searcher, %s scheduler, %d trial(s), max %d epochs, %s per trial", cfg.searcher,
-                    cfg.scheduler, cfg.num_samples, cfg.max_epochs, resources)  # fmt: skip
+        logger.info(
+            "search: %s searcher, %s scheduler, %d trial(s), max %d epochs, %s per trial",
+            cfg.searcher,
+            cfg.scheduler,
+            cfg.num_samples,
+            cfg.max_epochs,
+            resources,
+        )
         if resuming:
             tuner = restore_tuner(cfg.experiment_dir(), trainable)
         else:
@@ -101,11 +108,17 @@ def summarise(grid: Any, cfg: SearchConfig, budget_reached: bool = False) -> int
     interrupted = int((table["status"] == "interrupted").sum()) if len(table) else 0
     interrupted += max(0, cfg.expected_trials() - len(table))  # not even started
     if interrupted and budget_reached:
-        print(f"the search reached its time budget ({cfg.time_budget_s:.0f} s): {interrupted} trial(s) stopped "
-              "or never started; results.csv ranks the trials that ran", flush=True)
+        print(
+            f"the search reached its time budget ({cfg.time_budget_s:.0f} s): {interrupted} trial(s) stopped "
+            "or never started; results.csv ranks the trials that ran",
+            flush=True,
+        )
     elif interrupted:
-        print(f"experiment interrupted with {interrupted} unfinished or unstarted trial(s); continue it with:\n"
-              f"  python -m search.run --resume {experiment}", flush=True)
+        print(
+            f"experiment interrupted with {interrupted} unfinished or unstarted trial(s); continue it with:\n"
+            f"  python -m search.run --resume {experiment}",
+            flush=True,
+        )
         print(f"experiment: {experiment}", flush=True)
         return EXIT_INTERRUPTED
     print(f"experiment: {experiment}", flush=True)

@@ -79,8 +79,15 @@ def build_searcher(cfg: SearchConfig) -> Any:
     from search.study import searcher_storage
 
     storage, study_name = searcher_storage(cfg)
-    return TrialOptunaSearch(space=build_define_by_run(cfg), metric=SCORE, mode=cfg.mode, sampler=sampler,
-                             storage=storage, study_name=study_name, points_to_evaluate=coverage_points(cfg))
+    return TrialOptunaSearch(
+        space=build_define_by_run(cfg),
+        metric=SCORE,
+        mode=cfg.mode,
+        sampler=sampler,
+        storage=storage,
+        study_name=study_name,
+        points_to_evaluate=coverage_points(cfg),
+    )
 
 
 def coverage_points(cfg: SearchConfig) -> list[dict[str, Any]] | None:
@@ -111,5 +118,9 @@ def build_scheduler(cfg: SearchConfig) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     asha = cfg.asha
-    return ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs, grace_period=int(asha.get("grace_period", 1)),
-                         reduction_factor=float(asha.get("reduction_factor", 2)))
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=cfg.max_epochs,
+        grace_period=int(asha.get("grace_period", 1)),
+        reduction_factor=float(asha.get("reduction_factor", 2)),
+    )

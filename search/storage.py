@@ -36,15 +36,17 @@ def check_storage_writable(storage: str, name: str, resume: bool) -> None:
         return  # checked by Tune on its first write; cloud credentials live on the cluster
     folder = Path(storage) / name
     if not resume and (folder / TUNER_FILE).exists():
-        raise SearchConfigError(f"experiment folder {folder} already holds a search; continue it with --resume, or "
-                                "choose another --name")  # fmt: skip
+        raise SearchConfigError(
+            f"experiment folder {folder} already holds a search; continue it with --resume, or choose another --name"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise SearchConfigError(f"the storage path {storage} is not writable ({exc.strerror or exc}); choose another "
-                                "--storage-path") from None  # fmt: skip
+        raise SearchConfigError(
+            f"the storage path {storage} is not writable ({exc.strerror or exc}); choose another --storage-path"
+        ) from None
 
 
 def write_file(storage: str, name: str, filename: str, write: Callable[[Path], Any]) -> str:

@@ -38,12 +38,16 @@ def storage_problems(storage: Any) -> list[str]:
     if storage is None:
         return []
     if not isinstance(storage, str) or not storage.strip():
-        return [f"optuna_storage {storage!r} must be an RDB URL (sqlite:///..., postgresql://..., mysql://...) or a "
-                "journal file path"]
+        return [
+            f"optuna_storage {storage!r} must be an RDB URL (sqlite:///..., postgresql://..., mysql://...) or a "
+            "journal file path"
+        ]
     if "://" in storage and not is_rdb_url(storage):
         schemes = ", ".join(RDB_SCHEMES)
-        return [f"optuna_storage {storage!r}: not a scheme Optuna's RDB storage takes ({schemes}); a journal file "
-                "must be a local or mounted path"]
+        return [
+            f"optuna_storage {storage!r}: not a scheme Optuna's RDB storage takes ({schemes}); a journal file "
+            "must be a local or mounted path"
+        ]
     return []
 
 
@@ -79,8 +83,10 @@ def searcher_storage(cfg: SearchConfig) -> tuple[Any, str | None]:
     """(storage object or None, study name) for ``OptunaSearch``; logs where the study goes."""
     location = storage_location(cfg)
     if location is None or not cfg.study_name:
-        logger.info("the Optuna study lives in memory only (experiment on %s); give --optuna-storage to keep it",
-                    cfg.storage_path)  # fmt: skip
+        logger.info(
+            "the Optuna study lives in memory only (experiment on %s); give --optuna-storage to keep it",
+            cfg.storage_path,
+        )
         return None, None
     logger.info("Optuna study %s in %s", cfg.study_name, location)
     return open_storage(location), str(cfg.study_name)
@@ -95,8 +101,10 @@ def load_study(experiment: str | Path) -> optuna.Study:
         raise FileNotFoundError(f"{folder}: no {CONFIG_FILE} there (is it an experiment folder?)")
     cfg = SearchConfig.load(folder)
     if cfg.searcher == "grid" or not cfg.study_name:
-        raise ValueError(f"{folder}: this search kept no Optuna study (searcher {cfg.searcher!r}, "
-                         "or written before studies were stored)")  # fmt: skip
+        raise ValueError(
+            f"{folder}: this search kept no Optuna study (searcher {cfg.searcher!r}, "
+            "or written before studies were stored)"
+        )
     cfg = cfg.replace(storage_path=str(folder.parent), name=folder.name)  # the folder may have moved
     location = storage_location(cfg)
     if location is None:

@@ -21,10 +21,15 @@ INSTALL_HINT = "pip install 'cxr-tune[mlflow]'"
 def add_mlflow_args(parser: Any, logs: str, default_store: str) -> None:
     """``--mlflow`` and ``--mlflow-uri`` (which implies it), for the search and the report alike. ``--mlflow``
     defaults to None, so that an unset flag leaves the preset's ``mlflow`` setting alone."""
-    parser.add_argument("--mlflow", action="store_true", default=None,
-                        help=f"log {logs} to MLflow: {default_store} (needs cxr-tune[mlflow])")
-    parser.add_argument("--mlflow-uri", metavar="URI", default=None,
-                        help="MLflow tracking server or database (implies --mlflow)")
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        default=None,
+        help=f"log {logs} to MLflow: {default_store} (needs cxr-tune[mlflow])",
+    )
+    parser.add_argument(
+        "--mlflow-uri", metavar="URI", default=None, help="MLflow tracking server or database (implies --mlflow)"
+    )
 
 
 def mlflow_requested(args: Any) -> bool:
@@ -41,8 +46,10 @@ def tracking_problems(cfg: SearchConfig) -> list[str]:
     if uri is not None and (not isinstance(uri, str) or not uri.strip()):
         return [f"mlflow_uri {uri!r} must be a tracking URI (sqlite:///..., http://host:5000, databricks)"]
     if uri is None and "://" in str(cfg.storage_path or ""):
-        return ["mlflow tracking with the experiment on object storage needs a tracking server: --mlflow-uri "
-                "http://host:5000 (the embedded default is an SQLite file in a local experiment folder)"]
+        return [
+            "mlflow tracking with the experiment on object storage needs a tracking server: --mlflow-uri "
+            "http://host:5000 (the embedded default is an SQLite file in a local experiment folder)"
+        ]
     return []
 
 
@@ -75,5 +82,8 @@ def search_callback(cfg: SearchConfig, storage: str, name: str) -> Any:
     experiment_dir = Path(storage) / name
     uri = tracking_uri(cfg, experiment_dir)
     ensure_experiment(uri, name, experiment_dir)
-    return MLflowLoggerCallback(tracking_uri=uri, experiment_name=name,
-                                tags={"cxr_tune.kind": "trial", "cxr_tune.experiment": str(experiment_dir)})
+    return MLflowLoggerCallback(
+        tracking_uri=uri,
+        experiment_name=name,
+        tags={"cxr_tune.kind": "trial", "cxr_tune.experiment": str(experiment_dir)},
+    )

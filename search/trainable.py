@@ -51,7 +51,6 @@ from search.experiment import METRICS_FILE, MODEL_FILE, SCORE, TRAINER_STATE, sc
 logger = logging.getLogger(__name__)
 
 
-
 def _metric(value: Any) -> Any:
     """Built-in scalars for Tune's loggers and JSON (booleans as 0/1); non-finite floats are kept (the loop flags
     them)."""
@@ -153,8 +152,14 @@ def train_cxr(
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     cfg = TrialConfig.from_dict(trial_dict(base, config))
     arrays = datasets[cfg.image_size]
-    data = TrainData(train_x=arrays.train_x, train_y=arrays.train_y, val_x=arrays.val_x, val_y=arrays.val_y,
-                     class_names=arrays.class_names, preprocess=arrays.preprocess.to_dict())
+    data = TrainData(
+        train_x=arrays.train_x,
+        train_y=arrays.train_y,
+        val_x=arrays.val_x,
+        val_y=arrays.val_y,
+        class_names=arrays.class_names,
+        preprocess=arrays.preprocess.to_dict(),
+    )
     trainer = Trainer(cfg, data)
     _restore(trainer)
     node_id = ray.get_runtime_context().get_node_id()
@@ -197,5 +202,14 @@ def _report_failure(trainer: Any, exc: BaseException, objective: str, node_id: s
             torch.cuda.empty_cache()
     except Exception:  # noqa: BLE001
         pass
-    _report({"epoch": epoch, objective: math.nan, SCORE: math.nan, "failed": 1,
-             "failure_reason": reason, "finished": 1, "node_id": node_id})
+    _report(
+        {
+            "epoch": epoch,
+            objective: math.nan,
+            SCORE: math.nan,
+            "failed": 1,
+            "failure_reason": reason,
+            "finished": 1,
+            "node_id": node_id,
+        }
+    )

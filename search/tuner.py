@@ -42,8 +42,11 @@ def init_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) 
         try:
             context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", **kwargs)
         except Exception as exc:  # noqa: BLE001 - ray[default] missing or the port taken: go on without it
-            logger.warning("the Ray dashboard could not start (%s); continuing without it. Install ray[default] "
-                           "for the dashboard.", exc)
+            logger.warning(
+                "the Ray dashboard could not start (%s); continuing without it. Install ray[default] "
+                "for the dashboard.",
+                exc,
+            )
             ray.shutdown()
             context = ray.init(include_dashboard=False, **kwargs)
     else:
@@ -81,8 +84,10 @@ def resolve_resources(cfg: SearchConfig, connected_to_cluster: bool) -> dict[str
         gpus = 1 if gpus_total > 0 else 0
     gpus = float(gpus)
     if gpus > 0 and gpus_total == 0:
-        message = (f"gpus_per_trial={gpus:g} but this Ray cluster has no GPU; use --gpus-per-trial 0 (CPU), "
-                   "--gpus-per-trial auto, or run on a GPU machine/cluster")
+        message = (
+            f"gpus_per_trial={gpus:g} but this Ray cluster has no GPU; use --gpus-per-trial 0 (CPU), "
+            "--gpus-per-trial auto, or run on a GPU machine/cluster"
+        )
         if not connected_to_cluster:
             raise SearchConfigError(message)
         logger.warning("%s (waiting for the autoscaler to add GPU nodes)", message)
@@ -98,8 +103,9 @@ def build_trainable(cfg: SearchConfig, datasets: dict[int, Any], resources: dict
 
     from search.trainable import train_cxr
 
-    trainable = tune.with_parameters(train_cxr, base=cfg.constant_trial_keys(), datasets=datasets,
-                                     objective=cfg.objective)
+    trainable = tune.with_parameters(
+        train_cxr, base=cfg.constant_trial_keys(), datasets=datasets, objective=cfg.objective
+    )
     return tune.with_resources(trainable, resources)
 
 
@@ -110,10 +116,17 @@ def build_reporter(cfg: SearchConfig) -> Any:
 
     objective = cfg.objective
     return tune.CLIReporter(
-        metric_columns={objective: f"{objective.removeprefix('val_')}({cfg.mode})", "epoch": "ep",
-                        "val_loss": "val_loss", "val_collapsed": "collapsed", "failed": "failed"},
+        metric_columns={
+            objective: f"{objective.removeprefix('val_')}({cfg.mode})",
+            "epoch": "ep",
+            "val_loss": "val_loss",
+            "val_collapsed": "collapsed",
+            "failed": "failed",
+        },
         parameter_columns=[p for p in PARAM_COLUMNS if p in cfg.searched and p not in TRANSFER_KEYS],
-        sort_by_metric=True, max_report_frequency=20, max_progress_rows=15,
+        sort_by_metric=True,
+        max_report_frequency=20,
+        max_progress_rows=15,
     )
 
 
@@ -125,8 +138,9 @@ def build_run_config(cfg: SearchConfig, storage: str, name: str, callbacks: Sequ
     return tune.RunConfig(
         name=name,
         storage_path=storage,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
-                                                checkpoint_score_order=cfg.mode),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute=SCORE, checkpoint_score_order=cfg.mode
+        ),
         failure_config=tune.FailureConfig(max_failures=int(cfg.max_failures)),
         progress_reporter=build_reporter(cfg),
         callbacks=[RepairMissingCheckpoint(), *callbacks],  # saved in tuner.pkl, so --resume has it too
@@ -142,8 +156,10 @@ def build_tuner(cfg: SearchConfig, trainable: Any, storage: str, name: str, call
     if cfg.searcher == "grid":
         ignored = [k for k, v in cfg.space.items() if isinstance(v, list) or is_range(v)]
         if ignored:
-            logger.info("searcher=grid: the searched space keys %s are not part of the grid and keep their trial "
-                        "defaults", ", ".join(ignored))
+            logger.info(
+                "searcher=grid: the searched space keys %s are not part of the grid and keep their trial defaults",
+                ", ".join(ignored),
+            )
     tune_config = tune.TuneConfig(
         metric=SCORE,
         mode=cfg.mode,
@@ -154,8 +170,12 @@ def build_tuner(cfg: SearchConfig, trainable: Any, storage: str, name: str, call
         max_concurrent_trials=cfg.resources.get("max_concurrent_trials"),
         trial_dirname_creator=trial_folder,
     )
-    return tune.Tuner(trainable, param_space=build_param_space(cfg), tune_config=tune_config,
-                      run_config=build_run_config(cfg, storage, name, callbacks))
+    return tune.Tuner(
+        trainable,
+        param_space=build_param_space(cfg),
+        tune_config=tune_config,
+        run_config=build_run_config(cfg, storage, name, callbacks),
+    )
 
 
 def trial_folder(trial: Any) -> str:
@@ -169,5 +189,3 @@ def restore_tuner(path: str, trainable: Any) -> Any:
     if not tune.Tuner.can_restore(path):
         raise SearchConfigError(f"{path} is not a resumable experiment (no tuner.pkl); start a new search instead")
     return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
-
-

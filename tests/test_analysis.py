@@ -30,8 +30,9 @@ def experiment(tmp_path_factory) -> Path:
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")  # as tests/test_search_run.py does
     try:
         # --mlflow: the trials also go to MLflow (mlflow.db in the experiment folder), read back below
-        assert run.main(["--smoke-test", "--storage-path", str(storage), "--name", "x", "--no-dashboard",
-                         "--mlflow"]) == 0
+        assert (
+            run.main(["--smoke-test", "--storage-path", str(storage), "--name", "x", "--no-dashboard", "--mlflow"]) == 0
+        )
     finally:
         ray.shutdown()
     results = pd.read_csv(storage / "x" / "results.csv")
@@ -42,8 +43,21 @@ def experiment(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def built_report(experiment, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("report")
-    args = report.build_parser().parse_args([str(experiment), "--out", str(out), "--top-k", "1", "--seeds", "2",
-                                             "--epochs", "1", "--no-ray", "--allow-collapsed"])
+    args = report.build_parser().parse_args(
+        [
+            str(experiment),
+            "--out",
+            str(out),
+            "--top-k",
+            "1",
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--no-ray",
+            "--allow-collapsed",
+        ]
+    )
     return out, report.build_report(Experiment(experiment), out, RetrainSettings.from_args(args))
 
 
@@ -128,13 +142,20 @@ def test_importance_and_rungs_from_a_constructed_table():
     rng = np.random.default_rng(0)
     n = 12
     lr = 10 ** rng.uniform(-4, -2, n)
-    res = pd.DataFrame({
-        "trial_id": [f"t{i}" for i in range(n)], "status": ["completed"] * 6 + ["stopped_early"] * 6,
-        "collapsed": [False] * n, "best_objective": 0.5 + 10 * lr + rng.normal(0, 0.001, n),
-        "epochs_run": [4] * 6 + [1, 1, 1, 2, 2, 2], "max_epochs": [4] * n,
-        "config/lr": lr, "config/optimizer": ["adam", "sgd"] * 6, "config/dropout": rng.uniform(0, 0.5, n),
-        "config/seed": [0] * n,
-    })
+    res = pd.DataFrame(
+        {
+            "trial_id": [f"t{i}" for i in range(n)],
+            "status": ["completed"] * 6 + ["stopped_early"] * 6,
+            "collapsed": [False] * n,
+            "best_objective": 0.5 + 10 * lr + rng.normal(0, 0.001, n),
+            "epochs_run": [4] * 6 + [1, 1, 1, 2, 2, 2],
+            "max_epochs": [4] * n,
+            "config/lr": lr,
+            "config/optimizer": ["adam", "sgd"] * 6,
+            "config/dropout": rng.uniform(0, 0.5, n),
+            "config/seed": [0] * n,
+        }
+    )
     imp = search_plots.param_importance(res, "max")
     assert set(imp["param"]) == {"lr", "optimizer", "dropout"}
     assert imp.iloc[0]["param"] == "lr" and imp["importance"].sum() == pytest.approx(1.0)
@@ -148,12 +169,18 @@ def test_importance_and_rungs_from_a_constructed_table():
 
 def test_parallel_coordinates_with_keys_only_some_trials_have(tmp_path):
     # the transfer keys exist for the pretrained backbone's trials only (the cpu preset): numbers with gaps
-    res = pd.DataFrame({
-        "trial_id": ["a", "b", "c", "d"], "status": ["completed"] * 4, "collapsed": [False] * 4,
-        "best_objective": [0.9, 0.8, 0.85, 0.7], "config/backbone": ["cnn", "lite0", "cnn", "lite0"],
-        "config/lr": [1e-3, 3e-4, 2e-3, 1e-4], "config/finetune_lr_ratio": [np.nan, 0.1, np.nan, 0.5],
-        "config/freeze_epochs": [np.nan, 1.0, np.nan, 2.0],
-    })
+    res = pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c", "d"],
+            "status": ["completed"] * 4,
+            "collapsed": [False] * 4,
+            "best_objective": [0.9, 0.8, 0.85, 0.7],
+            "config/backbone": ["cnn", "lite0", "cnn", "lite0"],
+            "config/lr": [1e-3, 3e-4, 2e-3, 1e-4],
+            "config/finetune_lr_ratio": [np.nan, 0.1, np.nan, 0.5],
+            "config/freeze_epochs": [np.nan, 1.0, np.nan, 2.0],
+        }
+    )
     enc = search_plots.encoded_params(res, ["backbone", "lr", "finetune_lr_ratio", "freeze_epochs"])
     assert enc["finetune_lr_ratio"].isna().tolist() == [True, False, True, False]
     assert enc.loc[[1, 3], "finetune_lr_ratio"].tolist() == [0.0, 1.0] and enc["backbone"].notna().all()
@@ -188,8 +215,17 @@ def test_leaderboard_cli(experiment, tmp_path, capsys):
     board = pd.read_csv(tmp_path / "leaderboard.csv", dtype={"trial_id": str})
     results = pd.read_csv(experiment / "results.csv", dtype={"trial_id": str})
     assert set(board["trial_id"]) == set(results["trial_id"])
-    assert {"status", "failure_reason", "collapsed", "best_objective", "last_val_loss", "epochs_run",
-            "time_total_s", "config/lr", "winner"} <= set(board.columns)
+    assert {
+        "status",
+        "failure_reason",
+        "collapsed",
+        "best_objective",
+        "last_val_loss",
+        "epochs_run",
+        "time_total_s",
+        "config/lr",
+        "winner",
+    } <= set(board.columns)
     assert "Winners: the top 3" in capsys.readouterr().out
 
 
@@ -205,8 +241,18 @@ def test_report_writes_every_output(built_report):
     for name in ("learning_curves", "optimizer_lr_heatmap", "parallel_coordinates", "param_importance", "asha_rungs"):
         assert (out / "search" / f"{name}.png").stat().st_size > 1000, name
     w = out / "retrain" / "winner_1"
-    for name in ("threshold_sweep.csv", "threshold_sweep_runs.csv", "pr_curve.png", "roc_curve.png", "confusion.csv",
-                 "confusion_normalised.csv", "confusion.png", "gradcam.png", "summary.csv", "model.pt"):
+    for name in (
+        "threshold_sweep.csv",
+        "threshold_sweep_runs.csv",
+        "pr_curve.png",
+        "roc_curve.png",
+        "confusion.csv",
+        "confusion_normalised.csv",
+        "confusion.png",
+        "gradcam.png",
+        "summary.csv",
+        "model.pt",
+    ):
         assert (w / name).is_file(), name
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 9 and "<img src='search/" not in html
@@ -222,7 +268,8 @@ def test_sweep_has_17_rows_and_confusion_sums_to_test_size(built_report, experim
     sweep = pd.read_csv(out / "retrain" / "winner_1" / "threshold_sweep.csv")
     assert len(sweep) == 17 and np.allclose(sweep["threshold"], THRESHOLDS)
     assert {"test_precision_mean", "test_recall_mean", "test_specificity_mean", "test_f1_mean", "test_f1_std"} <= set(
-        sweep.columns)
+        sweep.columns
+    )
     assert sweep["runs_choosing"].sum() == 2
     n_test = int((pd.read_csv(experiment / "split_manifest.csv")["split"] == "test").sum())
     confusion = pd.read_csv(out / "retrain" / "winner_1" / "confusion.csv", index_col=0)
@@ -263,8 +310,23 @@ def test_every_checkpoint_producer_predicts(producer, experiment, built_report, 
     from cxrmodels.train import __main__ as train_cli
 
     if producer == "cxrmodels.train":
-        assert train_cli.main(["--data", "synthetic", "--backbone", "custom_cnn", "--image-size", "48", "--epochs",
-                               "1", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+        assert (
+            train_cli.main(
+                [
+                    "--data",
+                    "synthetic",
+                    "--backbone",
+                    "custom_cnn",
+                    "--image-size",
+                    "48",
+                    "--epochs",
+                    "1",
+                    "--out",
+                    str(tmp_path / "run"),
+                ]
+            )
+            == 0
+        )
         model = tmp_path / "run" / "best.pt"
     elif producer == "search trial":
         results = Experiment(experiment).results
@@ -345,8 +407,26 @@ def test_retraining_on_ray_tasks(experiment, tmp_path, capsys, monkeypatch):
 @pytest.mark.slow
 def test_report_task_both_retrains_binary_and_3class_models(experiment, tmp_path, capsys):
     out = tmp_path / "both"
-    assert report.main([str(experiment), "--out", str(out), "--task", "both", "--top-k", "1", "--seeds", "1",
-                        "--epochs", "1", "--no-ray", "--allow-collapsed"]) == 0
+    assert (
+        report.main(
+            [
+                str(experiment),
+                "--out",
+                str(out),
+                "--task",
+                "both",
+                "--top-k",
+                "1",
+                "--seeds",
+                "1",
+                "--epochs",
+                "1",
+                "--no-ray",
+                "--allow-collapsed",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     for sub, n_classes in (("retrain_binary", 2), ("retrain_multiclass", 3)):
         assert (out / sub / "best_model.pt").is_file() and str(out / sub / "best_model.pt") in printed
@@ -374,11 +454,33 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     (binary / "NORMAL" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # unreadable: left out, and said so
     out = tmp_path / "rep"
     out.mkdir()
-    args = report.build_parser().parse_args([str(experiment), "--out", str(out), "--task", "multiclass",
-                                             "--top-k", "1", "--seeds", "2", "--epochs", "1", "--no-ray",
-                                             "--allow-collapsed", "--external", str(kaggle), "--external",
-                                             str(binary), "--tta", "2", "--min-sensitivity", "0.9",
-                                             "--min-specificity", "0.8"])
+    args = report.build_parser().parse_args(
+        [
+            str(experiment),
+            "--out",
+            str(out),
+            "--task",
+            "multiclass",
+            "--top-k",
+            "1",
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--no-ray",
+            "--allow-collapsed",
+            "--external",
+            str(kaggle),
+            "--external",
+            str(binary),
+            "--tta",
+            "2",
+            "--min-sensitivity",
+            "0.9",
+            "--min-specificity",
+            "0.8",
+        ]
+    )
     result = report.build_report(Experiment(experiment), out, RetrainSettings.from_args(args))
     winner = result.retrain.winners[0]
     assert set(winner.external) == {"site_b", "site_c"}

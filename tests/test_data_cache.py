@@ -88,6 +88,7 @@ def test_prepare_end_to_end(tmp_path: Path, kaggle_dir: Path) -> None:
     assert set(np.unique(yb)) <= {0, 1} and len(xb) > 0
     # row i of the images is record i: compare with a fresh decode
     from cxrmodels.data.cache import load_one
+
     np.testing.assert_array_equal(np.asarray(data.images[5]), load_one(data.records[5], CFG))
     text = data.summary()
     assert "60 images" in text and "skipped" in text and "BACTERIAL" in text
@@ -142,8 +143,9 @@ def test_prepare_keeps_the_given_split(tmp_path: Path, kaggle_dir: Path) -> None
     assert len(data.arrays("train", "binary")[0]) == 60 and len(data.arrays("test", "binary")[0]) == 0
 
 
-def test_cache_build_shows_progress_only_when_asked_or_on_a_terminal(kaggle_dir: Path, tmp_path: Path, capsys,
-                                                                     monkeypatch) -> None:
+def test_cache_build_shows_progress_only_when_asked_or_on_a_terminal(
+    kaggle_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     records = load_records(str(kaggle_dir)).records[:20]
     monkeypatch.setenv("CXR_PROGRESS", "1")
     load_or_build(records, PreprocessConfig(size=32), cache_dir=tmp_path / "a")

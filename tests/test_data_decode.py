@@ -58,10 +58,13 @@ def test_png_named_jpg_decodes_by_content(tmp_path: Path) -> None:
     np.testing.assert_array_equal(decode_image(tmp_path / "liar.jpg"), img)
 
 
-@pytest.mark.parametrize(("make", "reason"), [
-    (lambda p: p.write_bytes(b""), "empty"),
-    (lambda p: p.write_text("not an image at all"), "not a recognised image"),
-])
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p.write_bytes(b""), "empty"),
+        (lambda p: p.write_text("not an image at all"), "not a recognised image"),
+    ],
+)
 def test_broken_files(tmp_path: Path, make, reason: str) -> None:
     path = tmp_path / "x.jpeg"
     make(path)

@@ -27,10 +27,20 @@ SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
 GRADIENT = np.tile(np.linspace(0, 4095, 64), (48, 1)).astype(np.uint16)  # 12-bit stored values, left to right
 
 
-def write_dicom(path: Path, pixels: np.ndarray | None = GRADIENT, *, patient: str | None = "P1",
-                photometric: str = "MONOCHROME2", bits: int = 12, view: str = "PA", modality: str = "DX",
-                slope: float | None = None, intercept: float | None = None, window: tuple[float, float] | None = None,
-                preamble: bool = True) -> Path:
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray | None = GRADIENT,
+    *,
+    patient: str | None = "P1",
+    photometric: str = "MONOCHROME2",
+    bits: int = 12,
+    view: str = "PA",
+    modality: str = "DX",
+    slope: float | None = None,
+    intercept: float | None = None,
+    window: tuple[float, float] | None = None,
+    preamble: bool = True,
+) -> Path:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = DX_STORAGE if pixels is not None else SR_STORAGE
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -120,8 +130,9 @@ def test_every_layout_reads_dicom_with_patient_view_and_modality(tmp_path) -> No
     result = load_records(str(folders), class_map={"1": "NORMAL", "2": "VIRAL"})
     assert [r.patient for r in result.records] == ["Q1", "Q1"]
     manifest = tmp_path / "kaggle" / "list.csv"
-    pd.DataFrame({"path": ["NORMAL/a.dcm", "PNEUMONIA/c.dcm"], "label": ["NORMAL", "VIRAL"],
-                  "patient_id": ["", "given"]}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {"path": ["NORMAL/a.dcm", "PNEUMONIA/c.dcm"], "label": ["NORMAL", "VIRAL"], "patient_id": ["", "given"]}
+    ).to_csv(manifest, index=False)
     result = load_records(str(manifest))
     assert [r.patient for r in result.records] == ["P1", "given"]  # the CSV column wins over the tag
 
@@ -135,8 +146,12 @@ def test_prepare_keeps_view_and_modality_in_the_manifest_and_summary(tmp_path) -
         write_dicom(root / label / f"{i}.dcm", pixels, patient=f"P{i // 2}", view="AP" if i % 3 else "PA")
     cut = write_dicom(root / "NORMAL" / "cut.dcm", patient="P99")
     cut.write_bytes(cut.read_bytes()[:-2000])
-    data = prepare(str(root), PreprocessConfig(size=32), cache_dir=tmp_path / "cache",
-                   split=SplitConfig(min_test=None, min_val=None))
+    data = prepare(
+        str(root),
+        PreprocessConfig(size=32),
+        cache_dir=tmp_path / "cache",
+        split=SplitConfig(min_test=None, min_val=None),
+    )
     assert len(data.records) == 24 and set(data.manifest["view"]) == {"AP", "PA"}
     assert set(data.manifest["modality"]) == {"DX"} and data.manifest["patient"].nunique() == 12
     assert any(p.endswith("cut.dcm") and ("truncated" in r or "corrupt" in r) for p, r in data.skipped)
@@ -151,8 +166,12 @@ def dicom_copy_of(png_root: Path, out: Path) -> Path:
     from cxrmodels.data.sources import kermany_patient
 
     for png in sorted(png_root.rglob("*.png")):
-        pixels = (cv2.imread(str(png), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 16)
+        pixels = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 16
         target = out / png.relative_to(png_root).with_suffix(".dcm")
-        write_dicom(target, (4095 - pixels).astype(np.uint16), photometric="MONOCHROME1",
-                    patient=f"PID-{kermany_patient(png.name)}")
+        write_dicom(
+            target,
+            (4095 - pixels).astype(np.uint16),
+            photometric="MONOCHROME1",
+            patient=f"PID-{kermany_patient(png.name)}",
+        )
     return out

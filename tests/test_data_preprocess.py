@@ -24,8 +24,9 @@ def _wide(h: int = 40, w: int = 64) -> np.ndarray:
     return np.full((h, w), 200, np.uint8)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32),
-                                 np.zeros((0, 4), np.uint8)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32), np.zeros((0, 4), np.uint8)]
+)
 def test_steps_reject_bad_input(bad: np.ndarray) -> None:
     with pytest.raises(ValueError):
         check_gray_uint8(bad)

@@ -49,14 +49,17 @@ def kaggle_root(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize(("name", "patient"), [
-    ("person1_bacteria_1.jpeg", "person1"),
-    ("person1000_virus_1681.jpeg", "person1000"),
-    ("IM-0115-0001.jpeg", "IM-0115"),
-    ("NORMAL2-IM-0115-0001.jpeg", "NORMAL2-IM-0115"),
-    ("scan.png", None),
-    ("personX_bacteria.png", None),
-])
+@pytest.mark.parametrize(
+    ("name", "patient"),
+    [
+        ("person1_bacteria_1.jpeg", "person1"),
+        ("person1000_virus_1681.jpeg", "person1000"),
+        ("IM-0115-0001.jpeg", "IM-0115"),
+        ("NORMAL2-IM-0115-0001.jpeg", "NORMAL2-IM-0115"),
+        ("scan.png", None),
+        ("personX_bacteria.png", None),
+    ],
+)
 def test_kermany_patient_ids(name: str, patient: str | None) -> None:
     assert kermany_patient(name) == patient
 

@@ -92,8 +92,9 @@ def test_content_hash_of_files_and_arrays(tmp_path: Path) -> None:
     ra, rb = (Record(str(tmp_path / n), NORMAL, "p") for n in ("a.png", "b.png"))
     assert content_hash(ra) == content_hash(rb)
     img = np.zeros((4, 4), np.uint8)
-    assert content_hash(Record("m://1", NORMAL, "p", image=img)) != content_hash(Record("m://2", NORMAL, "p",
-                                                                                          image=img + 1))
+    assert content_hash(Record("m://1", NORMAL, "p", image=img)) != content_hash(
+        Record("m://2", NORMAL, "p", image=img + 1)
+    )
 
 
 def test_minimums_met_or_clear_error() -> None:
@@ -125,8 +126,10 @@ def test_folds_are_grouped_and_cover_train_val() -> None:
 
 
 def test_kept_split_is_used(tmp_path: Path) -> None:
-    records = [Record(f"/x/{i}", NORMAL if i % 2 else VIRAL, f"p{i}", split=s)
-               for i, s in enumerate(["train"] * 12 + ["val"] * 3 + ["test"] * 3)]
+    records = [
+        Record(f"/x/{i}", NORMAL if i % 2 else VIRAL, f"p{i}", split=s)
+        for i, s in enumerate(["train"] * 12 + ["val"] * 3 + ["test"] * 3)
+    ]
     m = make_splits(records, SplitConfig(folds=2), keep_split=True)
     assert list(m.split) == [r.split for r in records]
     with pytest.raises(ValueError, match="no declared split"):

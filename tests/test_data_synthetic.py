@@ -20,8 +20,9 @@ def test_deterministic_by_seed() -> None:
     for x, y in zip(a, b, strict=True):
         assert (x.label, x.patient) == (y.label, y.patient)
         np.testing.assert_array_equal(x.image, y.image)
-    assert any(x.image.shape != z.image.shape or not np.array_equal(x.image, z.image) for x, z in zip(a, c,
-                                                                                                     strict=True))
+    assert any(
+        x.image.shape != z.image.shape or not np.array_equal(x.image, z.image) for x, z in zip(a, c, strict=True)
+    )
 
 
 def test_varied_sizes_classes_and_patients() -> None:

@@ -152,9 +152,11 @@ def test_select_examples_picks_confident_right_and_worst_wrong():
 
 
 def test_aggregate_runs_mean_std_and_format():
-    runs = [{"acc": 0.9, "f1": 0.8, "flag": True, "name": "a"},
-            {"acc": 0.92, "f1": float("nan")},
-            {"acc": 0.94, "f1": 0.9}]
+    runs = [
+        {"acc": 0.9, "f1": 0.8, "flag": True, "name": "a"},
+        {"acc": 0.92, "f1": float("nan")},
+        {"acc": 0.94, "f1": 0.9},
+    ]
     table = aggregate_runs(runs)
     assert list(table.index) == ["acc", "f1"]  # bools and strings are skipped
     assert table.loc["acc", "mean"] == pytest.approx(0.92)

@@ -31,8 +31,9 @@ def binary_data():
 def test_pr_and_roc_plots(tmp_path, binary_data):
     y, p = binary_data
     report = binary_report(y[:40], p[:40], y[40:], p[40:])
-    pr = plots.plot_pr_curve(y[40:], p[40:], report["test_sweep"], tmp_path / "sub" / "pr.png",
-                             chosen_threshold=report["threshold"])
+    pr = plots.plot_pr_curve(
+        y[40:], p[40:], report["test_sweep"], tmp_path / "sub" / "pr.png", chosen_threshold=report["threshold"]
+    )
     _png_ok(pr)
     _png_ok(plots.plot_roc_curve(y[40:], p[40:], tmp_path / "roc.png", chosen_threshold=report["threshold"]))
     # Degenerate inputs still draw (a collapsed model must be shown, not crash the report).
@@ -66,11 +67,21 @@ def test_learning_curves_plot(tmp_path):
     rows = []
     for run in ("a", "b", "c"):
         for epoch in range(1, 6):
-            rows.append({"run": run, "epoch": epoch, "train_loss": 1 / epoch, "val_loss": 1.2 / epoch,
-                         "train_accuracy": 1 - 0.5 / epoch, "val_accuracy": 0.7})
+            rows.append(
+                {
+                    "run": run,
+                    "epoch": epoch,
+                    "train_loss": 1 / epoch,
+                    "val_loss": 1.2 / epoch,
+                    "train_accuracy": 1 - 0.5 / epoch,
+                    "val_accuracy": 0.7,
+                }
+            )
     history = pd.DataFrame(rows)
     _png_ok(plots.plot_learning_curves(history, tmp_path / "lc.png", highlight=["b"]))
     # A single run without a run column, and without accuracy columns.
-    _png_ok(plots.plot_learning_curves(history[history.run == "a"].drop(columns=["run", "val_accuracy",
-                                                                                 "train_accuracy"]),
-                                       tmp_path / "lc1.png"))
+    _png_ok(
+        plots.plot_learning_curves(
+            history[history.run == "a"].drop(columns=["run", "val_accuracy", "train_accuracy"]), tmp_path / "lc1.png"
+        )
+    )

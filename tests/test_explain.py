@@ -25,8 +25,9 @@ class BrightnessNet(nn.Module):
         with torch.no_grad():
             self.early.weight.fill_(1.0)
             self.late.weight.fill_(1.0 / 9)
-            self.fc.weight.copy_(torch.linspace(1.0, -1.0, num_outputs).reshape(num_outputs, 1)
-                                 if num_outputs > 1 else torch.ones(1, 1))
+            self.fc.weight.copy_(
+                torch.linspace(1.0, -1.0, num_outputs).reshape(num_outputs, 1) if num_outputs > 1 else torch.ones(1, 1)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = torch.relu(self.late(torch.relu(self.early(x))))
@@ -35,7 +36,7 @@ class BrightnessNet(nn.Module):
 
 def _square_image(size: int = 32, top: int = 4, left: int = 20, side: int = 8) -> torch.Tensor:
     x = torch.zeros(1, 1, size, size)
-    x[..., top:top + side, left:left + side] = 1.0
+    x[..., top : top + side, left : left + side] = 1.0
     return x
 
 

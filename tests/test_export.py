@@ -42,17 +42,26 @@ def _checkpoint(path: Path, backbone: str, task: str, **extra) -> Path:
     cfg = TrialConfig(task=task, backbone=backbone, image_size=SIZE, device="cpu")
     model = build_model(cfg)
     names = ["NORMAL", "PNEUMONIA"] if task == "binary" else ["NORMAL", "BACTERIAL", "VIRAL"]
-    return save_checkpoint(path, {"format": "cxrmodels.checkpoint/1", "model": model.state_dict(),
-                                  "config": cfg.to_dict(), "class_names": names,
-                                  "preprocess": PreprocessConfig(size=SIZE).to_dict(), **extra})
+    return save_checkpoint(
+        path,
+        {
+            "format": "cxrmodels.checkpoint/1",
+            "model": model.state_dict(),
+            "config": cfg.to_dict(),
+            "class_names": names,
+            "preprocess": PreprocessConfig(size=SIZE).to_dict(),
+            **extra,
+        },
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["custom_cnn", "resnet10t"])
 def test_onnx_probabilities_equal_pytorch_and_carry_the_metadata(tmp_path, backbone) -> None:
     points = {"f1": {"threshold": 0.4, "rule": "F1-best on validation"}}
-    ckpt = _checkpoint(tmp_path / "m.pt", backbone, "multiclass", threshold=0.4, temperature=1.5, tta=2,
-                       operating_points=points)
+    ckpt = _checkpoint(
+        tmp_path / "m.pt", backbone, "multiclass", threshold=0.4, temperature=1.5, tta=2, operating_points=points
+    )
     out = tmp_path / "m.onnx"
     assert export.main([str(ckpt), "--onnx", str(out)]) == 0
     model, _ = load_model(ckpt)
@@ -83,10 +92,18 @@ def test_predict_uses_the_onnx_file_like_the_checkpoint_without_pytorch(tmp_path
     assert export.main([str(ckpt), "--onnx", str(onnx_path)]) == 0
     assert predict.main(["--model", str(ckpt), str(folder), "--csv", str(tmp_path / "pt.csv")]) == 0
     # a deployment without PyTorch: the same command in a process where importing torch fails
-    code = NO_TORCH + (f"rc = predict.main(['--model', {str(onnx_path)!r}, {str(folder)!r}, '--csv', "
-                       f"{str(tmp_path / 'onnx.csv')!r}])\nassert 'torch' not in sys.modules\nsys.exit(rc)\n")
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = NO_TORCH + (
+        f"rc = predict.main(['--model', {str(onnx_path)!r}, {str(folder)!r}, '--csv', "
+        f"{str(tmp_path / 'onnx.csv')!r}])\nassert 'torch' not in sys.modules\nsys.exit(rc)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert run.returncode == 0, run.stderr
     assert "threshold 0.45" in run.stdout and "T = 1.30" in run.stdout
     a, b = pd.read_csv(tmp_path / "pt.csv"), pd.read_csv(tmp_path / "onnx.csv")

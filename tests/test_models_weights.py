@@ -42,7 +42,7 @@ def test_lite0_package_weights_recognise_a_cat() -> None:
     with torch.no_grad():
         p = _imagenet_lite0()(x).softmax(1)[0]
     assert int(p.argmax()) == EGYPTIAN_CAT and float(p.max()) > 0.7
-    assert float(p[TABBY_CAT:EGYPTIAN_CAT + 1].sum()) > 0.9
+    assert float(p[TABBY_CAT : EGYPTIAN_CAT + 1].sum()) > 0.9
 
 
 @pytest.mark.parametrize("name", sorted(WEIGHTS_PACKAGES))

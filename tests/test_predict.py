@@ -16,8 +16,9 @@ from analysis import predict
 SIZE = 48
 
 
-def _save_tiny_checkpoint(path: Path, task: str, *, threshold: float | None = None, logit: float = 1.0,
-                          temperature: float | None = None) -> Path:
+def _save_tiny_checkpoint(
+    path: Path, task: str, *, threshold: float | None = None, logit: float = 1.0, temperature: float | None = None
+) -> Path:
     """A custom_cnn checkpoint in the models engineer's format, its last layer set to a constant logit so the
     predictions are known: binary P(PNEUMONIA) = sigmoid(logit); multiclass favours the last class (VIRAL)."""
     checkpoint = pytest.importorskip("cxrmodels.train.checkpoint", reason="checkpoint API not there yet")
@@ -32,8 +33,11 @@ def _save_tiny_checkpoint(path: Path, task: str, *, threshold: float | None = No
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     with torch.no_grad():
         last.weight.mul_(1e-3)  # keep a tiny gradient path for Grad-CAM, but a fixed decision
-        last.bias.copy_(torch.linspace(-logit, logit, last.bias.numel()) if last.bias.numel() > 1
-                        else torch.full_like(last.bias, logit))
+        last.bias.copy_(
+            torch.linspace(-logit, logit, last.bias.numel())
+            if last.bias.numel() > 1
+            else torch.full_like(last.bias, logit)
+        )
     names = ["NORMAL", "PNEUMONIA"] if task == "binary" else ["NORMAL", "BACTERIAL", "VIRAL"]
     payload = {
         "format": getattr(loop, "CHECKPOINT_FORMAT", "cxrmodels.checkpoint/1"),
@@ -74,8 +78,9 @@ def test_predict_binary_folder_csv_and_gradcam(tmp_path, kaggle_folder, capsys):
     _write_png(single, 5)
     out_csv = tmp_path / "out" / "pred.csv"
     cams = tmp_path / "cams"
-    rc = predict.main(["--model", str(ckpt), str(kaggle_folder), str(single), "--csv", str(out_csv),
-                       "--gradcam-dir", str(cams)])
+    rc = predict.main(
+        ["--model", str(ckpt), str(kaggle_folder), str(single), "--csv", str(out_csv), "--gradcam-dir", str(cams)]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "person3_virus_9.png" in err and "skipped" in err  # the broken file, by name, with a reason
@@ -112,8 +117,10 @@ def test_predict_threshold_from_checkpoint_and_override(tmp_path, kaggle_folder,
     out = capsys.readouterr().out
     assert "threshold 0.80" in out and "(checkpoint)" in out
     assert (pd.read_csv(out_csv)["decision"] == "NORMAL").all()  # 0.731 < 0.80
-    assert predict.main(["--model", str(ckpt), str(kaggle_folder / "NORMAL"), "--csv", str(out_csv),
-                         "--threshold", "0.7"]) == 0
+    assert (
+        predict.main(["--model", str(ckpt), str(kaggle_folder / "NORMAL"), "--csv", str(out_csv), "--threshold", "0.7"])
+        == 0
+    )
     assert (pd.read_csv(out_csv)["decision"] == "PNEUMONIA").all()  # 0.731 >= 0.70
     with pytest.raises(SystemExit) as exc:
         predict.main(["--model", str(ckpt), str(kaggle_folder), "--threshold", "1.5"])
@@ -134,8 +141,20 @@ def test_predict_applies_the_checkpoints_temperature_and_says_so(tmp_path, kaggl
     payload = torch.load(ckpt, weights_only=True)
     payload["operating_points"] = {"f1": {"threshold": 0.7}, "sensitivity>=0.95": {"threshold": 0.6, "rule": "r"}}
     torch.save(payload, ckpt)
-    assert predict.main(["--model", str(ckpt), str(kaggle_folder / "NORMAL"), "--csv", str(out_csv),
-                         "--operating-point", "sensitivity>=0.95"]) == 0
+    assert (
+        predict.main(
+            [
+                "--model",
+                str(ckpt),
+                str(kaggle_folder / "NORMAL"),
+                "--csv",
+                str(out_csv),
+                "--operating-point",
+                "sensitivity>=0.95",
+            ]
+        )
+        == 0
+    )
     assert "operating point sensitivity>=0.95" in capsys.readouterr().out
     assert (pd.read_csv(out_csv)["decision"] == "PNEUMONIA").all()  # 0.622 >= 0.60
     assert predict.main(["--model", str(ckpt), str(kaggle_folder), "--operating-point", "specificity>=0.9"]) == 2

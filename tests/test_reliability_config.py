@@ -38,8 +38,16 @@ def outcomes(tmp_path_factory) -> dict[str, tuple[int, str, str, Path]]:
     running = {}
     for case, (extra, _) in CASES.items():
         tmp = procs.private_tmp()
-        args = [*BASE, "--storage-path", str(root), "--name", f"x-{len(running)}", "--cache-dir", str(root / "cache"),
-                *[a.replace("{file}", str(root / "a-file")) for a in extra]]
+        args = [
+            *BASE,
+            "--storage-path",
+            str(root),
+            "--name",
+            f"x-{len(running)}",
+            "--cache-dir",
+            str(root / "cache"),
+            *[a.replace("{file}", str(root / "a-file")) for a in extra],
+        ]
         running[case] = (procs.start_driver(args, tmp), tmp)
     results = {}
     try:
@@ -65,6 +73,10 @@ def test_bad_configuration_is_one_paragraph_before_any_trial(case: str, outcomes
     assert len(errors) == 1, err[-3000:]
     assert CASES[case][1].lower() in errors[0].lower(), errors[0]
     assert not list(root.glob("*/trial_*")), "a trial started"
-    record("Bad configuration", case, "`python -m search.run " + " ".join(CASES[case][0]) + "` (subprocess)",
-           f"exit 2, no traceback, before any trial: \"{errors[0][:220]}\"",
-           f"tests/test_reliability_config.py::test_bad_configuration_is_one_paragraph_before_any_trial[{case}]")
+    record(
+        "Bad configuration",
+        case,
+        "`python -m search.run " + " ".join(CASES[case][0]) + "` (subprocess)",
+        f'exit 2, no traceback, before any trial: "{errors[0][:220]}"',
+        f"tests/test_reliability_config.py::test_bad_configuration_is_one_paragraph_before_any_trial[{case}]",
+    )

@@ -38,9 +38,28 @@ def _files_found(data: Path, skipped_paths: set[str]) -> set[str]:
 @pytest.mark.parametrize("layout", ["kaggle", "classes"])
 def test_search_over_a_folder_of_bad_files(layout: str, tmp_path: Path, capsys) -> None:
     data, cases = make_bad_tree(tmp_path / "data", layout)
-    code = run.main(["--smoke-test", "--no-dashboard", "--data", str(data), "--storage-path", str(tmp_path),
-                     "--name", "bad", "--cache-dir", str(tmp_path / "cache"), "--num-samples", "1",
-                     "--scheduler", "none", "--set", "space.epochs=1", "--set", "space.batch_size=[16]"])
+    code = run.main(
+        [
+            "--smoke-test",
+            "--no-dashboard",
+            "--data",
+            str(data),
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "bad",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--num-samples",
+            "1",
+            "--scheduler",
+            "none",
+            "--set",
+            "space.epochs=1",
+            "--set",
+            "space.batch_size=[16]",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     experiment = tmp_path / "bad"
@@ -69,10 +88,15 @@ def test_search_over_a_folder_of_bad_files(layout: str, tmp_path: Path, capsys) 
                 path = str(Path(path).resolve())
             assert path in skipped, case.name
             assert case.reason.lower() in skipped[path].lower(), (case.name, skipped[path])
-            outcome = f"skipped: \"{skipped[path]}\""
+            outcome = f'skipped: "{skipped[path]}"'
         else:  # hidden files and an empty folder named .jpg: not files a user counts, never listed
             assert path not in used and path not in skipped, case.name
             outcome = "ignored (hidden / not a file), not listed"
         record("Bad files", f"{case.name} ({kind})", "written by tests/reliability/badfiles.py", outcome, where)
-    record("Bad files", f"search over the whole folder ({kind})", f"{len(found)} files found",
-           f"search completed; used {len(used)} + skipped {len(skipped)} = found {len(found)}", where)
+    record(
+        "Bad files",
+        f"search over the whole folder ({kind})",
+        f"{len(found)} files found",
+        f"search completed; used {len(used)} + skipped {len(skipped)} = found {len(found)}",
+        where,
+    )

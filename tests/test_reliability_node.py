@@ -40,11 +40,35 @@ def cluster(monkeypatch):
 
 
 def test_trial_on_a_lost_node_resumes_elsewhere(cluster, tmp_path: Path, capsys) -> None:
-    code = run.main(["--smoke-test", "--no-dashboard", "--storage-path", str(tmp_path), "--name", "lost",
-                     "--num-samples", "3", "--scheduler", "none", "--set", "space.epochs=3", "--set", "synthetic_n=80",
-                     "--set", "space.batch_size=[16]", "--cpus-per-trial", "1", "--gpus-per-trial", "0",
-                     "--max-failures", "2", "--cache-dir", str(tmp_path / "cache")],
-                    callbacks=[lose_node.RemoveNodeAfterFirstEpoch()])
+    code = run.main(
+        [
+            "--smoke-test",
+            "--no-dashboard",
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "lost",
+            "--num-samples",
+            "3",
+            "--scheduler",
+            "none",
+            "--set",
+            "space.epochs=3",
+            "--set",
+            "synthetic_n=80",
+            "--set",
+            "space.batch_size=[16]",
+            "--cpus-per-trial",
+            "1",
+            "--gpus-per-trial",
+            "0",
+            "--max-failures",
+            "2",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        callbacks=[lose_node.RemoveNodeAfterFirstEpoch()],
+    )
     out = capsys.readouterr().out
     assert _STATE["removed"] is not None, "no trial reported from a worker node"
     trial_id, lost_node = _STATE["removed"]
@@ -57,8 +81,11 @@ def test_trial_on_a_lost_node_resumes_elsewhere(cluster, tmp_path: Path, capsys)
     # before the node went may be run again
     assert epochs.count(1) == 1 and epochs[-1] == 3 and sorted(set(epochs)) == [1, 2, 3], epochs
     assert progress["node_id"].iloc[-1] != lost_node
-    record("Lost node", "worker node removed while its trial runs",
-           "ray.cluster_utils.Cluster (head + 2 workers, 1 CPU each), cluster.remove_node after the trial's epoch 1; "
-           "--max-failures 2, storage_path on the shared local disk",
-           f"the trial resumed from its epoch-1 checkpoint on another node (epochs {epochs}); 3/3 trials completed",
-           "tests/test_reliability_node.py::test_trial_on_a_lost_node_resumes_elsewhere")
+    record(
+        "Lost node",
+        "worker node removed while its trial runs",
+        "ray.cluster_utils.Cluster (head + 2 workers, 1 CPU each), cluster.remove_node after the trial's epoch 1; "
+        "--max-failures 2, storage_path on the shared local disk",
+        f"the trial resumed from its epoch-1 checkpoint on another node (epochs {epochs}); 3/3 trials completed",
+        "tests/test_reliability_node.py::test_trial_on_a_lost_node_resumes_elsewhere",
+    )

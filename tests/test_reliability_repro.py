@@ -32,17 +32,42 @@ def _trials(experiment: Path) -> list[tuple[dict, pd.DataFrame]]:
     for folder in experiment.glob("trial_*"):
         progress = pd.read_csv(folder / "progress.csv")
         params = json.loads((folder / "params.json").read_text())
-        trials.append((progress["timestamp"].iloc[0], progress["time_this_iter_s"].iloc[0], params,
-                       progress[METRICS].reset_index(drop=True)))
+        trials.append(
+            (
+                progress["timestamp"].iloc[0],
+                progress["time_this_iter_s"].iloc[0],
+                params,
+                progress[METRICS].reset_index(drop=True),
+            )
+        )
     return [(params, metrics) for *_, params, metrics in sorted(trials, key=lambda t: (t[0], t[1]))]
 
 
 def test_same_seed_same_configs_and_metrics(tmp_path: Path, capsys) -> None:
     runs = []
     for name in ("a", "b"):
-        code = run.main(["--smoke-test", "--no-dashboard", "--set", "synthetic_n=80", "--storage-path", str(tmp_path),
-                         "--name", name, "--num-samples", "3", "--seed", "7", "--max-concurrent-trials", "1",
-                         "--set", "space.epochs=2", "--cache-dir", str(tmp_path / "cache")])
+        code = run.main(
+            [
+                "--smoke-test",
+                "--no-dashboard",
+                "--set",
+                "synthetic_n=80",
+                "--storage-path",
+                str(tmp_path),
+                "--name",
+                name,
+                "--num-samples",
+                "3",
+                "--seed",
+                "7",
+                "--max-concurrent-trials",
+                "1",
+                "--set",
+                "space.epochs=2",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
         assert code == 0, capsys.readouterr().out
         runs.append(_trials(tmp_path / name))
     a, b = runs
@@ -51,7 +76,11 @@ def test_same_seed_same_configs_and_metrics(tmp_path: Path, capsys) -> None:
         assert params_a == params_b
         pd.testing.assert_frame_equal(metrics_a, metrics_b, check_exact=True)
     assert len({json.dumps(p, sort_keys=True) for p, _ in a}) > 1  # the sampler did sample different configs
-    record("Reproducibility", "same seed twice, max_concurrent_trials=1, CPU",
-           "`--seed 7 --max-concurrent-trials 1`, 3 Optuna trials, ASHA, run twice",
-           "identical sampled configurations (params.json) and bit-identical per-epoch metrics "
-           f"({', '.join(METRICS[1:])})", "tests/test_reliability_repro.py::test_same_seed_same_configs_and_metrics")
+    record(
+        "Reproducibility",
+        "same seed twice, max_concurrent_trials=1, CPU",
+        "`--seed 7 --max-concurrent-trials 1`, 3 Optuna trials, ASHA, run twice",
+        "identical sampled configurations (params.json) and bit-identical per-epoch metrics "
+        f"({', '.join(METRICS[1:])})",
+        "tests/test_reliability_repro.py::test_same_seed_same_configs_and_metrics",
+    )

@@ -18,8 +18,22 @@ from tests.reliability.record import record
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 EPOCHS = 3
-ARGS = ["--smoke-test", "--no-dashboard", "--set", "synthetic_n=80", "--set", "space.batch_size=[32]",
-        "--num-samples", "4", "--scheduler", "none", "--set", f"space.epochs={EPOCHS}", "--max-concurrent-trials", "2"]
+ARGS = [
+    "--smoke-test",
+    "--no-dashboard",
+    "--set",
+    "synthetic_n=80",
+    "--set",
+    "space.batch_size=[32]",
+    "--num-samples",
+    "4",
+    "--scheduler",
+    "none",
+    "--set",
+    f"space.epochs={EPOCHS}",
+    "--max-concurrent-trials",
+    "2",
+]
 
 
 def _progress(experiment: Path) -> dict[str, pd.DataFrame]:
@@ -35,8 +49,9 @@ def _progress(experiment: Path) -> dict[str, pd.DataFrame]:
 def test_sigkilled_driver_is_finished_by_resume(tmp_path: Path) -> None:
     experiment = tmp_path / "killed"
     tmp = procs.private_tmp()
-    proc = procs.start_driver([*ARGS, "--storage-path", str(tmp_path), "--name", "killed",
-                               "--cache-dir", str(tmp_path / "cache")], tmp)
+    proc = procs.start_driver(
+        [*ARGS, "--storage-path", str(tmp_path), "--name", "killed", "--cache-dir", str(tmp_path / "cache")], tmp
+    )
     try:
         deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
         while time.monotonic() < deadline and proc.poll() is None:
@@ -69,9 +84,12 @@ def test_sigkilled_driver_is_finished_by_resume(tmp_path: Path) -> None:
         pd.testing.assert_frame_equal(after[trial], rows)
     for trial, rows in after.items():  # the others continued: every epoch reported, the last one is the cap
         assert sorted(set(rows["epoch"])) == list(range(1, EPOCHS + 1)) and rows["epoch"].iloc[-1] == EPOCHS, trial
-    record("Interrupted driver", "SIGKILL mid-search, then --resume",
-           f"`python -m search.run` subprocess killed (SIGKILL to its process group) with {len(finished)} trial(s) "
-           "finished and others running",
-           f"resume exits 0, 4/4 trials completed; the {len(finished)} finished trial(s)' progress.csv rows "
-           "unchanged; unfinished ones continued from their checkpoints",
-           "tests/test_reliability_resume.py::test_sigkilled_driver_is_finished_by_resume")
+    record(
+        "Interrupted driver",
+        "SIGKILL mid-search, then --resume",
+        f"`python -m search.run` subprocess killed (SIGKILL to its process group) with {len(finished)} trial(s) "
+        "finished and others running",
+        f"resume exits 0, 4/4 trials completed; the {len(finished)} finished trial(s)' progress.csv rows "
+        "unchanged; unfinished ones continued from their checkpoints",
+        "tests/test_reliability_resume.py::test_sigkilled_driver_is_finished_by_resume",
+    )

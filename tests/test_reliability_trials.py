@@ -29,8 +29,23 @@ def ray_with_fault_hook(monkeypatch, tmp_path):
 
 
 def test_injected_faults_are_recorded_and_the_search_goes_on(ray_with_fault_hook, tmp_path: Path, capsys) -> None:
-    code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "faults", "--num-samples", "4",
-                     "--scheduler", "none", "--set", "space.epochs=3", "--max-concurrent-trials", "2"])
+    code = run.main(
+        [
+            *TINY_SEARCH,
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "faults",
+            "--num-samples",
+            "4",
+            "--scheduler",
+            "none",
+            "--set",
+            "space.epochs=3",
+            "--max-concurrent-trials",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     experiment = tmp_path / "faults"
@@ -65,13 +80,23 @@ def test_injected_faults_are_recorded_and_the_search_goes_on(ray_with_fault_hook
         assert progress.loc[ok, "score"].map(math.isfinite).all() and progress.loc[~ok, "score"].isna().all()
 
     where = "tests/test_reliability_trials.py::test_injected_faults_are_recorded_and_the_search_goes_on"
-    how = {"nan": "a weight set to NaN before epoch 2 (the loss turns NaN)",
-           "oom": "torch.OutOfMemoryError raised before epoch 2", "exception": "RuntimeError raised before epoch 2"}
-    searcher = {"nan": "Optuna FAIL (no value, no placeholder)", "oom": "Optuna FAIL (no value, no placeholder)",
-                "exception": "Optuna FAIL (no value)"}
+    how = {
+        "nan": "a weight set to NaN before epoch 2 (the loss turns NaN)",
+        "oom": "torch.OutOfMemoryError raised before epoch 2",
+        "exception": "RuntimeError raised before epoch 2",
+    }
+    searcher = {
+        "nan": "Optuna FAIL (no value, no placeholder)",
+        "oom": "Optuna FAIL (no value, no placeholder)",
+        "exception": "Optuna FAIL (no value)",
+    }
     for fault in expected:
         reason = str(table.loc[fault, "failure_reason"])[:120]
-        record("Failing trials", {"nan": "non-finite loss", "oom": "CUDA out of memory", "exception":
-                                  "exception in the trial"}[fault], how[fault] + " (CXR_FAULT_HOOK)",
-               f"results.csv status failed, reason \"{reason}\"; {searcher[fault]}; the other trials finish", where)
+        record(
+            "Failing trials",
+            {"nan": "non-finite loss", "oom": "CUDA out of memory", "exception": "exception in the trial"}[fault],
+            how[fault] + " (CXR_FAULT_HOOK)",
+            f'results.csv status failed, reason "{reason}"; {searcher[fault]}; the other trials finish',
+            where,
+        )
     record("Failing trials", "healthy trial beside failing ones", "no fault", "completed all 3 epochs", where)

@@ -18,8 +18,7 @@ def three_node_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1,
-                                                            "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False})
     for _ in range(2):
         cluster.add_node(num_cpus=1, num_gpus=1)
     cluster.wait_for_nodes()
@@ -34,9 +33,28 @@ def test_trials_are_spread_over_the_nodes(three_node_cluster, tmp_path: Path, ca
 
     alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(alive) == 3
-    code = run.main(["--smoke-test", "--no-dashboard", "--storage-path", str(tmp_path), "--name", "cluster",
-                     "--num-samples", "3", "--scheduler", "none", "--set", "space.epochs=2",
-                     "--set", "synthetic_n=80", "--cpus-per-trial", "1", "--gpus-per-trial", "1"])
+    code = run.main(
+        [
+            "--smoke-test",
+            "--no-dashboard",
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "cluster",
+            "--num-samples",
+            "3",
+            "--scheduler",
+            "none",
+            "--set",
+            "space.epochs=2",
+            "--set",
+            "synthetic_n=80",
+            "--cpus-per-trial",
+            "1",
+            "--gpus-per-trial",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     table = pd.read_csv(tmp_path / "cluster" / "results.csv")

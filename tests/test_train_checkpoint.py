@@ -94,16 +94,34 @@ def test_checkpoints_written_before_the_typed_payload_still_load(tmp_path: Path)
     """Format 1 (a plain dict per producer, one with the data source among its preprocessing keys) and the format-1
     ensemble read as ModelCheckpoints, with their decision settings and provenance."""
     members, names = _members("binary")
-    v1 = [{"format": "cxrmodels.checkpoint/1", "model": dict(m.weights), "config": m.config.to_dict(),
-           "class_names": names, "preprocess": {"size": 32, "data": "synthetic"}, "history": [{"epoch": 1}],
-           "best_epoch": 1, "threshold": 0.4, "tta": 2, "source_trial": "abc"} for m in members]  # fmt: skip
+    v1 = [
+        {
+            "format": "cxrmodels.checkpoint/1",
+            "model": dict(m.weights),
+            "config": m.config.to_dict(),
+            "class_names": names,
+            "preprocess": {"size": 32, "data": "synthetic"},
+            "history": [{"epoch": 1}],
+            "best_epoch": 1,
+            "threshold": 0.4,
+            "tta": 2,
+            "source_trial": "abc",
+        }
+        for m in members
+    ]
     model, ckpt = load_model(save_checkpoint(tmp_path / "v1.pt", v1[0]))
     assert ckpt.preprocess == PreprocessConfig(size=32) and ckpt.threshold == 0.4 and ckpt.tta == 2
     assert ckpt.info == {"best_epoch": 1, "source_trial": "abc"} and ckpt.history == ({"epoch": 1},)
     x = (np.random.default_rng(1).random((4, 32, 32)) * 255).astype(np.uint8)
     assert np.allclose(predict_proba(model, x), predict_proba(members[0].build_model(), x), atol=1e-6)
-    old_ensemble = {"format": "cxrmodels.ensemble/1", "members": v1, "config": v1[0]["config"], "class_names": names,
-                    "preprocess": {"size": 32}, "threshold": 0.3}  # fmt: skip
+    old_ensemble = {
+        "format": "cxrmodels.ensemble/1",
+        "members": v1,
+        "config": v1[0]["config"],
+        "class_names": names,
+        "preprocess": {"size": 32},
+        "threshold": 0.3,
+    }
     ensemble, ckpt = load_model(save_checkpoint(tmp_path / "ens1.pt", old_ensemble))
     assert len(ckpt.members) == 3 and ckpt.threshold == 0.3 and predict_proba(ensemble, x).shape == (4, 2)
     with pytest.raises(ValueError, match="not a model checkpoint"):

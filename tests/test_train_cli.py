@@ -16,8 +16,22 @@ pytest.importorskip("cxrmodels.data.dataset", reason="the data pipeline's prepar
 @pytest.mark.slow
 def test_smoke_run_writes_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    rc = main(["--data", "synthetic", "--smoke-test", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
-               "--task", "multiclass", "--lr", "0.002", "--no-pretrained"])  # fmt: skip
+    rc = main(
+        [
+            "--data",
+            "synthetic",
+            "--smoke-test",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--task",
+            "multiclass",
+            "--lr",
+            "0.002",
+            "--no-pretrained",
+        ]
+    )
     assert rc == 0
     for name in ("config.json", "metrics.csv", "learning_curves.png", "best.pt", "skipped_files.csv"):
         assert (out / name).is_file(), name

@@ -16,9 +16,15 @@ def test_defaults_round_trip() -> None:
 
 def test_numpy_scalars_are_coerced() -> None:
     cfg = TrialConfig.from_dict(
-        {"lr": np.float32(0.001), "batch_size": np.int64(16), "epochs": 5.0, "augment": np.bool_(False),
-         "optimizer": "rmsprop", "dropout": np.float64(0.7)}
-    )  # fmt: skip
+        {
+            "lr": np.float32(0.001),
+            "batch_size": np.int64(16),
+            "epochs": 5.0,
+            "augment": np.bool_(False),
+            "optimizer": "rmsprop",
+            "dropout": np.float64(0.7),
+        }
+    )
     assert isinstance(cfg.lr, float) and isinstance(cfg.batch_size, int) and cfg.batch_size == 16
     assert cfg.epochs == 5 and isinstance(cfg.epochs, int) and cfg.augment is False
     assert cfg.to_dict()["lr"] == pytest.approx(0.001)
@@ -78,11 +84,19 @@ def test_robustness_settings_are_validated_and_reach_the_model(tmp_path) -> None
 
     with pytest.raises(ValueError, match="intensity_aug"):
         TrialConfig(intensity_aug=1.5)
-    cfg = TrialConfig.from_dict({"backbone": "test_resnet", "image_size": 32, "standardize": "true",
-                                 "intensity_aug": "0.5"})
+    cfg = TrialConfig.from_dict(
+        {"backbone": "test_resnet", "image_size": 32, "standardize": "true", "intensity_aug": "0.5"}
+    )
     assert cfg.standardize is True and cfg.intensity_aug == 0.5
     model = build_model(cfg)
     assert model.norm.per_image
-    path = save_checkpoint(tmp_path / "m.pt", {"format": "cxrmodels.checkpoint/1", "model": model.state_dict(),
-                                               "config": cfg.to_dict(), "class_names": ["NORMAL", "PNEUMONIA"]})
+    path = save_checkpoint(
+        tmp_path / "m.pt",
+        {
+            "format": "cxrmodels.checkpoint/1",
+            "model": model.state_dict(),
+            "config": cfg.to_dict(),
+            "class_names": ["NORMAL", "PNEUMONIA"],
+        },
+    )
     assert load_model(path)[0].norm.per_image  # a checkpoint rebuilds the standardisation from its config

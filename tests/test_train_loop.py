@@ -70,10 +70,27 @@ def test_run_epoch_returns_the_documented_flat_metrics() -> None:
     trainer = Trainer(tiny_cfg(epochs=1), tiny_data())
     m = trainer.run_epoch()
     for key in (
-        "epoch", "phase", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy",
-        "val_macro_f1", "val_auc", "val_recall_NORMAL", "val_recall_PNEUMONIA", "val_collapsed", "best_epoch",
-        "is_best", "should_stop", "done", "epoch_time_s", "images_per_s", "trainable_params",
-    ):  # fmt: skip
+        "epoch",
+        "phase",
+        "lr",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "val_balanced_accuracy",
+        "val_macro_f1",
+        "val_auc",
+        "val_recall_NORMAL",
+        "val_recall_PNEUMONIA",
+        "val_collapsed",
+        "best_epoch",
+        "is_best",
+        "should_stop",
+        "done",
+        "epoch_time_s",
+        "images_per_s",
+        "trainable_params",
+    ):
         assert key in m, key
     assert all(isinstance(v, int | float | bool | str) for v in m.values())
     assert m["epoch"] == 1 and m["phase"] == "full" and m["is_best"] and m["best_epoch"] == 1 and m["done"]
@@ -133,9 +150,15 @@ def test_resume_from_state_dict_matches_an_uninterrupted_run() -> None:
     """Phase switch, augmentation, dropout, plateau and early-stopping state all survive a weights_only round trip."""
     data = tiny_data(48, 24, size=32, classes=3)
     cfg = tiny_cfg(
-        task="multiclass", backbone="test_resnet", image_size=32, epochs=2, freeze_epochs=1, finetune_blocks=1,
-        head_hidden=16, batch_size=16,
-    )  # fmt: skip
+        task="multiclass",
+        backbone="test_resnet",
+        image_size=32,
+        epochs=2,
+        freeze_epochs=1,
+        finetune_blocks=1,
+        head_hidden=16,
+        batch_size=16,
+    )
     straight = Trainer(cfg, data)
     first = straight.run_epoch()
     buffer = io.BytesIO()
@@ -154,8 +177,16 @@ def test_resume_from_state_dict_matches_an_uninterrupted_run() -> None:
 
 
 def test_transfer_learning_phases_freeze_then_unfreeze_at_a_lower_lr() -> None:
-    cfg = tiny_cfg(backbone="test_resnet", image_size=32, epochs=2, freeze_epochs=1, finetune_blocks=1, lr=1e-3,
-                   finetune_lr_ratio=0.1, head_hidden=16)  # fmt: skip
+    cfg = tiny_cfg(
+        backbone="test_resnet",
+        image_size=32,
+        epochs=2,
+        freeze_epochs=1,
+        finetune_blocks=1,
+        lr=1e-3,
+        finetune_lr_ratio=0.1,
+        head_hidden=16,
+    )
     trainer = Trainer(cfg, tiny_data(32, 16, size=32))
     head = sum(p.numel() for p in trainer.model.head.parameters())
     m1 = trainer.run_epoch()
@@ -179,8 +210,16 @@ def test_pure_functions_and_predict_proba() -> None:
     data = tiny_data(32, 16)
     model = loop.build_model(tiny_cfg())
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    out = train_one_epoch(model, data.train_x, data.train_y, optimizer=opt, loss_fn=loop.build_loss("binary"),
-                          batch_size=8, device="cpu", generator=torch.Generator().manual_seed(0))  # fmt: skip
+    out = train_one_epoch(
+        model,
+        data.train_x,
+        data.train_y,
+        optimizer=opt,
+        loss_fn=loop.build_loss("binary"),
+        batch_size=8,
+        device="cpu",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out["images"] == 32 and 0 <= out["accuracy"] <= 1 and out["loss"] > 0
     probs = predict_proba(model, data.val_x, batch_size=5)
     assert probs.shape == (16, 2) and np.allclose(probs.sum(1), 1, atol=1e-6)
@@ -192,13 +231,15 @@ def test_class_weights_balanced() -> None:
 
 
 @pytest.mark.parametrize("task,classes", [("binary", 2), ("multiclass", 3)])
-def test_gpu_fast_path_dtypes_hold_under_bf16_autocast_and_channels_last(monkeypatch: pytest.MonkeyPatch, task: str,
-                                                                         classes: int) -> None:
+def test_gpu_fast_path_dtypes_hold_under_bf16_autocast_and_channels_last(
+    monkeypatch: pytest.MonkeyPatch, task: str, classes: int
+) -> None:
     """CI has no GPU: run the CUDA path's bf16 autocast and channels_last layout on the CPU, so its dtype handling
     (bf16 logits into the fp32 loss, metrics and probabilities) is exercised on every commit."""
     monkeypatch.setattr(loop, "autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
-    monkeypatch.setattr(loop, "to_model_layout",
-                        lambda images, device: images.contiguous(memory_format=torch.channels_last))
+    monkeypatch.setattr(
+        loop, "to_model_layout", lambda images, device: images.contiguous(memory_format=torch.channels_last)
+    )
     trainer = Trainer(tiny_cfg(task=task).replace(epochs=2), tiny_data(classes=classes))
     trainer.model = trainer.model.to(memory_format=torch.channels_last)
     first, second = trainer.run_epoch(), trainer.run_epoch()
@@ -215,11 +256,13 @@ def test_cxrmodels_imports_neither_ray_nor_optuna() -> None:
     import subprocess
     import sys
 
-    code = ("import importlib, pkgutil, sys, cxrmodels\n"
-            "for m in pkgutil.walk_packages(cxrmodels.__path__, 'cxrmodels.'):\n"
-            "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
-            "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('ray', 'optuna'))\n"
-            "print(bad); sys.exit(1 if bad else 0)\n")
+    code = (
+        "import importlib, pkgutil, sys, cxrmodels\n"
+        "for m in pkgutil.walk_packages(cxrmodels.__path__, 'cxrmodels.'):\n"
+        "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('ray', 'optuna'))\n"
+        "print(bad); sys.exit(1 if bad else 0)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 

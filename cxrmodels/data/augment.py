@@ -38,8 +38,7 @@ class AugmentConfig:
 
     @property
     def is_identity(self) -> bool:
-        return not self.enabled or (self.shift == 0 and self.zoom == 0 and self.rotate_deg == 0
-                                    and self.intensity == 0)
+        return not self.enabled or (self.shift == 0 and self.zoom == 0 and self.rotate_deg == 0 and self.intensity == 0)
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -74,8 +73,14 @@ def affine_matrices(batch: int, cfg: AugmentConfig, generator: torch.Generator |
 #: Test-time augmentation: fixed views (x shift, y shift as a fraction of the size; zoom), the identity first. The same
 #: kinds of change as training's augmentation, small enough to keep the whole chest in view; never a flip.
 TTA_VIEWS: tuple[tuple[float, float, float], ...] = (
-    (0.0, 0.0, 1.0), (0.04, 0.0, 1.0), (-0.04, 0.0, 1.0), (0.0, 0.04, 1.0), (0.0, -0.04, 1.0), (0.0, 0.0, 1.05),
-    (0.0, 0.0, 0.95), (0.04, 0.04, 1.0),
+    (0.0, 0.0, 1.0),
+    (0.04, 0.0, 1.0),
+    (-0.04, 0.0, 1.0),
+    (0.0, 0.04, 1.0),
+    (0.0, -0.04, 1.0),
+    (0.0, 0.0, 1.05),
+    (0.0, 0.0, 0.95),
+    (0.04, 0.04, 1.0),
 )
 
 

@@ -103,8 +103,9 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def build_images(records: Sequence[Record], cfg: PreprocessConfig,
-                 workers: int | None = None) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+def build_images(
+    records: Sequence[Record], cfg: PreprocessConfig, workers: int | None = None
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """Decode and preprocess all records in a thread pool: (usable images, their record indices, skipped)."""
     out = np.empty((len(records), cfg.size, cfg.size), dtype=np.uint8)
     kept: list[int] = []
@@ -141,8 +142,9 @@ def _load_entry(npy: Path, meta: Path, n_records: int) -> tuple[np.ndarray, list
     return images, kept, skipped
 
 
-def load_or_build(records: Sequence[Record], cfg: PreprocessConfig, cache_dir: str | Path | None = None,
-                  workers: int | None = None) -> CachedImages:
+def load_or_build(
+    records: Sequence[Record], cfg: PreprocessConfig, cache_dir: str | Path | None = None, workers: int | None = None
+) -> CachedImages:
     """The cached preprocessed images for ``records``: memory-mapped when present, else built and stored."""
     start = time.perf_counter()
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -155,8 +157,16 @@ def load_or_build(records: Sequence[Record], cfg: PreprocessConfig, cache_dir: s
         return CachedImages(images, kept, skipped, npy, False, time.perf_counter() - start)
     images, kept, skipped = build_images(records, cfg, workers)
     atomic_write(npy, lambda fh: np.save(fh, images, allow_pickle=False))
-    write_json_atomic(meta, {"version": CACHE_VERSION, "preprocess": cfg.to_dict(), "n_records": len(records),
-                             "kept": kept, "skipped": [list(s) for s in skipped]})
+    write_json_atomic(
+        meta,
+        {
+            "version": CACHE_VERSION,
+            "preprocess": cfg.to_dict(),
+            "n_records": len(records),
+            "kept": kept,
+            "skipped": [list(s) for s in skipped],
+        },
+    )
     seconds = time.perf_counter() - start
     log.info("cache built %s (%d images, %d skipped) in %.1f s", npy, len(kept), len(skipped), seconds)
     return CachedImages(np.load(npy, mmap_mode="r"), kept, skipped, npy, True, seconds)

@@ -67,8 +67,10 @@ class PreparedData:
         for column in ("view", "modality"):  # DICOM: AP/PA per class is a known shortcut for pneumonia models
             if column in m.columns and (m[column] != "").any():
                 counts = pd.crosstab(m["label"], m[column].replace("", "(none)"))
-                lines += [f"{column} per class (DICOM {'ViewPosition' if column == 'view' else 'Modality'}):",
-                          counts.to_string()]
+                lines += [
+                    f"{column} per class (DICOM {'ViewPosition' if column == 'view' else 'Modality'}):",
+                    counts.to_string(),
+                ]
         return "\n".join(lines)
 
 
@@ -83,8 +85,13 @@ class LabelledImages:
     patients: list[str] = field(default_factory=list)  # per image: resampled together by the bootstrap intervals
 
 
-def load_labelled(data: str, preprocess: PreprocessConfig, *, cache_dir: str | Path | None = None,
-                  class_map: Mapping[str, str] | None = None) -> LabelledImages:
+def load_labelled(
+    data: str,
+    preprocess: PreprocessConfig,
+    *,
+    cache_dir: str | Path | None = None,
+    class_map: Mapping[str, str] | None = None,
+) -> LabelledImages:
     """All images of a labelled source (any layout :func:`load_records` reads), preprocessed like the training data
     and cached; no split, since nothing is ever fitted on such a set."""
     source = load_records(data, class_map=class_map)
@@ -92,8 +99,13 @@ def load_labelled(data: str, preprocess: PreprocessConfig, *, cache_dir: str | P
     records = [source.records[i] for i in cached.kept]
     if not records:
         raise ValueError(f"{data}: none of the {len(source.records)} image(s) could be decoded")
-    return LabelledImages(np.asarray(cached.images), [r.label for r in records], [r.path for r in records],
-                          [*source.skipped, *cached.skipped], [r.patient for r in records])
+    return LabelledImages(
+        np.asarray(cached.images),
+        [r.label for r in records],
+        [r.path for r in records],
+        [*source.skipped, *cached.skipped],
+        [r.patient for r in records],
+    )
 
 
 def write_skipped_report(skipped: Sequence[tuple[str, str]], path: str | Path) -> Path:
@@ -115,8 +127,9 @@ def manifest_key(records: Sequence[Record], hashes: Sequence[str], split: SplitC
     return digest.hexdigest()[:24]
 
 
-def split_manifest(records: Sequence[Record], hashes: Sequence[str], split: SplitConfig, keep_split: bool,
-                   cache_dir: str | Path | None) -> pd.DataFrame:
+def split_manifest(
+    records: Sequence[Record], hashes: Sequence[str], split: SplitConfig, keep_split: bool, cache_dir: str | Path | None
+) -> pd.DataFrame:
     """The split manifest, cached beside the images: grouped k-fold on ~5,000 images takes seconds, and a warm
     ``prepare`` must cost a fraction of a cold one."""
     path = Path(cache_dir or default_cache_dir()) / f"split-{manifest_key(records, hashes, split, keep_split)}.csv"
@@ -132,26 +145,43 @@ def split_manifest(records: Sequence[Record], hashes: Sequence[str], split: Spli
     return manifest
 
 
-def prepare(data: str, preprocess: PreprocessConfig, *, cache_dir: str | Path | None = None,
-            split: SplitConfig | None = None, keep_split: bool = False, class_map: Mapping[str, str] | None = None,
-            allow_outside_root: bool = False, seed: int = 0, synthetic_n: int | None = None,
-            workers: int | None = None) -> PreparedData:
+def prepare(
+    data: str,
+    preprocess: PreprocessConfig,
+    *,
+    cache_dir: str | Path | None = None,
+    split: SplitConfig | None = None,
+    keep_split: bool = False,
+    class_map: Mapping[str, str] | None = None,
+    allow_outside_root: bool = False,
+    seed: int = 0,
+    synthetic_n: int | None = None,
+    workers: int | None = None,
+) -> PreparedData:
     """List, decode+preprocess (cached), and split a data source.
 
     ``seed`` seeds the synthetic generator and, when ``split`` is None, the split (``SplitConfig(seed=seed)``);
     a given ``split`` carries its own seed.
     """
-    source = load_records(data, keep_split=keep_split, class_map=class_map, allow_outside_root=allow_outside_root,
-                          synthetic_n=synthetic_n, seed=seed)
+    source = load_records(
+        data,
+        keep_split=keep_split,
+        class_map=class_map,
+        allow_outside_root=allow_outside_root,
+        synthetic_n=synthetic_n,
+        seed=seed,
+    )
     cached = load_or_build(source.records, preprocess, cache_dir, workers)
     records = [source.records[i] for i in cached.kept]
     if not records:
         raise ValueError(f"{data}: none of the {len(source.records)} image(s) could be decoded")
     hashes = cached_content_hashes(source.records, cache_dir)
-    manifest = split_manifest(records, [hashes[i] for i in cached.kept], split or SplitConfig(seed=seed), keep_split,
-                              cache_dir)
-    prepared = PreparedData(cached.images, records, manifest, [*source.skipped, *cached.skipped], preprocess,
-                            source.notes)
+    manifest = split_manifest(
+        records, [hashes[i] for i in cached.kept], split or SplitConfig(seed=seed), keep_split, cache_dir
+    )
+    prepared = PreparedData(
+        cached.images, records, manifest, [*source.skipped, *cached.skipped], preprocess, source.notes
+    )
     if log.isEnabledFor(logging.INFO):
         log.info("prepared %s\n%s", data, prepared.summary())
     return prepared

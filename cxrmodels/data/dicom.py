@@ -22,8 +22,10 @@ import numpy as np
 DICOM_EXTENSIONS: frozenset[str] = frozenset({".dcm", ".dicom"})
 PREAMBLE_END = 132  # 128 bytes of preamble, then b"DICM"
 INSTALL_HINT = "pip install 'cxr-tune[dicom]'"
-PLUGIN_HINT = ("install a pydicom decoder plugin for it: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
-               "(or python-gdcm)")
+PLUGIN_HINT = (
+    "install a pydicom decoder plugin for it: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
+    "(or python-gdcm)"
+)
 
 
 def is_dicom_bytes(data: bytes) -> bool:
@@ -86,8 +88,11 @@ def read_header(path: str | Path) -> DicomHeader:
     """The header fields of an image DICOM; raises ``UnreadableImage`` for a corrupt file or one with no image."""
     ds = _read(str(path), stop_before_pixels=True)
     _require_image(ds)
-    return DicomHeader(str(ds.get("PatientID", "") or "").strip(), str(ds.get("ViewPosition", "") or "").strip(),
-                       str(ds.get("Modality", "") or "").strip())
+    return DicomHeader(
+        str(ds.get("PatientID", "") or "").strip(),
+        str(ds.get("ViewPosition", "") or "").strip(),
+        str(ds.get("Modality", "") or "").strip(),
+    )
 
 
 def _pixels(ds) -> np.ndarray:
@@ -98,8 +103,9 @@ def _pixels(ds) -> np.ndarray:
         return ds.pixel_array
     except (RuntimeError, NotImplementedError) as err:  # pydicom: no decoder plugin for this transfer syntax
         if syntax is not None and syntax.is_compressed:
-            raise UnreadableImage(f"compressed DICOM ({syntax.name}) that no installed decoder reads; "
-                                  f"{PLUGIN_HINT}") from err
+            raise UnreadableImage(
+                f"compressed DICOM ({syntax.name}) that no installed decoder reads; {PLUGIN_HINT}"
+            ) from err
         raise UnreadableImage(f"DICOM pixel data unreadable ({str(err)[:160]})") from err
     except (ValueError, AttributeError, KeyError, TypeError, EOFError) as err:
         raise UnreadableImage(f"corrupt or truncated DICOM pixel data ({str(err)[:160]})") from err

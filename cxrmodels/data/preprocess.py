@@ -69,8 +69,9 @@ class PreprocessConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown preprocessing key(s) {', '.join(sorted(unknown))}; "
-                             f"valid: {', '.join(sorted(names))}")
+            raise ValueError(
+                f"unknown preprocessing key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(names))}"
+            )
         return cls(**d)
 
     def key(self) -> str:
@@ -112,7 +113,7 @@ def center_crop_square(image: np.ndarray) -> np.ndarray:
     h, w = image.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    return image[top:top + side, left:left + side]
+    return image[top : top + side, left : left + side]
 
 
 def crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -128,8 +129,9 @@ def letterbox(image: np.ndarray, size: int, pad_value: int = 0) -> np.ndarray:
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     resized = _resize(image, nh, nw)
     top, left = (size - nh) // 2, (size - nw) // 2
-    return cv2.copyMakeBorder(resized, top, size - nh - top, left, size - nw - left, cv2.BORDER_CONSTANT,
-                              value=pad_value)
+    return cv2.copyMakeBorder(
+        resized, top, size - nh - top, left, size - nw - left, cv2.BORDER_CONSTANT, value=pad_value
+    )
 
 
 def resize_square(image: np.ndarray, size: int, mode: str) -> np.ndarray:

@@ -90,8 +90,9 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def iter_image_files(root: Path, skipped: list[tuple[str, str]],
-                     seen_dirs: set[tuple[int, int]] | None = None) -> Iterator[Path]:
+def iter_image_files(
+    root: Path, skipped: list[tuple[str, str]], seen_dirs: set[tuple[int, int]] | None = None
+) -> Iterator[Path]:
     """Image files under ``root`` (recursively, sorted for determinism), following symlinks without looping.
 
     Hidden files and folders are ignored; other non-image files are appended to ``skipped`` with a reason.
@@ -152,8 +153,9 @@ class _RecordMaker:
         self.no_name_id = 0
         self.no_patient_tag = 0
 
-    def __call__(self, path: Path, label: str, default: str, *, split: str | None = None,
-                 patient: str = "") -> Record | None:
+    def __call__(
+        self, path: Path, label: str, default: str, *, split: str | None = None, patient: str = ""
+    ) -> Record | None:
         view = modality = ""
         if is_dicom_path(path):
             try:
@@ -178,8 +180,10 @@ class _RecordMaker:
         if self.no_patient_tag:
             notes.append(f"{self.no_patient_tag} DICOM file(s) have no PatientID; each is treated as its own patient")
         if self.no_name_id:
-            notes.append(f"{self.no_name_id} file name(s) carry no patient id (personN / IM-PPPP / NORMAL2-IM-PPPP); "
-                         "each such image is treated as its own patient")
+            notes.append(
+                f"{self.no_name_id} file name(s) carry no patient id (personN / IM-PPPP / NORMAL2-IM-PPPP); "
+                "each such image is treated as its own patient"
+            )
         for note in notes:
             log.info("%s: %s", self.source, note)
         return notes
@@ -218,8 +222,9 @@ def kaggle_source(root: str | Path, *, keep_split: bool = False) -> SourceResult
             if folder_label not in class_dirs:
                 continue
             for path in iter_image_files(class_dirs[folder_label], skipped, seen):
-                records.append(make(path, kermany_label(path.name, folder_label), path.stem,
-                                    split=split if keep_split else None))
+                records.append(
+                    make(path, kermany_label(path.name, folder_label), path.stem, split=split if keep_split else None)
+                )
     return SourceResult([r for r in records if r is not None], skipped, make.notes())
 
 
@@ -242,7 +247,8 @@ def resolve_class_map(folders: list[str], class_map: Mapping[str, str] | None) -
         raise ValueError(
             f"class folder(s) {', '.join(repr(n) for n in unmapped)} have no label; folders found: "
             f"{', '.join(repr(n) for n in folders)}. Map every folder to one of {', '.join(LABELS)}, e.g. "
-            f"class_map={{{example}}}")
+            f"class_map={{{example}}}"
+        )
     return resolved
 
 
@@ -262,8 +268,11 @@ def folder_source(root: str | Path, class_map: Mapping[str, str] | None = None) 
         skipped.append((str(path), "file outside any class folder"))
     make = _RecordMaker(str(root), skipped)
     seen: set[tuple[int, int]] = set()
-    records = [make(path, labels[d.name], f"{d.name}/{path.stem}") for d in folders
-               for path in iter_image_files(d, skipped, seen)]
+    records = [
+        make(path, labels[d.name], f"{d.name}/{path.stem}")
+        for d in folders
+        for path in iter_image_files(d, skipped, seen)
+    ]
     return SourceResult([r for r in records if r is not None], skipped, make.notes())
 
 
@@ -275,7 +284,8 @@ def _csv_path(root: Path, value: str, line: int, csv_path: Path, allow_outside_r
     if not allow_outside_root and not path.is_relative_to(root):
         raise ValueError(
             f"{csv_path}:{line}: path {value!r} points outside the CSV's folder {root}; "
-            "move the images under the CSV's folder, or (library use) pass allow_outside_root=True if that is intended")
+            "move the images under the CSV's folder, or (library use) pass allow_outside_root=True if that is intended"
+        )
     if not path.is_file():
         raise ValueError(f"{csv_path}:{line}: file {value!r} not found ({path})")
     return path
@@ -291,8 +301,10 @@ def csv_source(csv_path: str | Path, *, keep_split: bool = False, allow_outside_
     frame.columns = [c.strip().lower() for c in frame.columns]
     missing = {"path", "label"} - set(frame.columns)
     if missing:
-        raise ValueError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
-                         f"expected path,label[,patient_id][,split], found {','.join(frame.columns)}")
+        raise ValueError(
+            f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
+            f"expected path,label[,patient_id][,split], found {','.join(frame.columns)}"
+        )
     patient_col = next((c for c in ("patient_id", "patient") if c in frame.columns), None)
     if keep_split and "split" not in frame.columns:
         raise ValueError(f"{csv_path}: keep_split=True but the CSV has no split column")
@@ -343,8 +355,15 @@ def unwrap_single_folder(root: Path) -> Path:
     return root
 
 
-def load_records(spec: str | Path, *, keep_split: bool = False, class_map: Mapping[str, str] | None = None,
-                 allow_outside_root: bool = False, synthetic_n: int | None = None, seed: int = 0) -> SourceResult:
+def load_records(
+    spec: str | Path,
+    *,
+    keep_split: bool = False,
+    class_map: Mapping[str, str] | None = None,
+    allow_outside_root: bool = False,
+    synthetic_n: int | None = None,
+    seed: int = 0,
+) -> SourceResult:
     """Detect the source behind ``spec`` and list its records.
 
     ``synthetic`` or ``synthetic:N``; a ``.csv`` manifest; a folder in the Kaggle layout; else class folders.

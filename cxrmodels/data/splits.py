@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 class SplitMinimumsError(ValueError):
     """The data cannot meet the per-class validation/test minimums asked for (``min_val`` / ``min_test``)."""
 
+
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "patient", "split", "fold")
 # Known for DICOM records only (empty otherwise); a manifest written before they existed reads with them empty.
 DICOM_COLUMNS: tuple[str, ...] = ("view", "modality")
@@ -63,8 +64,12 @@ class SplitConfig:
     @classmethod
     def study_b(cls, seed: int = 0, folds: int = 3) -> SplitConfig:
         """Study B's minimums: test >= 200 NORMAL / 100 BACTERIAL / 100 VIRAL, val >= 50 / 25 / 25."""
-        return cls(seed=seed, folds=folds, min_test={NORMAL: 200, BACTERIAL: 100, VIRAL: 100},
-                   min_val={NORMAL: 50, BACTERIAL: 25, VIRAL: 25})
+        return cls(
+            seed=seed,
+            folds=folds,
+            min_test={NORMAL: 200, BACTERIAL: 100, VIRAL: 100},
+            min_val={NORMAL: 50, BACTERIAL: 25, VIRAL: 25},
+        )
 
 
 def content_hash(record: Record) -> str:
@@ -112,12 +117,14 @@ def _check_feasible(labels: np.ndarray, groups: np.ndarray, cfg: SplitConfig) ->
         if n_groups < len(active):
             raise ValueError(
                 f"class {label} has {n_images} usable image(s) from {n_groups} patient group(s); at least "
-                f"{len(active)} groups are needed to put one in each of {'/'.join(active)}")
+                f"{len(active)} groups are needed to put one in each of {'/'.join(active)}"
+            )
         need = cfg.min_val.get(label, 0) + cfg.min_test.get(label, 0)
         if need and n_images < need + 1:
             raise SplitMinimumsError(
                 f"class {label} has {n_images} usable image(s) but the split minimums need {need} "
-                f"(val {cfg.min_val.get(label, 0)} + test {cfg.min_test.get(label, 0)}) plus some for train")
+                f"(val {cfg.min_val.get(label, 0)} + test {cfg.min_test.get(label, 0)}) plus some for train"
+            )
 
 
 def assign_splits(labels: Sequence[str], groups: np.ndarray, cfg: SplitConfig) -> np.ndarray:
@@ -137,8 +144,14 @@ def assign_splits(labels: Sequence[str], groups: np.ndarray, cfg: SplitConfig) -
     filled = {s: Counter() for s in SPLITS}
     for label in sorted(set(labels)):
         n = int((labels == label).sum())
-        target = {s: max(math.ceil(cfg.fraction(s) * n - 1e-9), getattr(cfg, f"min_{s}").get(label, 0),
-                         1 if cfg.fraction(s) > 0 else 0) for s in ("val", "test")}
+        target = {
+            s: max(
+                math.ceil(cfg.fraction(s) * n - 1e-9),
+                getattr(cfg, f"min_{s}").get(label, 0),
+                1 if cfg.fraction(s) > 0 else 0,
+            )
+            for s in ("val", "test")
+        }
         own = sorted(g for g, d in dominant.items() if d == label)
         order = [int(g) for g in rng.permutation(own)]
         for pos, g in enumerate(order):
@@ -149,19 +162,26 @@ def assign_splits(labels: Sequence[str], groups: np.ndarray, cfg: SplitConfig) -
             filled[split].update(labels[groups == g])
         for s in ("val", "test"):
             if filled[s][label] < getattr(cfg, f"min_{s}").get(label, 0):
-                raise SplitMinimumsError(f"could not put {getattr(cfg, f'min_{s}')[label]} {label} images in {s} "
-                                         f"(got {filled[s][label]} of {n}); lower the minimum or add data")
+                raise SplitMinimumsError(
+                    f"could not put {getattr(cfg, f'min_{s}')[label]} {label} images in {s} "
+                    f"(got {filled[s][label]} of {n}); lower the minimum or add data"
+                )
         if filled["train"][label] == 0:
-            raise ValueError(f"class {label}: no patient group left for train ({n} images); add data or lower "
-                             "the val/test fractions")
+            raise ValueError(
+                f"class {label}: no patient group left for train ({n} images); add data or lower the val/test fractions"
+            )
     return np.array([split_of_group[int(g)] for g in groups], dtype=object)
 
 
 def check_minimums(labels: Sequence[str], splits: Sequence[str], cfg: SplitConfig) -> None:
     """Raise when a split holds fewer images of a class than ``cfg`` demands (also for a kept, given split)."""
     counts = Counter(zip(splits, labels, strict=True))
-    short = [f"{s} has {counts[(s, label)]} {label} (needs {need})"
-             for s in ("val", "test") for label, need in getattr(cfg, f"min_{s}").items() if counts[(s, label)] < need]
+    short = [
+        f"{s} has {counts[(s, label)]} {label} (needs {need})"
+        for s in ("val", "test")
+        for label, need in getattr(cfg, f"min_{s}").items()
+        if counts[(s, label)] < need
+    ]
     if short:
         raise SplitMinimumsError("split minimums not met: " + "; ".join(short))
 
@@ -174,8 +194,9 @@ def assign_folds(labels: Sequence[str], groups: np.ndarray, splits: Sequence[str
     idx = np.flatnonzero(np.isin(np.asarray(splits), ["train", "val"]))
     n_groups = len(set(groups[idx]))
     if n_groups < folds:
-        raise ValueError(f"{folds}-fold cross-validation needs at least {folds} patient groups in train+val, "
-                         f"found {n_groups}")
+        raise ValueError(
+            f"{folds}-fold cross-validation needs at least {folds} patient groups in train+val, found {n_groups}"
+        )
     kfold = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     y = np.asarray(labels)[idx]
     for k, (_, held) in enumerate(kfold.split(np.zeros(len(idx)), y, groups[idx])):
@@ -183,8 +204,13 @@ def assign_folds(labels: Sequence[str], groups: np.ndarray, splits: Sequence[str
     return out
 
 
-def make_splits(records: Sequence[Record], cfg: SplitConfig | None = None, *, keep_split: bool = False,
-                hashes: Sequence[str] | None = None) -> pd.DataFrame:
+def make_splits(
+    records: Sequence[Record],
+    cfg: SplitConfig | None = None,
+    *,
+    keep_split: bool = False,
+    hashes: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """The manifest (path, label, patient, split, fold, view, modality), one row per record in order.
 
     ``keep_split`` uses each record's declared split (Kaggle folders / CSV column) instead of re-splitting;
@@ -209,9 +235,17 @@ def make_splits(records: Sequence[Record], cfg: SplitConfig | None = None, *, ke
     else:
         splits = assign_splits(labels, groups, cfg)
     folds = assign_folds(labels, groups, splits, cfg.folds, cfg.seed)
-    return pd.DataFrame({"path": [r.path for r in records], "label": labels, "patient": [r.patient for r in records],
-                         "split": splits, "fold": folds, "view": [r.view for r in records],
-                         "modality": [r.modality for r in records]})
+    return pd.DataFrame(
+        {
+            "path": [r.path for r in records],
+            "label": labels,
+            "patient": [r.patient for r in records],
+            "split": splits,
+            "fold": folds,
+            "view": [r.view for r in records],
+            "modality": [r.modality for r in records],
+        }
+    )
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Path:
@@ -227,8 +261,11 @@ def write_manifest(manifest: pd.DataFrame, path: str | Path) -> Path:
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read a manifest written by :func:`write_manifest`, checking its columns and values."""
-    frame = pd.read_csv(path, dtype={"path": str, "label": str, "patient": str, "split": str, "fold": "int64",
-                                     "view": str, "modality": str}, keep_default_na=False)
+    frame = pd.read_csv(
+        path,
+        dtype={"path": str, "label": str, "patient": str, "split": str, "fold": "int64", "view": str, "modality": str},
+        keep_default_na=False,
+    )
     missing = set(MANIFEST_COLUMNS) - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: not a split manifest, missing column(s) {', '.join(sorted(missing))}")

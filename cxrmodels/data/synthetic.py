@@ -78,17 +78,19 @@ def _thorax(p: SyntheticPatient, rng: np.random.Generator, u: np.ndarray, v: np.
     """Density of the body, heart, spine and ribs, and the soft lung mask."""
     ls, hs = p.lung_scale, p.heart_scale
     body = _ellipse(u, v, 0.0, 0.1, 0.88, 1.25, 0.04)
-    lungs = (_ellipse(u, v, -0.36 * ls, -0.05, 0.24 * ls, 0.52 * ls, 0.06)
-             + _ellipse(u, v, 0.36 * ls, -0.05, 0.24 * ls, 0.52 * ls, 0.06))
+    lungs = _ellipse(u, v, -0.36 * ls, -0.05, 0.24 * ls, 0.52 * ls, 0.06) + _ellipse(
+        u, v, 0.36 * ls, -0.05, 0.24 * ls, 0.52 * ls, 0.06
+    )
     heart = _ellipse(u, v, 0.1, 0.25, 0.2 * hs, 0.26 * hs, 0.08)
-    spine = np.exp(-(u / 0.07) ** 2) * body
+    spine = np.exp(-((u / 0.07) ** 2)) * body
     ribs = 0.5 + 0.5 * np.sin(v * np.pi * rng.uniform(6.0, 9.0) + 2.0 * u**2)
     density = 0.5 * body - 0.3 * lungs + 0.14 * heart + 0.12 * spine + 0.04 * ribs * lungs
     return density, lungs
 
 
-def _disease(p: SyntheticPatient, rng: np.random.Generator, u: np.ndarray, v: np.ndarray, lungs: np.ndarray,
-             size: int) -> np.ndarray:
+def _disease(
+    p: SyntheticPatient, rng: np.random.Generator, u: np.ndarray, v: np.ndarray, lungs: np.ndarray, size: int
+) -> np.ndarray:
     """Added density of the class signal (and of the normal look-alikes that make classes overlap)."""
     ls = p.lung_scale
     if p.label == BACTERIAL:
@@ -123,7 +125,7 @@ def _nuisances(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
         mh, mw = int(h * rng.uniform(0.05, 0.12)), int(w * rng.uniform(0.05, 0.12))
         y0 = int(rng.uniform(0.02, 0.3) * h) if rng.uniform() < 0.5 else int(rng.uniform(0.6, 0.9) * h)
         x0 = int(rng.uniform(0.02, 0.85) * w)
-        img[y0:y0 + mh, x0:x0 + mw] = 1.0
+        img[y0 : y0 + mh, x0 : x0 + mw] = 1.0
     img = img + rng.uniform(0.01, 0.06) * rng.standard_normal(img.shape, dtype=np.float32)
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
@@ -160,8 +162,11 @@ def synthetic_records(n: int, seed: int = 0) -> list[Record]:
             if len(records) == n:
                 break
             image = render_image(patient, rng)
-            records.append(Record(path=synthetic_path(seed, len(records)), label=patient.label,
-                                  patient=patient.patient, image=image))
+            records.append(
+                Record(
+                    path=synthetic_path(seed, len(records)), label=patient.label, patient=patient.patient, image=image
+                )
+            )
     return records
 
 

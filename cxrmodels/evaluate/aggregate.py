@@ -30,10 +30,16 @@ def aggregate_runs(runs: Sequence[Mapping[str, object]]) -> pd.DataFrame:
         values = np.array([float(r[key]) for r in runs if _is_number(r.get(key))], dtype=np.float64)
         values = values[~np.isnan(values)]
         n = len(values)
-        rows.append({
-            "metric": key, "mean": values.mean() if n else math.nan, "std": values.std(ddof=1) if n > 1 else math.nan,
-            "min": values.min() if n else math.nan, "max": values.max() if n else math.nan, "n": n,
-        })
+        rows.append(
+            {
+                "metric": key,
+                "mean": values.mean() if n else math.nan,
+                "std": values.std(ddof=1) if n > 1 else math.nan,
+                "min": values.min() if n else math.nan,
+                "max": values.max() if n else math.nan,
+                "n": n,
+            }
+        )
     return pd.DataFrame(rows, columns=["metric", "mean", "std", "min", "max", "n"]).set_index("metric")
 
 

@@ -25,7 +25,16 @@ log = logging.getLogger(__name__)
 THRESHOLDS: tuple[float, ...] = tuple(round(0.10 + 0.05 * i, 2) for i in range(17))
 
 SWEEP_COLUMNS: tuple[str, ...] = (
-    "threshold", "tp", "fp", "tn", "fn", "precision", "recall", "specificity", "f1", "accuracy",
+    "threshold",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "accuracy",
     "no_positive_predictions",
 )
 
@@ -78,8 +87,9 @@ def pneumonia_probability(probs: np.ndarray, class_names: Sequence[str]) -> np.n
     return 1.0 - probs[:, names.index(NORMAL)]
 
 
-def binary_metrics(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[float] | np.ndarray,
-                   threshold: float) -> dict[str, float]:
+def binary_metrics(
+    y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[float] | np.ndarray, threshold: float
+) -> dict[str, float]:
     """Counts and rates at one threshold (PNEUMONIA is the positive class; recall is sensitivity).
 
     Empty denominators give 0.0 and a ``no_positive_predictions`` flag rather than a warning: at high thresholds a
@@ -92,15 +102,25 @@ def binary_metrics(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[flo
     precision = _ratio(tp, tp + fp)
     recall = _ratio(tp, tp + fn)
     return {
-        "threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-        "precision": precision, "recall": recall, "specificity": _ratio(tn, tn + fp),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn), "accuracy": _ratio(tp + tn, len(y)),
+        "threshold": float(threshold),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "precision": precision,
+        "recall": recall,
+        "specificity": _ratio(tn, tn + fp),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "accuracy": _ratio(tp + tn, len(y)),
         "no_positive_predictions": tp + fp == 0,
     }
 
 
-def threshold_sweep(y_true: Sequence[int] | np.ndarray, p_pneumonia: Sequence[float] | np.ndarray,
-                    thresholds: Sequence[float] = THRESHOLDS) -> pd.DataFrame:
+def threshold_sweep(
+    y_true: Sequence[int] | np.ndarray,
+    p_pneumonia: Sequence[float] | np.ndarray,
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> pd.DataFrame:
     """One row per threshold (17 by default): the table and the points of the PR plot of study B."""
     rows = [binary_metrics(y_true, p_pneumonia, t) for t in thresholds]
     flagged = [r["threshold"] for r in rows if r["no_positive_predictions"]]
@@ -142,9 +162,13 @@ def roc_auc(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.nda
     return float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(k))))
 
 
-def binary_report(y_val: Sequence[int] | np.ndarray, p_val: Sequence[float] | np.ndarray,
-                  y_test: Sequence[int] | np.ndarray, p_test: Sequence[float] | np.ndarray,
-                  thresholds: Sequence[float] = THRESHOLDS) -> dict:
+def binary_report(
+    y_val: Sequence[int] | np.ndarray,
+    p_val: Sequence[float] | np.ndarray,
+    y_test: Sequence[int] | np.ndarray,
+    p_test: Sequence[float] | np.ndarray,
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> dict:
     """Choose the threshold on validation, then report test metrics at that threshold only.
 
     Returns ``threshold``, ``val_f1`` (the F1 that chose it), the test ``accuracy``, ``sensitivity``,
@@ -165,7 +189,10 @@ def binary_report(y_val: Sequence[int] | np.ndarray, p_val: Sequence[float] | np
         "precision": test["precision"],
         "f1": test["f1"],
         "auc": roc_auc(y_test, p_test),
-        "tp": test["tp"], "fp": test["fp"], "tn": test["tn"], "fn": test["fn"],
+        "tp": test["tp"],
+        "fp": test["fp"],
+        "tn": test["tn"],
+        "fn": test["fn"],
         "n_test": test["tp"] + test["fp"] + test["tn"] + test["fn"],
         "val_sweep": val_sweep,
         "test_sweep": threshold_sweep(y_test, p_test, thresholds),

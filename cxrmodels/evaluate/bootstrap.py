@@ -22,8 +22,9 @@ N_RESAMPLES = 2000
 LEVEL = 0.95
 
 
-def resample_weights(n_images: int, groups: Sequence | np.ndarray | None = None, *, n: int = N_RESAMPLES,
-                     seed: int = 0) -> np.ndarray:
+def resample_weights(
+    n_images: int, groups: Sequence | np.ndarray | None = None, *, n: int = N_RESAMPLES, seed: int = 0
+) -> np.ndarray:
     """(n, n_images) bootstrap weights: how often each image's group (its patient; the image itself when
     ``groups`` is None) was drawn in each resample."""
     if groups is None:
@@ -51,8 +52,7 @@ def auc_resamples(weights: np.ndarray, y: np.ndarray, scores: np.ndarray) -> np.
     """The weighted ROC AUC (ties count one half) of every resample."""
     y = np.asarray(y).astype(bool)
     unique, inverse = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
-    onehot = sparse.csr_matrix((np.ones(len(y)), (np.arange(len(y)), inverse)),
-                               shape=(len(y), len(unique)))
+    onehot = sparse.csr_matrix((np.ones(len(y)), (np.arange(len(y)), inverse)), shape=(len(y), len(unique)))
     pos = np.asarray(onehot.T @ (weights * y).T).T  # the positives' weight at each distinct score, per resample
     neg = np.asarray(onehot.T @ (weights * ~y).T).T
     below = np.cumsum(neg, axis=1) - neg
@@ -67,9 +67,16 @@ def _row(name: str, value: float, resamples: np.ndarray, level: float) -> dict:
     return {"metric": name, "value": float(value), "low": float(low), "high": float(high)}
 
 
-def binary_intervals(y: Sequence[int] | np.ndarray, p: Sequence[float] | np.ndarray, threshold: float,
-                     groups: Sequence | np.ndarray | None = None, *, n: int = N_RESAMPLES, seed: int = 0,
-                     level: float = LEVEL) -> pd.DataFrame:
+def binary_intervals(
+    y: Sequence[int] | np.ndarray,
+    p: Sequence[float] | np.ndarray,
+    threshold: float,
+    groups: Sequence | np.ndarray | None = None,
+    *,
+    n: int = N_RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> pd.DataFrame:
     """Accuracy, sensitivity, specificity, F1 and AUROC at ``threshold`` (PNEUMONIA = 1 is positive), each with its
     ``level`` percentile interval."""
     y, p = np.asarray(y, dtype=np.int64), np.asarray(p, dtype=np.float64)
@@ -77,24 +84,39 @@ def binary_intervals(y: Sequence[int] | np.ndarray, p: Sequence[float] | np.ndar
     tp, fp, fn, tn = pred & (y == 1), pred & (y == 0), ~pred & (y == 1), ~pred & (y == 0)
     w = resample_weights(len(y), groups, n=n, seed=seed)
     one = np.ones(len(y), dtype=w.dtype)
-    ratios = {"accuracy": (tp | tn, one), "sensitivity": (tp, y == 1), "specificity": (tn, y == 0),
-              "f1": (2 * tp, 2 * tp + fp + fn)}
-    rows = [_row(name, ratio_resamples(one[None], *nd)[0], ratio_resamples(w, *nd), level)
-            for name, nd in ratios.items()]
+    ratios = {
+        "accuracy": (tp | tn, one),
+        "sensitivity": (tp, y == 1),
+        "specificity": (tn, y == 0),
+        "f1": (2 * tp, 2 * tp + fp + fn),
+    }
+    rows = [
+        _row(name, ratio_resamples(one[None], *nd)[0], ratio_resamples(w, *nd), level) for name, nd in ratios.items()
+    ]
     rows.append(_row("auc", auc_resamples(one[None], y, p)[0], auc_resamples(w, y, p), level))
     return pd.DataFrame(rows).set_index("metric")
 
 
-def multiclass_intervals(y: Sequence[int] | np.ndarray, probs: np.ndarray, class_names: Sequence[str],
-                         groups: Sequence | np.ndarray | None = None, *, n: int = N_RESAMPLES, seed: int = 0,
-                         level: float = LEVEL) -> pd.DataFrame:
+def multiclass_intervals(
+    y: Sequence[int] | np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    groups: Sequence | np.ndarray | None = None,
+    *,
+    n: int = N_RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> pd.DataFrame:
     """Arg-max accuracy (``accuracy_3class``) and each class's recall (``recall_<class>``) with intervals."""
     y = np.asarray(y, dtype=np.int64)
     correct = np.asarray(probs).argmax(axis=1) == y
     w = resample_weights(len(y), groups, n=n, seed=seed)
     one = np.ones(len(y), dtype=w.dtype)
-    ratios = {"accuracy_3class": (correct, one),
-              **{f"recall_{c}": (correct & (y == i), y == i) for i, c in enumerate(class_names)}}
-    rows = [_row(name, ratio_resamples(one[None], *nd)[0], ratio_resamples(w, *nd), level)
-            for name, nd in ratios.items()]
+    ratios = {
+        "accuracy_3class": (correct, one),
+        **{f"recall_{c}": (correct & (y == i), y == i) for i, c in enumerate(class_names)},
+    }
+    rows = [
+        _row(name, ratio_resamples(one[None], *nd)[0], ratio_resamples(w, *nd), level) for name, nd in ratios.items()
+    ]
     return pd.DataFrame(rows).set_index("metric")

@@ -51,8 +51,9 @@ def fit_temperature(y: Sequence[int] | np.ndarray, probs: np.ndarray) -> float:
     if len(y) == 0 or len(np.unique(y)) < 2:
         raise ValueError("temperature scaling needs validation images of at least two classes")
     lo, hi = np.log(TEMPERATURE_BOUNDS)
-    result = minimize_scalar(lambda log_t: nll(y, probs, float(np.exp(log_t))), bounds=(lo, hi), method="bounded",
-                             options={"xatol": 1e-4})
+    result = minimize_scalar(
+        lambda log_t: nll(y, probs, float(np.exp(log_t))), bounds=(lo, hi), method="bounded", options={"xatol": 1e-4}
+    )
     return float(np.exp(result.x))
 
 

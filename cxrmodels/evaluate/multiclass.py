@@ -14,8 +14,9 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
-def _check_inputs(y_true: Sequence[int] | np.ndarray, probs: np.ndarray,
-                  class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _check_inputs(
+    y_true: Sequence[int] | np.ndarray, probs: np.ndarray, class_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true)
     p = np.asarray(probs, dtype=np.float64)
     k = len(class_names)
@@ -68,8 +69,9 @@ def multiclass_report(y_true: Sequence[int] | np.ndarray, probs: np.ndarray, cla
     }
 
 
-def select_examples(y_true: Sequence[int] | np.ndarray, probs: np.ndarray, class_names: Sequence[str],
-                    n_wrong: int = 2) -> pd.DataFrame:
+def select_examples(
+    y_true: Sequence[int] | np.ndarray, probs: np.ndarray, class_names: Sequence[str], n_wrong: int = 2
+) -> pd.DataFrame:
     """Which images to show in a Grad-CAM grid: per true class, its most confident correct one and its worst misses.
 
     "Worst" = highest probability given to a wrong class, i.e. the most confident mistakes, which are the ones worth
@@ -86,6 +88,7 @@ def select_examples(y_true: Sequence[int] | np.ndarray, probs: np.ndarray, class
         picks = [(i, "correct") for i in right[np.argsort(-conf[right], kind="stable")][:1]]
         picks += [(i, "wrong") for i in wrong[np.argsort(-conf[wrong], kind="stable")][:n_wrong]]
         for i, kind in picks:
-            rows.append({"index": int(i), "true": name, "pred": class_names[pred[i]],
-                         "prob_pred": float(conf[i]), "kind": kind})
+            rows.append(
+                {"index": int(i), "true": name, "pred": class_names[pred[i]], "prob_pred": float(conf[i]), "kind": kind}
+            )
     return pd.DataFrame(rows, columns=["index", "true", "pred", "prob_pred", "kind"])

@@ -26,18 +26,26 @@ def _floor(value: float | None, name: str) -> float | None:
     return value
 
 
-def operating_threshold(y_val: Sequence[int] | np.ndarray, p_val: Sequence[float] | np.ndarray, *,
-                        min_sensitivity: float | None = None, min_specificity: float | None = None) -> dict:
+def operating_threshold(
+    y_val: Sequence[int] | np.ndarray,
+    p_val: Sequence[float] | np.ndarray,
+    *,
+    min_sensitivity: float | None = None,
+    min_specificity: float | None = None,
+) -> dict:
     """The validation-chosen threshold for the floor(s) given: ``threshold``, and its validation ``sensitivity``
     and ``specificity``. PNEUMONIA (1) is positive; an image is called pneumonia when P(pneumonia) >= threshold."""
-    min_sensitivity, min_specificity = _floor(min_sensitivity, "min_sensitivity"), _floor(min_specificity,
-                                                                                         "min_specificity")
+    min_sensitivity, min_specificity = (
+        _floor(min_sensitivity, "min_sensitivity"),
+        _floor(min_specificity, "min_specificity"),
+    )
     if min_sensitivity is None and min_specificity is None:
         raise ValueError("give min_sensitivity, min_specificity or both")
     y, p = np.asarray(y_val, dtype=np.int64), np.asarray(p_val, dtype=np.float64)
     if len(np.unique(y)) < 2:
-        raise OperatingPointError("the validation split needs both NORMAL and PNEUMONIA images to set an operating "
-                                  "point")
+        raise OperatingPointError(
+            "the validation split needs both NORMAL and PNEUMONIA images to set an operating point"
+        )
     fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
     sens, spec = tpr, 1.0 - fpr
     ok = np.ones(len(thresholds), dtype=bool)
@@ -48,7 +56,8 @@ def operating_threshold(y_val: Sequence[int] | np.ndarray, p_val: Sequence[float
         raise OperatingPointError(
             f"validation cannot meet sensitivity >= {min_sensitivity} and specificity >= {min_specificity} together: "
             f"the closest it reaches is sensitivity {sens[best]:.3f} with specificity {spec[best]:.3f}. Lower one "
-            "of the requirements, or use a model with a higher validation AUROC.")
+            "of the requirements, or use a model with a higher validation AUROC."
+        )
     if min_specificity is None:
         score = spec
     elif min_sensitivity is None:
@@ -58,13 +67,19 @@ def operating_threshold(y_val: Sequence[int] | np.ndarray, p_val: Sequence[float
     candidates = np.flatnonzero(ok)
     k = int(candidates[np.argmax(score[candidates])])
     if score[k] <= 0:  # met only at an end of the scores: every image called one class
-        floor, other = (("sensitivity", "specificity") if min_specificity is None else ("specificity", "sensitivity"))
+        floor, other = ("sensitivity", "specificity") if min_specificity is None else ("specificity", "sensitivity")
         raise OperatingPointError(
             f"validation meets {floor} >= {min_sensitivity if min_specificity is None else min_specificity} only by "
             f"calling every image {'PNEUMONIA' if floor == 'sensitivity' else 'NORMAL'} ({other} 0): lower the "
-            "requirement, or use a model with a higher validation AUROC.")
-    return {"threshold": _between(thresholds, k, p), "sensitivity": float(sens[k]), "specificity": float(spec[k]),
-            "min_sensitivity": min_sensitivity, "min_specificity": min_specificity}
+            "requirement, or use a model with a higher validation AUROC."
+        )
+    return {
+        "threshold": _between(thresholds, k, p),
+        "sensitivity": float(sens[k]),
+        "specificity": float(spec[k]),
+        "min_sensitivity": min_sensitivity,
+        "min_specificity": min_specificity,
+    }
 
 
 def _between(thresholds: np.ndarray, k: int, p: np.ndarray) -> float:

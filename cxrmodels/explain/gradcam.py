@@ -25,8 +25,11 @@ from torch import nn
 def find_last_conv(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """The last ``nn.Conv2d`` called during a forward pass of ``example`` (a batch the model accepts)."""
     called: list[nn.Module] = []
-    handles = [m.register_forward_hook(lambda mod, _i, _o: called.append(mod))
-               for m in model.modules() if isinstance(m, nn.Conv2d)]
+    handles = [
+        m.register_forward_hook(lambda mod, _i, _o: called.append(mod))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
     try:
         with torch.no_grad():
             model(example)
@@ -75,8 +78,9 @@ def class_score(logits: torch.Tensor, target: int | None) -> tuple[torch.Tensor,
     return logits[cls], cls
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None,
-             layer: nn.Module | str | None = None) -> np.ndarray:
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, target: int | None = None, layer: nn.Module | str | None = None
+) -> np.ndarray:
     """Grad-CAM heat map (H, W) float32 in [0, 1] at the input size, for one image.
 
     ``x`` is what the model's ``forward`` takes, one image: (C, H, W) or (1, C, H, W), on the model's device.
@@ -110,8 +114,13 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None,
     return heat.clamp_(0.0, 1.0).cpu().numpy().astype(np.float32)
 
 
-def grad_cam_images(model: nn.Module, images: np.ndarray, targets: Sequence[int | None] | None = None,
-                    layer: nn.Module | str | None = None, device: str | torch.device = "cpu") -> np.ndarray:
+def grad_cam_images(
+    model: nn.Module,
+    images: np.ndarray,
+    targets: Sequence[int | None] | None = None,
+    layer: nn.Module | str | None = None,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """Grad-CAM maps (n, S, S) for preprocessed uint8 images (n, S, S), the arrays the data pipeline caches.
 
     Images are scaled to [0, 1] exactly as the training loop's evaluation path does (the model normalises them

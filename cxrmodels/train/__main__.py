@@ -63,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None, help="preprocessed-image cache (default: the data one)")
     p.add_argument("--synthetic-n", type=int, default=None, help="number of synthetic images")
     p.add_argument("--smoke-test", action="store_true", help="tiny and fast: 2 epochs, 48 px, few images")
-    p.add_argument("--list-backbones", action="store_true",
-                   help="print the registered backbones, each with where its pretrained weights come from, and exit")
+    p.add_argument(
+        "--list-backbones",
+        action="store_true",
+        help="print the registered backbones, each with where its pretrained weights come from, and exit",
+    )
     return p
 
 
@@ -96,9 +99,12 @@ def load_data(args: argparse.Namespace, cfg: TrialConfig):  # -> (TrainData, Pre
 
     synthetic_n = args.synthetic_n or (SMOKE_SYNTHETIC_N if args.smoke_test and args.data == "synthetic" else None)
     prepared = prepare(
-        args.data, PreprocessConfig(size=cfg.image_size), cache_dir=args.cache_dir, seed=cfg.seed,
+        args.data,
+        PreprocessConfig(size=cfg.image_size),
+        cache_dir=args.cache_dir,
+        seed=cfg.seed,
         synthetic_n=synthetic_n,
-    )  # fmt: skip
+    )
     train_x, train_y = prepared.arrays("train", cfg.task)
     val_x, val_y = prepared.arrays("val", cfg.task)
     if not len(train_x) or not len(val_x):
@@ -130,8 +136,16 @@ def train_run(args: argparse.Namespace, cfg: TrialConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_skipped_report(prepared.skipped, out / "skipped_files.csv")
     trainer = Trainer(cfg, data)
-    write_json(out / "config.json", {**cfg.to_dict(), "class_names": list(data.class_names), "data": str(args.data),
-                                     "preprocess": data.preprocess, "device": str(trainer.device)})  # fmt: skip
+    write_json(
+        out / "config.json",
+        {
+            **cfg.to_dict(),
+            "class_names": list(data.class_names),
+            "data": str(args.data),
+            "preprocess": data.preprocess,
+            "device": str(trainer.device),
+        },
+    )
     print(f"{len(data.train_y)} train / {len(data.val_y)} val images, {cfg.backbone} on {trainer.device} -> {out}")
     try:
         while not trainer.done:
@@ -145,8 +159,12 @@ def train_run(args: argparse.Namespace, cfg: TrialConfig) -> Path:
     finally:
         if trainer.history:
             write_metrics_csv(out / "metrics.csv", trainer.history)
-            plot_learning_curves(trainer.history, out / "learning_curves.png", best_epoch=trainer.best_epoch,
-                                 title=f"{cfg.backbone} ({cfg.task})")
+            plot_learning_curves(
+                trainer.history,
+                out / "learning_curves.png",
+                best_epoch=trainer.best_epoch,
+                title=f"{cfg.backbone} ({cfg.task})",
+            )
     trainer.checkpoint().save(out / "best.pt")
     best = trainer.history[trainer.best_epoch - 1] if trainer.best_epoch else trainer.history[-1]
     print(f"best epoch {trainer.best_epoch}: val loss {best['val_loss']:.4f}, val accuracy {best['val_accuracy']:.4f}")

@@ -89,8 +89,13 @@ class ModelCheckpoint:
         for m in members[1:]:
             if m.class_names != first.class_names or m.preprocess != first.preprocess:
                 raise ValueError("ensemble members must share class names and preprocessing (image size included)")
-        return cls(config=first.config, class_names=first.class_names, preprocess=first.preprocess,
-                   members=tuple(members), **decision)  # fmt: skip
+        return cls(
+            config=first.config,
+            class_names=first.class_names,
+            preprocess=first.preprocess,
+            members=tuple(members),
+            **decision,
+        )
 
     # --------------------------------------------------------------------------------------- on disk
     def to_payload(self) -> dict[str, Any]:
@@ -104,10 +109,18 @@ class ModelCheckpoint:
 
     def metadata(self) -> dict[str, Any]:
         """Everything but the weights and the history, as JSON-ready values (also ONNX's metadata)."""
-        return plain({"config": self.config.to_dict(), "class_names": list(self.class_names),
-                      "preprocess": self.preprocess.to_dict(), "threshold": self.threshold,
-                      "operating_points": dict(self.operating_points), "temperature": self.temperature,
-                      "tta": int(self.tta), "info": dict(self.info)})  # fmt: skip
+        return plain(
+            {
+                "config": self.config.to_dict(),
+                "class_names": list(self.class_names),
+                "preprocess": self.preprocess.to_dict(),
+                "threshold": self.threshold,
+                "operating_points": dict(self.operating_points),
+                "temperature": self.temperature,
+                "tta": int(self.tta),
+                "info": dict(self.info),
+            }
+        )
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> ModelCheckpoint:
@@ -117,12 +130,19 @@ class ModelCheckpoint:
             raise ValueError(f"not a model checkpoint (format {fmt!r}; expected {MODEL_FORMAT})")
         config = TrialConfig.from_dict({**payload["config"], "pretrained": False, "pretrained_path": None})
         info = dict(payload.get("info") or {k: payload[k] for k in INFO_KEYS if k in payload})
-        return cls(config=config, class_names=tuple(payload["class_names"]),
-                   preprocess=preprocess_of(payload.get("preprocess"), config), weights=payload.get("model"),
-                   members=tuple(cls.from_payload(m) for m in payload.get("members") or ()),
-                   history=tuple(payload.get("history") or ()), threshold=payload.get("threshold"),
-                   operating_points=dict(payload.get("operating_points") or {}),
-                   temperature=payload.get("temperature"), tta=int(payload.get("tta") or 1), info=info)  # fmt: skip
+        return cls(
+            config=config,
+            class_names=tuple(payload["class_names"]),
+            preprocess=preprocess_of(payload.get("preprocess"), config),
+            weights=payload.get("model"),
+            members=tuple(cls.from_payload(m) for m in payload.get("members") or ()),
+            history=tuple(payload.get("history") or ()),
+            threshold=payload.get("threshold"),
+            operating_points=dict(payload.get("operating_points") or {}),
+            temperature=payload.get("temperature"),
+            tta=int(payload.get("tta") or 1),
+            info=info,
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         return save_checkpoint(path, self.to_payload())

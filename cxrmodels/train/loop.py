@@ -96,10 +96,17 @@ def to_device_once(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.
 
 def build_model(cfg: TrialConfig) -> CXRClassifier:
     return create_model(
-        cfg.backbone, cfg.num_outputs, head=cfg.head, head_hidden=cfg.head_hidden, dropout=cfg.dropout,
-        in_chans=cfg.in_chans, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path,
-        image_size=cfg.image_size, standardize=cfg.standardize,
-    )  # fmt: skip
+        cfg.backbone,
+        cfg.num_outputs,
+        head=cfg.head,
+        head_hidden=cfg.head_hidden,
+        dropout=cfg.dropout,
+        in_chans=cfg.in_chans,
+        pretrained=cfg.pretrained,
+        pretrained_path=cfg.pretrained_path,
+        image_size=cfg.image_size,
+        standardize=cfg.standardize,
+    )
 
 
 def build_model_on(cfg: TrialConfig, device: torch.device) -> CXRClassifier:
@@ -277,7 +284,11 @@ def predict_logits(
 
 
 def predict_proba(
-    model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 64, device: str | torch.device = "cpu",
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
     tta: int = 1,
 ) -> np.ndarray:
     """Class probabilities (n, k) for analysis (threshold studies, confusion matrices); binary gives 2 columns.
@@ -336,8 +347,9 @@ class Trainer:
         self.val_y = torch.as_tensor(data.val_y, dtype=torch.long)
         weights = balanced_class_weights(data.train_y, len(data.class_names)) if cfg.class_weights else None
         self.loss_fn = build_loss(cfg.task, weights)
-        self.augment = AugmentConfig(cfg.shift, cfg.zoom, cfg.rotate_deg, enabled=cfg.augment,
-                                     intensity=cfg.intensity_aug)
+        self.augment = AugmentConfig(
+            cfg.shift, cfg.zoom, cfg.rotate_deg, enabled=cfg.augment, intensity=cfg.intensity_aug
+        )
         self.epoch = 0
         self.best_val_loss = math.inf
         self.best_epoch = 0
@@ -376,7 +388,7 @@ class Trainer:
                 factor=self.cfg.plateau_factor,
                 patience=self.cfg.plateau_patience - 1,  # Keras reduces after `patience` bad epochs, torch after +1
                 min_lr=self.cfg.min_lr,
-            )  # fmt: skip
+            )
             if self.cfg.plateau
             else None
         )
@@ -405,14 +417,25 @@ class Trainer:
             self._enter_phase(self.phase_for(self.epoch))
         lr, number = self.lr, self.epoch + 1
         train = train_one_epoch(
-            self.model, self.train_x, self.train_y, optimizer=self.optimizer, loss_fn=self.loss_fn,
-            batch_size=self.cfg.batch_size, device=self.device, augment=self.augment, generator=self.generator,
+            self.model,
+            self.train_x,
+            self.train_y,
+            optimizer=self.optimizer,
+            loss_fn=self.loss_fn,
+            batch_size=self.cfg.batch_size,
+            device=self.device,
+            augment=self.augment,
+            generator=self.generator,
             epoch=number,
-        )  # fmt: skip
+        )
         val = evaluate(
-            self.model, self.val_x, self.val_y, batch_size=max(self.cfg.batch_size, 64), device=self.device,
+            self.model,
+            self.val_x,
+            self.val_y,
+            batch_size=max(self.cfg.batch_size, 64),
+            device=self.device,
             class_names=self.data.class_names,
-        )  # fmt: skip
+        )
         if not math.isfinite(val["loss"]) and len(self.val_y):
             raise NonFiniteLossError(number, None, val["loss"], where="validation")
         is_best = self._update_early_stopping(val["loss"])
@@ -438,15 +461,23 @@ class Trainer:
 
     def _epoch_metrics(self, lr: float, train: dict, val: dict, is_best: bool) -> dict[str, Any]:
         metrics: dict[str, Any] = {
-            "epoch": self.epoch, "phase": self.phase, "lr": lr,
-            "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-        }  # fmt: skip
+            "epoch": self.epoch,
+            "phase": self.phase,
+            "lr": lr,
+            "train_loss": train["loss"],
+            "train_accuracy": train["accuracy"],
+        }
         metrics.update({f"val_{k}": v for k, v in val.items()})
         metrics.update(
-            best_epoch=self.best_epoch, best_val_loss=self.best_val_loss, is_best=is_best,
-            should_stop=self.stopped_early, done=self.done, epoch_time_s=train["time_s"],
-            images_per_s=train["images_per_s"], trainable_params=self.trainable["trainable_params"],
-        )  # fmt: skip
+            best_epoch=self.best_epoch,
+            best_val_loss=self.best_val_loss,
+            is_best=is_best,
+            should_stop=self.stopped_early,
+            done=self.done,
+            epoch_time_s=train["time_s"],
+            images_per_s=train["images_per_s"],
+            trainable_params=self.trainable["trainable_params"],
+        )
         return metrics
 
     # -- checkpoint and resume
@@ -469,7 +500,7 @@ class Trainer:
                 "best_epoch": self.best_epoch,
                 "bad_epochs": self.bad_epochs,
                 "stopped_early": self.stopped_early,
-            },  # fmt: skip
+            },
             "best_state": self.best_state or {},
             "history": plain(self.history),
             "rng": rng,
@@ -504,7 +535,10 @@ class Trainer:
         best = self.best_state is not None and not current
         weights = self.best_state if best else _cpu_copy(self.model.state_dict())
         return ModelCheckpoint(
-            config=self.cfg, class_names=tuple(self.data.class_names), weights=weights,
-            preprocess=preprocess_of(self.data.preprocess, self.cfg), history=tuple(plain(self.history)),
+            config=self.cfg,
+            class_names=tuple(self.data.class_names),
+            weights=weights,
+            preprocess=preprocess_of(self.data.preprocess, self.cfg),
+            history=tuple(plain(self.history)),
             info={"best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss, "epoch": self.epoch, **info},
-        )  # fmt: skip
+        )

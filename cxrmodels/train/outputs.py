@@ -30,12 +30,18 @@ def write_metrics_csv(path: Path, history: Sequence[Mapping[str, Any]]) -> Path:
     return path
 
 
-def plot_learning_curves(history: pd.DataFrame | Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
-                         run_col: str = "run", epoch_col: str = "epoch",
-                         loss_cols: tuple[str, str] = ("train_loss", "val_loss"),
-                         acc_cols: tuple[str, str] = ("train_accuracy", "val_accuracy"),
-                         highlight: Sequence[str] = (), best_epoch: int | None = None,
-                         title: str = "Learning curves") -> Path:  # fmt: skip
+def plot_learning_curves(
+    history: pd.DataFrame | Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    run_col: str = "run",
+    epoch_col: str = "epoch",
+    loss_cols: tuple[str, str] = ("train_loss", "val_loss"),
+    acc_cols: tuple[str, str] = ("train_accuracy", "val_accuracy"),
+    highlight: Sequence[str] = (),
+    best_epoch: int | None = None,
+    title: str = "Learning curves",
+) -> Path:
     """Train (dashed) and validation (solid) loss and accuracy per epoch, for one run or many.
 
     ``history`` is one row per (run, epoch): a DataFrame, or a training run's list of epoch dicts. Runs in
@@ -68,8 +74,16 @@ def plot_learning_curves(history: pd.DataFrame | Sequence[Mapping[str, Any]], pa
     return path
 
 
-def _curves_panel(ax: Any, history: pd.DataFrame, cols: tuple[str, str], label: str, run_col: str, epoch_col: str,
-                  highlight: list[str], colours: Sequence[Any]) -> None:  # fmt: skip
+def _curves_panel(
+    ax: Any,
+    history: pd.DataFrame,
+    cols: tuple[str, str],
+    label: str,
+    run_col: str,
+    epoch_col: str,
+    highlight: list[str],
+    colours: Sequence[Any],
+) -> None:
     train_col, val_col = cols
     if not any(c in history for c in cols):
         ax.text(0.5, 0.5, f"no {label} columns", ha="center", transform=ax.transAxes)
@@ -78,6 +92,13 @@ def _curves_panel(ax: Any, history: pd.DataFrame, cols: tuple[str, str], label: 
         colour = colours[k % len(colours)] if star else "0.75"
         for col, style in ((train_col, "--"), (val_col, "-")):
             if col in df:
-                ax.plot(df[epoch_col], df[col], ls=style, color=colour, lw=1.8 if star else 0.7,
-                        label=f"{run} {col.split('_')[0]}" if star else None, zorder=3 if star else 1)  # fmt: skip
+                ax.plot(
+                    df[epoch_col],
+                    df[col],
+                    ls=style,
+                    color=colour,
+                    lw=1.8 if star else 0.7,
+                    label=f"{run} {col.split('_')[0]}" if star else None,
+                    zorder=3 if star else 1,
+                )
     ax.set(xlabel=epoch_col, ylabel=label, title=label)

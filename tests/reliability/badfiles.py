@@ -73,8 +73,13 @@ def make_bad_tree(root: Path, layout: str = "kaggle", n_good: int = 24, seed: in
     good = _good(rng)
     add("empty file", "N/IM-0901-0001.jpeg", b"", "skipped", "empty file")
     add("truncated JPEG", "N/IM-0902-0001.jpeg", _jpeg_bytes(good)[:600], "skipped", "truncated JPEG")
-    add("text file named .jpeg", "N/IM-0903-0001.jpeg", b"this is not an image\n" * 20, "skipped",
-        "not a recognised image")
+    add(
+        "text file named .jpeg",
+        "N/IM-0903-0001.jpeg",
+        b"this is not an image\n" * 20,
+        "skipped",
+        "not a recognised image",
+    )
     add("PNG named .jpg", "N/IM-0904-0001.jpg", _png_bytes(good), "used")
     arr16 = (np.asarray(good, dtype=np.uint16) * 16).astype(np.uint16)  # 12 significant bits
     import cv2

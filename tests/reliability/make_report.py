@@ -13,8 +13,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parents[1] / "docs" / "reliability.md"
-AREAS = ["Bad files", "Bad configuration", "Failing trials", "Interrupted driver", "Reproducibility", "Security",
-         "Lost node"]
+AREAS = [
+    "Bad files",
+    "Bad configuration",
+    "Failing trials",
+    "Interrupted driver",
+    "Reproducibility",
+    "Security",
+    "Lost node",
+]
 
 HEADER = """# Reliability: inputs tried, faults injected, outcomes
 

@@ -34,8 +34,15 @@ def driver_env(tmp: str, **extra: str) -> dict[str, str]:
 
 
 def start_driver(args: list[str], tmp: str, **extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=PROJECT, env=driver_env(tmp, **extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "search.run", *args],
+        cwd=PROJECT,
+        env=driver_env(tmp, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def processes_using(tmp: str) -> list[psutil.Process]:
@@ -75,7 +82,6 @@ def kill_group(proc: subprocess.Popen, tmp: str, wait_s: float = 20.0) -> None:
         pass
 
 
-
 def driver_tracebacks(err: str) -> list[str]:
     """The tracebacks in a driver's stderr (each as its first lines), less Python's "Exception ignored in ..."
     reports from trial workers that Ray ends with SIGTERM once their trial is over: Ray's handler raises SystemExit
@@ -85,7 +91,7 @@ def driver_tracebacks(err: str) -> list[str]:
     for i, line in enumerate(lines):
         if "Traceback (most recent call last)" not in line:
             continue
-        block = lines[i:i + 20]
+        block = lines[i : i + 20]
         unraisable = i > 0 and "Exception ignored in" in lines[i - 1]
         if not (unraisable and any("SystemExit" in b for b in block)):
             found.append("\n".join(block))

@@ -32,6 +32,11 @@ def record(area: str, case: str, injected: str, outcome: str, test: str) -> None
     if os.environ.get(UPDATE_ENV) != "1":
         return
     RECORDS.mkdir(exist_ok=True)
-    row = {"area": area, "case": case, "injected": injected, "outcome": _PYTEST_TMP.sub("<tmp>/", outcome),
-           "test": test}
+    row = {
+        "area": area,
+        "case": case,
+        "injected": injected,
+        "outcome": _PYTEST_TMP.sub("<tmp>/", outcome),
+        "test": test,
+    }
     (RECORDS / f"{_slug(area)}--{_slug(case)}.json").write_text(json.dumps(row, indent=1, ensure_ascii=False) + "\n")
