@@ -34,7 +34,7 @@ from analysis.model_card import settings_table, write_model_cards
 from analysis.results import ModelResult, ReportResult, RetrainResult, RetrainSettings
 from analysis.retrain import add_retrain_args, retrain_and_evaluate
 from analysis.search_plots import write_search_plots
-from search.experiment import PARAM_COLUMNS
+from search.experiment import CONFIG_PREFIX, PARAM_COLUMNS
 from search.tracking import INSTALL_HINT, add_mlflow_args, mlflow_requested
 
 log = logging.getLogger(__name__)
@@ -622,7 +622,7 @@ def write_calibration_section(rep: Report, winner: ModelResult) -> None:
 
 def preprocessing_table(exp) -> pd.DataFrame:
     """Every preprocessing parameter in force, one column per searched image size."""
-    sizes = sorted({int(v) for v in exp.results.get("config/image_size", []) if v == v})
+    sizes = sorted({int(v) for v in exp.results.get(f"{CONFIG_PREFIX}image_size", []) if v == v})
     configs = {
         f"{size} px": {**(c := exp.preprocess_config(size)).to_dict(), "tile_grid": c.effective_tile_grid}
         for size in sizes

@@ -309,3 +309,49 @@ def test_the_first_trials_cover_every_backbone() -> None:
     assert {"freeze_epochs", "finetune_blocks", "lr"} <= set(lite)  # the rest of the trial sampled as usual
     assert build_searcher(config.replace(cover_backbones=False))._points_to_evaluate in (None, [])
     assert build_searcher(config.replace(num_samples=2))._points_to_evaluate in (None, [])  # too few trials
+
+
+def test_saved_settings_round_trip_and_old_files_still_read(caplog) -> None:
+    """The experiment's search_config.yaml is SearchConfig's: written and read back equal; a file written by an older
+    version (a removed setting, settings it did not have yet) still reads, with today's defaults filled in."""
+    config = _config("--preset", "cpu", "--data", "synthetic", "--name", "x")
+    assert SearchConfig.from_yaml(config.dump()) == config
+    assert SearchConfig.from_dict(config.to_dict()) == config
+    old = "data: synthetic\nobjective: val_macro_f1\nmode: max\ncollapsed_is_worst: true\nsearcher: optuna\n"
+    with caplog.at_level("WARNING"):
+        loaded = SearchConfig.from_yaml(old)
+    assert "collapsed_is_worst" in caplog.text and loaded.objective == "val_macro_f1"
+    assert loaded.cover_backbones is True and loaded.max_epochs == SearchConfig().max_epochs
+    assert SearchConfig(objective="val_loss").mode == "min" and SearchConfig().mode == "max"
+    with pytest.raises(sc.SearchConfigError, match="unknown setting"):
+        SearchConfig.from_dict({"num_sample": 3})
+
+
+def test_one_home_for_the_experiment_layout() -> None:
+    """analysis spells none of the experiment's file names, its trial-folder prefix or its results-column prefix in
+    code (prose may name them): it reads them from search.experiment, the module search writes through."""
+    import ast
+    from pathlib import Path
+
+    from search import experiment
+
+    names = {
+        experiment.CONFIG_FILE,
+        experiment.RESULTS_FILE,
+        experiment.MANIFEST_FILE,
+        experiment.SUMMARY_FILE,
+        experiment.PROGRESS_FILE,
+        experiment.SKIPPED_FILE,
+        experiment.TRIAL_PREFIX,
+        experiment.CONFIG_PREFIX,
+    }
+    root = Path(__file__).resolve().parents[1] / "analysis"
+    spelt = [
+        (path.name, node.value)
+        for path in root.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and (node.value in names or node.value.startswith(experiment.CONFIG_PREFIX))
+    ]
+    assert spelt == []
