@@ -355,3 +355,28 @@ def test_one_home_for_the_experiment_layout() -> None:
         and (node.value in names or node.value.startswith(experiment.CONFIG_PREFIX))
     ]
     assert spelt == []
+
+
+def test_a_trial_the_study_already_finished_is_left_as_it_is(tmp_path) -> None:
+    """The study outlives the driver: a driver killed after telling the study a trial's outcome, but before Tune
+    saved its own state, has Tune rerun that trial on --resume. Its reports must not end the resumed search with
+    Optuna's UpdateFinishedTrialError, and the study keeps the outcome it had."""
+    pytest.importorskip("ray.tune")
+    import optuna
+
+    from search.space import build_searcher
+
+    config = _config("--storage-path", str(tmp_path), "--name", "exp").replace(
+        storage_path=str(tmp_path), name="exp", study_name="exp-study"
+    )
+    searcher = build_searcher(config)
+    searcher.set_search_properties(None, None, {})
+    assert searcher.suggest("t0")
+    searcher.on_trial_result("t0", {"score": 0.6, "training_iteration": 1})
+    study = searcher._ot_study
+    study.tell(searcher._ot_trials["t0"], 0.7)  # told, then the driver died before Tune saved its state
+    searcher.on_trial_result("t0", {"score": 0.65, "training_iteration": 2})  # the rerun epoch: no error
+    searcher.on_trial_complete("t0", {"score": 0.65, "training_iteration": 2})
+    number = searcher._ot_trials["t0"].number
+    stored = optuna.load_study(study_name="exp-study", storage=study._storage).trials[number]
+    assert (stored.state, stored.value) == (optuna.trial.TrialState.COMPLETE, 0.7)
