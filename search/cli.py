@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from search import config as search_config
-from search.experiment import CONFIG_FILE, SearchConfig, SearchConfigError, spec_values
-from search.storage import is_uri, read_text
+from search.experiment import CONFIG_FILE, SearchConfig, SearchConfigError, is_uri, spec_values
+from search.storage import read_text
 from search.tracking import add_mlflow_args, mlflow_requested
 
 # Flags copied into the settings of the same name when given.

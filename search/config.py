@@ -20,6 +20,7 @@ from search.experiment import (
     SearchConfig,
     SearchConfigError,
     is_range,
+    is_uri,
     resolve_pretrained,
     spec_values,
     unknown_keys_message,
@@ -185,7 +186,7 @@ def _data_problems(cfg: SearchConfig) -> list[str]:
             "no data: give --data PATH (a Kaggle-layout folder, a folder with one sub-folder per class or a CSV) "
             "or --data synthetic"
         ]
-    if cfg.data != "synthetic" and "://" not in str(cfg.data) and not Path(str(cfg.data)).expanduser().exists():
+    if cfg.data != "synthetic" and not is_uri(str(cfg.data)) and not Path(str(cfg.data)).expanduser().exists():
         return [
             f"--data {cfg.data}: no such file or folder (give a Kaggle-layout folder, a folder with one "
             "sub-folder per class, a CSV manifest, or 'synthetic')"

@@ -62,6 +62,11 @@ PARAM_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+def is_uri(path: str) -> bool:
+    """A URI (``s3://``, ``gs://``, ``sqlite:///``, ``http://``) rather than a local path."""
+    return "://" in path
+
+
 def trial_dirname(trial_id: str) -> str:
     """Short trial folders (``trial_<id>``): Tune's default puts every parameter in the name."""
     return f"{TRIAL_PREFIX}{trial_id}"
@@ -230,7 +235,7 @@ class SearchConfig:
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise SearchConfigError(unknown_keys_message("unknown setting(s)", unknown))
-        return cls(**{k: v for k, v in d.items()})
+        return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

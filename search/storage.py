@@ -10,13 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from search.experiment import SearchConfig, SearchConfigError
+from search.experiment import SearchConfig, SearchConfigError, is_uri
 
 TUNER_FILE = "tuner.pkl"  # Ray Tune's: its presence means the folder already holds a search
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path
 
 
 def experiment_location(cfg: SearchConfig) -> tuple[str, str]:

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search.experiment import CONFIG_FILE, STUDY_FILE, SearchConfig
+from search.experiment import CONFIG_FILE, STUDY_FILE, SearchConfig, is_uri
 
 if TYPE_CHECKING:
     import optuna
@@ -29,7 +29,7 @@ RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 
 def is_rdb_url(storage: str) -> bool:
     """An SQLAlchemy URL such as ``sqlite:///study.db`` or ``postgresql+psycopg2://user@host/db``."""
-    scheme = storage.split("://", 1)[0].split("+", 1)[0] if "://" in storage else ""
+    scheme = storage.split("://", 1)[0].split("+", 1)[0] if is_uri(storage) else ""
     return scheme in RDB_SCHEMES
 
 
@@ -42,7 +42,7 @@ def storage_problems(storage: Any) -> list[str]:
             f"optuna_storage {storage!r} must be an RDB URL (sqlite:///..., postgresql://..., mysql://...) or a "
             "journal file path"
         ]
-    if "://" in storage and not is_rdb_url(storage):
+    if is_uri(storage) and not is_rdb_url(storage):
         schemes = ", ".join(RDB_SCHEMES)
         return [
             f"optuna_storage {storage!r}: not a scheme Optuna's RDB storage takes ({schemes}); a journal file "
@@ -62,7 +62,7 @@ def storage_location(cfg: SearchConfig) -> str | None:
         storage = str(cfg.optuna_storage)
         return storage if is_rdb_url(storage) else str(Path(storage).expanduser().resolve())
     root = str(cfg.storage_path or "")
-    if "://" in root or not cfg.name:
+    if is_uri(root) or not cfg.name:
         return None
     return str(Path(root) / str(cfg.name) / STUDY_FILE)
 

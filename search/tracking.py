@@ -13,7 +13,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from search.experiment import MLFLOW_ARTIFACTS, MLFLOW_DB, SearchConfig
+from search.experiment import MLFLOW_ARTIFACTS, MLFLOW_DB, SearchConfig, is_uri
 
 INSTALL_HINT = "pip install 'cxr-tune[mlflow]'"
 
@@ -45,7 +45,7 @@ def tracking_problems(cfg: SearchConfig) -> list[str]:
     uri = cfg.mlflow_uri
     if uri is not None and (not isinstance(uri, str) or not uri.strip()):
         return [f"mlflow_uri {uri!r} must be a tracking URI (sqlite:///..., http://host:5000, databricks)"]
-    if uri is None and "://" in str(cfg.storage_path or ""):
+    if uri is None and is_uri(str(cfg.storage_path or "")):
         return [
             "mlflow tracking with the experiment on object storage needs a tracking server: --mlflow-uri "
             "http://host:5000 (the embedded default is an SQLite file in a local experiment folder)"
