@@ -18,7 +18,6 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from cxrmodels.evaluate import roc_auc  # noqa: E402
-from cxrmodels.train.outputs import plot_learning_curves  # noqa: E402, F401 - one home, used by the report
 
 PathLike = str | Path
 

@@ -525,7 +525,7 @@ def write_winner_section(rep: Report, w: ModelResult) -> None:
     rep.image(w.files["confusion_png"], "Test confusion matrix, counts and row-normalised (representative run)")
     if w.files.get("gradcam"):
         rep.image(w.files["gradcam"], "Grad-CAM on test images: per class a correct one and the worst misses")
-    from analysis.plots import plot_learning_curves
+    from cxrmodels.train.outputs import plot_learning_curves
 
     curves = plot_learning_curves(
         w.history.assign(

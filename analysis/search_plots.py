@@ -50,7 +50,7 @@ def scored(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_search_curves(exp: Experiment, winners: Sequence[str], path: Path) -> Path:
-    from analysis.plots import plot_learning_curves
+    from cxrmodels.train.outputs import plot_learning_curves
 
     hist = exp.histories().rename(columns={"trial_id": "run"})
     return plot_learning_curves(

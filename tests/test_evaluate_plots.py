@@ -10,6 +10,7 @@ import pytest
 from analysis import plots
 from cxrmodels.evaluate import binary_report, multiclass_report, select_examples
 from cxrmodels.explain import overlay
+from cxrmodels.train.outputs import plot_learning_curves
 
 
 def _png_ok(path) -> np.ndarray:
@@ -78,10 +79,10 @@ def test_learning_curves_plot(tmp_path):
                 }
             )
     history = pd.DataFrame(rows)
-    _png_ok(plots.plot_learning_curves(history, tmp_path / "lc.png", highlight=["b"]))
+    _png_ok(plot_learning_curves(history, tmp_path / "lc.png", highlight=["b"]))
     # A single run without a run column, and without accuracy columns.
     _png_ok(
-        plots.plot_learning_curves(
+        plot_learning_curves(
             history[history.run == "a"].drop(columns=["run", "val_accuracy", "train_accuracy"]), tmp_path / "lc1.png"
         )
     )
