@@ -481,12 +481,12 @@ def main(argv: list[str] | None = None) -> dict:
     }
     try:
         for task in make_tasks(args, work):
-            task_start = time.time()
-            task["runs"] = [
-                run_search(task, strategy, seed, args.num_samples, work)
-                for seed in range(args.seeds)
-                for strategy in STRATEGIES
-            ]
+            task_start, task["runs"] = time.time(), []
+            for seed in range(args.seeds):
+                for strategy in STRATEGIES:
+                    task["runs"].append(run_search(task, strategy, seed, args.num_samples, work))
+                    # every finished search is kept at once: a long run cut short still has its finished seeds
+                    write_result({**report, "tasks": [*report["tasks"], {**task, "partial": True}]}, args.out)
             task["headline"] = headline(task["runs"])
             task["within_0.01"] = {
                 k: {kk: v[kk] for kk in ("seeds_reached", "seeds", "mean_fraction_of_grid_epochs")}
