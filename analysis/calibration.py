@@ -67,8 +67,8 @@ def calibration_table(
     external_labels: Mapping[str, Sequence[str]],
     class_names: Sequence[str],
 ) -> pd.DataFrame:
-    """One row per held-out set: ECE (15 bins) before and after temperature scaling, mean and std over the runs,
-    and the runs' temperatures."""
+    """One row per held-out set: ECE (``ECE_BINS`` bins) before and after temperature scaling, mean and std over the
+    runs, and the runs' temperatures."""
     rows = []
     for run in runs:
         before = _held_out(run, run["raw"], y_test, external_labels, class_names)

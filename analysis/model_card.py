@@ -13,6 +13,7 @@ import pandas as pd
 
 from analysis.experiment import Experiment
 from analysis.results import ModelResult, RetrainResult
+from cxrmodels.evaluate.calibration import ECE_BINS
 
 NOT_A_DEVICE = (
     "**Not a medical device.** This model has not been cleared or approved by any regulator, and it must not be used "
@@ -125,7 +126,7 @@ def write_performance(card: Any, model: ModelResult) -> None:
     if cal is not None:
         card.p(
             f"Calibration: temperature scaling fitted on validation (T = {cal['temperature_mean'].iloc[0]:.2f}, "
-            "stored in the model and applied by analysis.predict). ECE, 15 bins, before / after:"
+            f"stored in the model and applied by analysis.predict). ECE, {ECE_BINS} bins, before / after:"
         )
         card.table(cal.reset_index()[["set", "ece_before_mean", "ece_after_mean"]].round(4))
 

@@ -34,6 +34,7 @@ from analysis.model_card import settings_table, write_model_cards
 from analysis.results import ModelResult, ReportResult, RetrainResult, RetrainSettings
 from analysis.retrain import add_retrain_args, retrain_and_evaluate
 from analysis.search_plots import write_search_plots
+from cxrmodels.evaluate.calibration import ECE_BINS
 from search.experiment import CONFIG_PREFIX, PARAM_COLUMNS
 from search.tracking import INSTALL_HINT, add_mlflow_args, mlflow_requested
 
@@ -610,8 +611,8 @@ def write_calibration_section(rep: Report, winner: ModelResult) -> None:
         f"Calibration: temperature scaling, one temperature per run fitted on that run's validation predictions "
         f"(mean T = {t:.2f}; T > 1 softens over-confident probabilities, and no ranking or arg-max changes). Every "
         "figure above, and the saved model's threshold, use the calibrated probabilities; the saved model stores "
-        "its T and analysis.predict applies it. ECE = expected calibration error, 15 equal-width bins of the top "
-        "class's probability (lower is better); the test and external rows were never used to fit T."
+        f"its T and analysis.predict applies it. ECE = expected calibration error, {ECE_BINS} equal-width bins of the "
+        "top class's probability (lower is better); the test and external rows were never used to fit T."
     )
     shown = table.reset_index()[["set", "ece_before_mean", "ece_after_mean", "ece_before_std", "ece_after_std"]]
     rep.table(shown.round(4))
