@@ -3,6 +3,8 @@
     python -m bench.search_efficiency            # synthetic (300 images, 48 px) + chest_xray subset (64 px), 3 seeds
     python -m bench.search_efficiency --quick    # 120 synthetic images, a 2x3x2 grid of 1-2 epochs, 1 seed
     python -m bench.search_efficiency --tasks chest_xray --xray-images 2400 --val-fraction 0.3   # docs/benchmarks.md
+    python -m bench.search_efficiency --tasks chest_xray --xray-images 0 --val-fraction 0.3 \
+        --out bench/results/search_efficiency_all_images.json   # every image: 1,588 validation images, 76 min
 
 Every search is a real ``search.run`` search (preset ``study-b-grid`` plus ``--set`` overrides), so the three
 strategies share the model (custom_cnn, no pretrained weights), image size, data, split (seed 0) and fixed settings:
