@@ -22,17 +22,18 @@ from cxrmodels.evaluate.calibration import ECE_BINS, apply_temperature, expected
 PROB_KEYS = ("probs_val", "probs_test")
 
 
-def calibrate_run(run: Mapping[str, Any]) -> dict[str, Any]:
+def calibrate_run(run: Mapping[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
     """``run`` (from ``analysis.retrain.train_run``, or an ensemble's averaged predictions) with its temperature,
-    fitted on its validation predictions, applied to every split; the raw probabilities stay under ``raw``."""
-    t = fit_temperature(run["y_val"], run["probs_val"])
+    fitted on its validation predictions, applied to every split; the raw probabilities stay under ``raw``. A
+    3-class model is scaled so that no P(pneumonia) ranking moves (``cxrmodels.evaluate.calibration``)."""
+    t = fit_temperature(run["y_val"], run["probs_val"], class_names)
     raw = {**{k: run[k] for k in PROB_KEYS}, "probs_external": dict(run["probs_external"])}
     return {
         **run,
         "temperature": t,
         "raw": raw,
-        **{k: apply_temperature(run[k], t) for k in PROB_KEYS},
-        "probs_external": {name: apply_temperature(p, t) for name, p in run["probs_external"].items()},
+        **{k: apply_temperature(run[k], t, class_names) for k in PROB_KEYS},
+        "probs_external": {name: apply_temperature(p, t, class_names) for name, p in run["probs_external"].items()},
     }
 
 

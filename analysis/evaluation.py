@@ -1,7 +1,9 @@
 """Evaluate retrained runs: the binary threshold study (chosen on validation, reported on test) and the 3-class
 report, per run, then mean +/- std over the runs (seeds or folds) of one winner.
 
-A 3-class model is evaluated both ways: 3-class by arg-max, and NORMAL vs PNEUMONIA on 1 - P(NORMAL).
+A 3-class model is evaluated both ways, with one decision per image (:mod:`cxrmodels.evaluate.decision`): NORMAL vs
+PNEUMONIA on 1 - P(NORMAL) at the validation-chosen threshold, and 3-class as that decision with the likelier
+pneumonia subtype, so the binary and the 3-class figures never disagree about an image.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def evaluate_run(
     }
     out: dict[str, Any] = {"metrics": metrics, "binary": binary, "p_val": p_val, "p_test": p_test}
     if len(names) == 3 and multiclass:
-        val3 = multiclass_report(y_val, probs_val, names)
-        test3 = multiclass_report(y_test, probs_test, names)
+        val3 = multiclass_report(y_val, probs_val, names, binary["threshold"])
+        test3 = multiclass_report(y_test, probs_test, names, binary["threshold"])
         metrics.update(
             val_accuracy_3class=val3["accuracy"],
             val_macro_f1_3class=val3["macro_f1"],
@@ -203,7 +205,7 @@ def write_winner_outputs(
     counts.to_csv(files["confusion"])
     files["confusion_normalised"] = out / "confusion_normalised.csv"
     norm.to_csv(files["confusion_normalised"])
-    kind = "3-class arg-max" if "multiclass" in rep else f"threshold {thr:.2f}"
+    kind = f"3-class, threshold {thr:.2f}" if "multiclass" in rep else f"threshold {thr:.2f}"
     files["confusion_png"] = plot_confusion_matrix(
         counts, norm, out / "confusion.png", title=f"{title}: test confusion ({kind})"
     )

@@ -44,6 +44,7 @@ class SplitArrays:
     manifest: pd.DataFrame  # rows in the same order as the concatenation of train, val, test below
     class_names: tuple[str, ...]
     preprocess: dict[str, Any] = field(default_factory=dict)
+    experiment: str = ""  # the experiment folder (absolute), recorded in the models trained on these arrays
 
     def rows(self, split: str) -> pd.DataFrame:
         return self.manifest.loc[self.manifest["split"] == split].reset_index(drop=True)
@@ -130,6 +131,22 @@ class Experiment:
     def preprocess_config(self, image_size: int) -> Any:
         return self.config.preprocess_config(image_size)
 
+    def seen_images(self) -> pd.DataFrame:
+        """The experiment's images as ``cxrmodels.data.overlap.fingerprint`` gives them, with their ``split``: what
+        a scored set is checked against (content hashes come from the search's own cache)."""
+        from cxrmodels.data.overlap import source_fingerprint
+
+        cfg = self.config
+        records = source_fingerprint(
+            cfg.data_source(),
+            cache_dir=cfg.cache_dir,
+            keep_split=bool(cfg.keep_split),
+            class_map=cfg.class_map,
+            synthetic_n=cfg.synthetic_n,
+            seed=int(cfg.seed),
+        )
+        return records.merge(self.manifest[["path", "split"]], on="path")
+
     def load_arrays(self, image_size: int, task: str | None = None, cache_dir: str | None = None) -> SplitArrays:
         """Images of the saved split at ``image_size``: ``prepare`` (cache) with the saved settings, rows by path.
 
@@ -168,4 +185,5 @@ class Experiment:
             manifest=pd.concat(order, ignore_index=True),
             class_names=tuple(class_names(task)),
             preprocess=prepared.preprocess.to_dict(),
+            experiment=str(self.path.resolve()),
         )

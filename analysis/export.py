@@ -35,7 +35,7 @@ def export_onnx(model_path: str | Path, out: str | Path, *, tta: int | None = No
     import torch
     from torch import nn
 
-    from analysis.predict import load_predictor
+    from analysis.predict import decision_views, load_predictor
     from cxrmodels.data.augment import TTA_VIEWS, to_float, tta_view
     from cxrmodels.train.loop import probabilities
 
@@ -69,7 +69,8 @@ def export_onnx(model_path: str | Path, out: str | Path, *, tta: int | None = No
         dynamo=True,
         verbose=False,
     )
-    _write_metadata(out, checkpoint.replace(tta=views), str(model_path))
+    fitted = {"decision_tta": decision_views(checkpoint)} if views != decision_views(checkpoint) else {}
+    _write_metadata(out, checkpoint.replace(tta=views, info={**checkpoint.info, **fitted}), str(model_path))
     return out
 
 
@@ -120,6 +121,15 @@ class OnnxModel:
         return np.concatenate(blocks) if blocks else np.zeros((0, len(self.checkpoint.class_names)))
 
 
+def warn_tta_mismatch(model_path: str, tta: int) -> None:
+    """The decision settings fitted for another number of views, named on stderr before exporting."""
+    from analysis.predict import load_predictor, tta_mismatch
+
+    mismatch = tta_mismatch(load_predictor(model_path, "cpu")[1], tta)
+    if mismatch:
+        print(mismatch, file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="checkpoint (.pt) saved by training, the search or the report")
@@ -146,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: ONNX export needs the onnx extra: pip install 'cxr-tune[onnx]'", file=sys.stderr)
         return 2
     try:
+        if args.tta is not None:
+            warn_tta_mismatch(args.model, args.tta)
         path = export_onnx(args.model, args.onnx, tta=args.tta, opset=args.opset)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -36,7 +36,9 @@ def set_intervals(
     )
     if not three_class:
         return binary
-    return pd.concat([binary, multiclass_intervals(y, probs, names, patients, n=N_RESAMPLES, seed=seed)])
+    return pd.concat(
+        [binary, multiclass_intervals(y, probs, names, patients, threshold=threshold, n=N_RESAMPLES, seed=seed)]
+    )
 
 
 def model_intervals(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.cli import check_positive, guarded, open_experiment
 from analysis.experiment import Experiment
 from search.experiment import CONFIG_PREFIX, LEAD_COLUMNS, PARAM_COLUMNS
 
@@ -143,10 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 def experiment_and_winners(args: argparse.Namespace) -> tuple[Experiment, pd.DataFrame]:
     """What every analysis entry point starts with: the one logging setup, the experiment, its winners by the rule."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    exp = Experiment(args.experiment)
+    exp = open_experiment(args.experiment)
+    check_positive(args, "top_k")
     return exp, select_winners(exp.results, args.top_k, exp.mode, args.allow_collapsed)
 
 
+@guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     exp, winners = experiment_and_winners(args)

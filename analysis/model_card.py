@@ -13,6 +13,7 @@ import pandas as pd
 
 from analysis.experiment import Experiment
 from analysis.results import ModelResult, RetrainResult
+from cxrmodels.evaluate import DECISION_RULE
 from cxrmodels.evaluate.calibration import ECE_BINS
 
 NOT_A_DEVICE = (
@@ -74,6 +75,10 @@ def write_card(
     name = "ensemble" if model.is_ensemble else f"winner {model.winner}"
     card.h(f"Model card: {task} model, {name} ({model.model_file.parent.name}/{model.model_file.name})", 2)
     card.p(intended_use(task) + " " + NOT_A_DEVICE)
+    card.p(
+        f"Decision: {DECISION_RULE}. The threshold is {model.threshold:.2f}, chosen on validation; every table "
+        "below, the confusion matrices and analysis.predict use this one rule."
+    )
     card.h("Data", 3)
     card.p(
         f"Source: {exp.config.data}. Split by patient (all images of a patient, and byte-identical images, "

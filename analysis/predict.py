@@ -26,13 +26,13 @@ import pandas as pd
 if TYPE_CHECKING:
     from cxrmodels.train.checkpoint import ModelCheckpoint
 
+from analysis.cli import UsageError, check_tta, guarded
 from cxrmodels.data.records import NORMAL, PNEUMONIA, task_labels
-from cxrmodels.evaluate import binary_metrics, multiclass_report, pneumonia_probability
+from cxrmodels.evaluate import DECISION_RULE, binary_metrics, decision_names, multiclass_report, pneumonia_probability
+from cxrmodels.evaluate.decision import DEFAULT_THRESHOLD
 from cxrmodels.progress import bar
 
 log = logging.getLogger("analysis.predict")
-
-DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,34 @@ def calibrated(probs: np.ndarray, checkpoint: ModelCheckpoint) -> tuple[np.ndarr
     t = checkpoint.temperature
     if t is None:
         return probs, "probabilities as the model outputs them (not calibrated)"
-    return apply_temperature(probs, float(t)), f"probabilities calibrated by temperature scaling (T = {float(t):.2f})"
+    return apply_temperature(
+        probs, float(t), checkpoint.class_names
+    ), f"probabilities calibrated by temperature scaling (T = {float(t):.2f})"
+
+
+def decision_views(checkpoint: ModelCheckpoint) -> int:
+    """The test-time views the checkpoint's threshold, temperature and operating points were fitted with (an ONNX
+    export with other views records the original under ``decision_tta``)."""
+    return int(checkpoint.info.get("decision_tta", checkpoint.tta))
+
+
+def tta_mismatch(checkpoint: ModelCheckpoint, tta: int) -> str | None:
+    """A warning naming the decision settings fitted for another number of test-time views; None when they match
+    (or there is nothing fitted)."""
+    fitted = decision_views(checkpoint)
+    figures = []
+    if checkpoint.threshold is not None:
+        figures.append(f"threshold {float(checkpoint.threshold):.2f}")
+    if checkpoint.temperature is not None:
+        figures.append(f"temperature T = {float(checkpoint.temperature):.2f}")
+    figures += [f"operating point {k!r} ({float(v['threshold']):.2f})" for k, v in checkpoint.operating_points.items()]
+    if tta == fitted or not figures:
+        return None
+    return (
+        f"warning: the {', '.join(figures)} were fitted on validation with {fitted} test-time view(s); with {tta} "
+        f"view(s) the probabilities shift, and they are applied unchanged. To refit them for {tta} views, run "
+        f"python -m analysis.report EXPERIMENT --out DIR --tta {tta}."
+    )
 
 
 def resolve_threshold(
@@ -182,7 +209,7 @@ def predict_all(model, x: np.ndarray, *, batch_size: int, device: str, tta: int)
     """``predict_proba`` (or the ONNX session) in blocks of images, so a large folder shows its progress."""
     if hasattr(model, "session"):  # analysis.export.OnnxModel: the views are inside its graph
         if tta != model.checkpoint.tta:
-            raise ValueError(
+            raise CheckpointError(
                 f"this ONNX model averages {model.checkpoint.tta} view(s) inside its graph; export it "
                 f"again with python -m analysis.export --tta {tta}"
             )
@@ -209,7 +236,9 @@ def predict_all(model, x: np.ndarray, *, batch_size: int, device: str, tta: int)
 def prediction_table(
     items: Sequence[Item], probs: np.ndarray, class_names: Sequence[str], threshold: float
 ) -> pd.DataFrame:
-    """One row per image: P(class) columns, P(PNEUMONIA), the thresholded decision, and the arg-max class."""
+    """One row per image: P(class) columns, P(PNEUMONIA), and the one decision at the threshold
+    (:func:`cxrmodels.evaluate.decide`: NORMAL below it; above it PNEUMONIA, or the likelier subtype of a 3-class
+    model)."""
     names = list(class_names)
     p_pneu = pneumonia_probability(probs, names)
     table = pd.DataFrame(
@@ -218,8 +247,7 @@ def prediction_table(
     for k, name in enumerate(names):
         table[f"p_{name}"] = probs[:, k]
     table["p_pneumonia"] = p_pneu
-    table["decision"] = np.where(p_pneu >= threshold, PNEUMONIA, NORMAL)
-    table["predicted_class"] = [names[k] for k in probs.argmax(axis=1)] if len(probs) else []
+    table["decision"] = decision_names(probs, names, threshold) if len(probs) else []
     return table
 
 
@@ -228,8 +256,8 @@ def _redundant_columns(table: pd.DataFrame, class_names: Sequence[str]) -> list[
     drop = ["path"]
     if table["label"].isna().all():
         drop.append("label")
-    if PNEUMONIA in class_names:  # binary: p_pneumonia repeats p_PNEUMONIA, the arg-max is the 0.5 decision
-        drop += ["p_pneumonia", "predicted_class"]
+    if PNEUMONIA in class_names:  # binary: p_pneumonia repeats p_PNEUMONIA
+        drop.append("p_pneumonia")
     return drop
 
 
@@ -245,9 +273,9 @@ def labelled_summary(
     names = list(class_names)
     lines = [f"{int(mask.sum())} labelled image(s)"]
     if len(names) == 3 and PNEUMONIA not in labels:
-        rep = multiclass_report(task_labels(labels, "multiclass"), probs[mask], names)
+        rep = multiclass_report(task_labels(labels, "multiclass"), probs[mask], names, threshold)
         lines += [
-            f"3-class accuracy (arg-max): {rep['accuracy']:.3f}   macro-F1: {rep['macro_f1']:.3f}",
+            f"3-class accuracy (at threshold {threshold:.2f}): {rep['accuracy']:.3f}   macro-F1: {rep['macro_f1']:.3f}",
             "confusion matrix (rows true, columns predicted):",
             rep["confusion"].to_string(),
         ]
@@ -278,10 +306,7 @@ def write_gradcams(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(class_names)
-    if PNEUMONIA in names:
-        targets = [int(d == PNEUMONIA) for d in table["decision"]]
-    else:
-        targets = [names.index(c) for c in table["predicted_class"]]
+    targets = [names.index(d) for d in table["decision"]]
     maps = grad_cam_images(model, x, targets, device=device)
     written: list[Path] = []
     used: set[str] = set()
@@ -347,6 +372,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time augmentation: average N fixed views (1 = off; default: the checkpoint's, which "
         "its threshold was chosen with, else 1)",
     )
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        default=None,
+        help="the search's experiment folder, to refuse labelled images it trained, validated or tested on "
+        "(default: the one the report's models record, where it exists)",
+    )
+    parser.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="score labelled images even where they are byte-identical to the experiment's",
+    )
     return parser
 
 
@@ -359,22 +396,34 @@ def _device(model: str, device: str) -> str:
     return str(resolve_device(device))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    device = _device(args.model, args.device)
-    try:
-        model, checkpoint = load_predictor(args.model, device)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    class_names = checkpoint.class_names
-    try:
-        threshold, source = resolve_threshold(args.threshold, checkpoint, args.operating_point)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def check_overlap(args: argparse.Namespace, checkpoint: ModelCheckpoint, items: Sequence[Item]) -> None:
+    """Labelled images that the model's experiment holds are refused (unless --allow-overlap): scores on them
+    would overstate the model. The experiment is --experiment, else the folder the checkpoint records."""
+    from analysis.cli import UsageError, open_experiment
+    from cxrmodels.data.overlap import file_fingerprint, find_overlap
+
+    recorded = checkpoint.info.get("experiment")
+    folder = args.experiment or (Path(recorded) if recorded and Path(recorded).is_dir() else None)
+    labelled = [str(i.path) for i in items if i.label is not None]
+    if folder is None or not labelled:
+        return
+    found = find_overlap(file_fingerprint(labelled), open_experiment(folder).seen_images())
+    if not len(found.images):
+        return
+    text = found.describe_images(f"the labelled images (experiment {folder})")
+    if not args.allow_overlap:
+        raise UsageError(
+            f"{text}. Scores on images the model was trained, validated or tested on overstate it: leave them "
+            "out, or pass --allow-overlap."
+        )
+    print(f"warning: {text}; scored anyway (--allow-overlap)", file=sys.stderr)
+
+
+def classify(args: argparse.Namespace, model, checkpoint: ModelCheckpoint, device: str) -> int:
+    """Read, predict, print (and write) the table and, for labelled images, the scores."""
+    threshold, source = resolve_threshold(args.threshold, checkpoint, args.operating_point)
     items, skipped = collect_items(args.inputs)
+    check_overlap(args, checkpoint, items)
     items, x, unreadable = load_images(items, checkpoint.preprocess)
     for path, reason in [*skipped, *unreadable]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -382,35 +431,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no readable images to classify", file=sys.stderr)
         return 1
     tta = int(args.tta if args.tta is not None else checkpoint.tta)
-    try:
-        probs = predict_all(model, x, batch_size=args.batch_size, device=device, tta=tta)
-    except ValueError as err:
-        print(f"error: --tta: {err}", file=sys.stderr)
-        return 2
-    probs, calibration = calibrated(probs, checkpoint)
-    table = prediction_table(items, probs, class_names, threshold)
-    print(
-        f"model {args.model} ({', '.join(class_names)}); threshold {threshold:.2f} on P(PNEUMONIA) ({source}); "
-        + (f"test-time augmentation: {tta} views averaged" if tta > 1 else "no test-time augmentation")
-        + f"; {calibration}"
+    mismatch = tta_mismatch(checkpoint, tta)
+    if mismatch:
+        print(mismatch, file=sys.stderr)
+    probs, calibration = calibrated(
+        predict_all(model, x, batch_size=args.batch_size, device=device, tta=tta), checkpoint
     )
-    shown = table.drop(columns=_redundant_columns(table, class_names))
+    table = prediction_table(items, probs, checkpoint.class_names, threshold)
+    print(
+        f"model {args.model} ({', '.join(checkpoint.class_names)}); threshold {threshold:.2f} on P(PNEUMONIA) "
+        f"({source}); "
+        + (f"test-time augmentation: {tta} views averaged" if tta > 1 else "no test-time augmentation")
+        + f"; {calibration}; {DECISION_RULE}"
+    )
+    shown = table.drop(columns=_redundant_columns(table, checkpoint.class_names))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    summary = labelled_summary(table, probs, class_names, threshold)
+    summary = labelled_summary(table, probs, checkpoint.class_names, threshold)
     if summary:
         print(summary)
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         table.assign(threshold=threshold).to_csv(args.csv, index=False)
         print(f"predictions written to {args.csv}")
-    if args.gradcam_dir is not None and hasattr(model, "members"):
+    write_requested_gradcams(args, model, x, table, checkpoint.class_names, device)
+    return 0
+
+
+def write_requested_gradcams(args, model, x: np.ndarray, table: pd.DataFrame, class_names, device: str) -> None:
+    if args.gradcam_dir is None:
+        return
+    if hasattr(model, "members"):
         print("no Grad-CAM for an ensemble: a heat map explains one network; run predict with a member's model.pt")
-    elif args.gradcam_dir is not None and hasattr(model, "session"):
+    elif hasattr(model, "session"):
         print("no Grad-CAM from an ONNX model: it needs the network's gradients; run predict with the .pt checkpoint")
-    elif args.gradcam_dir is not None:
+    else:
         written = write_gradcams(model, x, table, class_names, args.gradcam_dir, device)
         print(f"{len(written)} Grad-CAM overlay(s) written to {args.gradcam_dir}")
-    return 0
+
+
+@guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    check_tta(args.tta)
+    device = _device(args.model, args.device)
+    try:
+        model, checkpoint = load_predictor(args.model, device)
+        return classify(args, model, checkpoint, device)
+    except CheckpointError as err:
+        raise UsageError(str(err)) from None
 
 
 if __name__ == "__main__":

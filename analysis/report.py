@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.cli import check_retrain_args, guarded, open_experiment
 from analysis.experiment import Experiment
 from analysis.leaderboard import build_leaderboard, select_winners, top_table, winner_rule
 from analysis.model_card import settings_table, write_model_cards
@@ -184,9 +185,12 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def write_gradcam(winner: ModelResult, arrays, path: Path, n_wrong: int = 2) -> Path | None:
-    """Test-set Grad-CAM of a winner's saved model: per class its most confident correct image and worst misses."""
+    """Test-set Grad-CAM of a winner's saved model: per class its most confident correct image and worst misses,
+    by the model's one decision (its validation threshold on its calibrated, test-time-augmented probabilities)."""
     from analysis.plots import plot_gradcam_grid
     from cxrmodels.evaluate import select_examples
+    from cxrmodels.evaluate.calibration import apply_temperature
+    from cxrmodels.evaluate.decision import DEFAULT_THRESHOLD
     from cxrmodels.explain import grad_cam_images, overlay
     from cxrmodels.train.checkpoint import load_model
     from cxrmodels.train.loop import predict_proba
@@ -195,9 +199,12 @@ def write_gradcam(winner: ModelResult, arrays, path: Path, n_wrong: int = 2) -> 
     x, y = arrays.x["test"], arrays.y["test"]
     if not len(x):
         return None
-    probs = predict_proba(model, x)
     names = list(checkpoint.class_names)
-    examples = select_examples(y, probs, names, n_wrong=n_wrong)
+    probs = predict_proba(model, x, tta=checkpoint.tta)
+    if checkpoint.temperature is not None:  # the probabilities its threshold was chosen on
+        probs = apply_temperature(probs, float(checkpoint.temperature), names)
+    threshold = checkpoint.threshold if checkpoint.threshold is not None else DEFAULT_THRESHOLD
+    examples = select_examples(y, probs, names, n_wrong=n_wrong, threshold=threshold)
     if examples.empty:
         return None
     idx = examples["index"].to_numpy()
@@ -609,7 +616,9 @@ def write_calibration_section(rep: Report, winner: ModelResult) -> None:
     t = table["temperature_mean"].iloc[0]
     rep.p(
         f"Calibration: temperature scaling, one temperature per run fitted on that run's validation predictions "
-        f"(mean T = {t:.2f}; T > 1 softens over-confident probabilities, and no ranking or arg-max changes). Every "
+        f"(mean T = {t:.2f}; T > 1 softens over-confident probabilities). T divides the NORMAL-vs-pneumonia log-odds "
+        "and, for a 3-class model, the subtype log-odds separately, so no P(pneumonia) ranking (binary AUROC) and no "
+        "choice of subtype can change; the threshold is chosen on the calibrated probabilities. Every "
         "figure above, and the saved model's threshold, use the calibrated probabilities; the saved model stores "
         f"its T and analysis.predict applies it. ECE = expected calibration error, {ECE_BINS} equal-width bins of the "
         "top class's probability (lower is better); the test and external rows were never used to fit T."
@@ -646,6 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -654,7 +664,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if tracked and importlib.util.find_spec("mlflow") is None:
         print(f"error: --mlflow needs the mlflow package: {INSTALL_HINT}", file=sys.stderr)
         return 2
-    exp = Experiment(args.experiment)
+    exp = open_experiment(args.experiment)
+    check_retrain_args(args, exp)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = build_report(exp, args.out, RetrainSettings.from_args(args))

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.calibration import calibrate_run, write_calibration
+from analysis.cli import check_retrain_args, guarded
 from analysis.evaluation import evaluate_external, evaluate_run, summarise, validation_score, write_winner_outputs
 from analysis.experiment import Experiment, SplitArrays, trial_config
 from analysis.intervals import model_intervals
@@ -329,7 +330,8 @@ def retrain_and_evaluate(
     start, use_ray = time.perf_counter(), should_use_ray(settings.no_ray)
     runs = run_all(specs, arrays_by_size, use_ray, settings.cpus_per_run, settings.gpus_per_run, externals)
     if settings.calibrate:
-        runs = [calibrate_run(r) for r in runs]
+        names = next(iter(arrays_by_size.values())).class_names
+        runs = [calibrate_run(r, names) for r in runs]
     wall = time.perf_counter() - start
     rows, winners_out = [], []
     for k in sorted({s.winner for s in specs}):
@@ -388,7 +390,12 @@ def evaluate_winner(
         tta=mine[best]["spec"].tta,
         temperature=mine[best].get("temperature"),
         operating_points=stored_points(mine[best], evals[best]["metrics"]["threshold"], operating, arrays.class_names),
-        info={**chosen.info, "threshold_chosen_on": "validation", "source_trial": trial_id},
+        info={
+            **chosen.info,
+            "threshold_chosen_on": "validation",
+            "source_trial": trial_id,
+            "experiment": arrays.experiment,
+        },
     ).save(wdir / "model.pt")
     history, summary = write_history_and_summary(mine, evals, files, wdir)
     scored = score_externals(mine, externals, arrays.class_names, wdir)
@@ -546,7 +553,9 @@ def score_externals(
     return scored
 
 
-def average_runs(members: Sequence[dict[str, Any]], externals: Sequence[ExternalSet]) -> dict[str, Any]:
+def average_runs(
+    members: Sequence[dict[str, Any]], externals: Sequence[ExternalSet], class_names: Sequence[str]
+) -> dict[str, Any]:
     """The members' mean probabilities (their own, before their temperatures) as one run; calibrated anew when the
     members were (the ensemble gets a temperature of its own)."""
     raw = [r.get("raw", r) for r in members]
@@ -556,7 +565,7 @@ def average_runs(members: Sequence[dict[str, Any]], externals: Sequence[External
         **{key: np.mean([r[key] for r in raw], axis=0) for key in ("probs_val", "probs_test")},
         "probs_external": {e.name: np.mean([r["probs_external"][e.name] for r in raw], axis=0) for e in externals},
     }
-    return calibrate_run(averaged) if "raw" in members[0] else averaged
+    return calibrate_run(averaged, class_names) if "raw" in members[0] else averaged
 
 
 def build_ensemble(
@@ -577,7 +586,7 @@ def build_ensemble(
     if len(members) < 2 or any(r["spec"].fold is not None for r in members):
         return None
     arrays = arrays_by_size[size]
-    averaged = average_runs(members, externals)
+    averaged = average_runs(members, externals, arrays.class_names)
     ev = evaluate_run(
         averaged["y_val"], averaged["probs_val"], arrays.y["test"], averaged["probs_test"], arrays.class_names
     )
@@ -598,7 +607,7 @@ def build_ensemble(
         tta=members[0]["spec"].tta,
         operating_points=stored_points(averaged, ev["metrics"]["threshold"], operating, arrays.class_names),
         temperature=averaged.get("temperature"),
-        info={"threshold_chosen_on": "validation", "source_trial": "+".join(trials)},
+        info={"threshold_chosen_on": "validation", "source_trial": "+".join(trials), "experiment": arrays.experiment},
     ).save(folder / "model.pt")
     summary = summarise([ev])
     summary.to_csv(folder / "summary.csv")
@@ -668,6 +677,12 @@ def add_scoring_args(parser: argparse.ArgumentParser) -> None:
         "on it (repeatable)",
     )
     parser.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="score an --external set even where it shares images with the experiment's splits (refused by "
+        "default: found by content hash)",
+    )
+    parser.add_argument(
         "--tta",
         type=int,
         default=1,
@@ -711,9 +726,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     exp, winners = experiment_and_winners(args)
+    check_retrain_args(args, exp)
     if winners.empty:
         print(
             "error: no eligible trial (all failed or collapsed); --allow-collapsed lets collapsed ones through",

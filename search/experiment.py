@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from cxrmodels.train.config import TrialConfig
+from cxrmodels.train.config import METRICS_MIN, TrialConfig, metric_mode
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def trial_id_from_path(path: str | Path) -> str:
 
 # ------------------------------------------------------------------------------------------ the search score
 SCORE = "score"  # what Tune, ASHA, Optuna and checkpoint retention rank by
-OBJECTIVES_MIN: tuple[str, ...] = ("val_loss", "train_loss")
+OBJECTIVES_MIN = METRICS_MIN
 
 
 def score_of(value: Any) -> float:
@@ -88,8 +88,8 @@ def score_of(value: Any) -> float:
 
 
 def objective_mode(objective: str, mode: str | None = None) -> str:
-    """The objective's direction: ``mode`` when given, else min for the losses and max for everything else."""
-    return mode or ("min" if objective in OBJECTIVES_MIN else "max")
+    """The objective's direction (:func:`cxrmodels.train.config.metric_mode`, the one rule)."""
+    return metric_mode(objective, mode)
 
 
 # --------------------------------------------------------------------------------------- the trial settings
@@ -327,8 +327,9 @@ class SearchConfig:
         return [b for b in self.backbones if uses_pretrained(b, self.fixed)]
 
     def constant_trial_keys(self) -> dict[str, Any]:
-        """Keys every trial shares (task, the preset's ``fixed`` section, scalar ``space`` entries, the seed)."""
-        base = {"task": self.task, **self.fixed}
+        """Keys every trial shares (task, the objective as the best-epoch metric, the preset's ``fixed`` section,
+        scalar ``space`` entries, the seed)."""
+        base = {"task": self.task, "best_metric": self.objective, **self.fixed}
         base.update({k: v for k, v in self.space.items() if not is_searched(v)})
         base.setdefault("seed", self.seed)
         return base

@@ -90,11 +90,20 @@ def _status(last: Mapping[str, Any], error: Any, tune_status: str | None, schedu
     return ("stopped_early" if scheduler == "asha" else "stopped"), ""
 
 
-def best_epoch_row(history: pd.DataFrame, objective: str, mode: str) -> tuple[dict[str, Any], int]:
+def best_epoch_row(
+    history: pd.DataFrame, objective: str, mode: str, keep_weights: str = "best"
+) -> tuple[dict[str, Any], int]:
     """The trial's best epoch by the objective among its non-collapsed epochs (among all when every epoch collapsed,
-    so a fully collapsed trial still shows its best figure, flagged), and the number of collapsed epochs."""
+    so a fully collapsed trial still shows its best figure, flagged), and the number of collapsed epochs. The same
+    rule as the Trainer's (``cxrmodels.train.loop.Trainer``); with ``keep_weights="last"`` ("run to its end") the
+    kept epoch, and so the trial's figure, is the last one."""
     if objective not in history.columns or history.empty:
         return {}, 0
+    if keep_weights == "last":
+        collapsed_epochs = (
+            int(history["val_collapsed"].fillna(0).astype(bool).sum()) if "val_collapsed" in history else 0
+        )
+        return history.iloc[-1].to_dict(), collapsed_epochs
     values = pd.to_numeric(history[objective], errors="coerce")
     collapsed = (
         history["val_collapsed"].fillna(0).astype(bool)
@@ -120,12 +129,12 @@ def trial_row(result: Any, cfg: SearchConfig, tune_status: str | None) -> dict:
     trial_id = last.get("trial_id") or trial_id_from_path(result.path)
     status, reason = _status(last, result.error, tune_status, cfg.scheduler)
 
-    best_row, collapsed_epochs = best_epoch_row(history, objective, mode)
+    config = trial_dict(cfg.constant_trial_keys(), result.config or {})  # the keys its TrialConfig received
+    best_row, collapsed_epochs = best_epoch_row(history, objective, mode, config.get("keep_weights", "best"))
     best_value = float(best_row[objective]) if best_row else math.nan
     best_epoch = best_row.get("epoch", math.nan) if best_row else math.nan
     collapsed = bool(best_row.get("val_collapsed", 0))  # every epoch of the trial is collapsed
 
-    config = trial_dict(cfg.constant_trial_keys(), result.config or {})  # the keys its TrialConfig received
     best_ckpt = None
     if result.best_checkpoints:  # the best epoch's own checkpoint; else (not kept) the best by score
         same_epoch = [c for c, m in result.best_checkpoints if m.get("epoch") == best_epoch]

@@ -179,8 +179,8 @@ def train_cxr(
         metrics[SCORE] = score_of(metrics.get(objective))
         metrics.pop("done", None)  # Tune's reserved key; "finished" says the same
         metrics.update(failed=0, failure_reason="", finished=int(bool(trainer.done)), node_id=node_id)
-        if trainer.done and trainer.stopped_early and cfg.early_stopping_patience > 0:
-            # Early stopping has put the best-val-loss weights back: they are not the weights that scored this
+        if trainer.rolled_back:
+            # The best epoch's weights (by the objective) are back: they are not the weights that scored this
             # epoch, and a finished trial needs no resume state, so this last epoch is reported without checkpoint.
             _report(metrics)
             break

@@ -168,7 +168,7 @@ def test_predict_multiclass_reports_three_class_confusion(tmp_path, kaggle_folde
     ckpt = _save_tiny_checkpoint(tmp_path / "three.pt", "multiclass", logit=3.0)  # always VIRAL
     assert predict.main(["--model", str(ckpt), str(kaggle_folder)]) == 0
     out = capsys.readouterr().out
-    assert "3-class accuracy (arg-max): 0.250" in out  # 1 viral of 4 readable images
+    assert "3-class accuracy (at threshold 0.50): 0.250" in out  # 1 viral of 4 readable images
     assert "majority-class collapse" in out
     assert "BACTERIAL" in out and "VIRAL" in out
 

@@ -6,6 +6,7 @@ import io
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -98,27 +99,75 @@ def test_run_epoch_returns_the_documented_flat_metrics() -> None:
         trainer.run_epoch()
 
 
-def test_early_stopping_restores_the_best_epochs_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scripted validation losses: best at epoch 2, patience 2 -> stops after epoch 4 with epoch 2's weights."""
-    scripted = iter([0.50, 0.40, 0.45, 0.60, 0.30])
+def _scripted(monkeypatch: pytest.MonkeyPatch, values: list[tuple[float, float, bool]]) -> None:
+    """Validation figures (auc, loss, collapsed) per epoch, in place of the real ones."""
+    scripted = iter(values)
     real_evaluate = loop.evaluate
 
     def fake_evaluate(*args: object, **kwargs: object) -> dict:
-        return {**real_evaluate(*args, **kwargs), "loss": next(scripted)}
+        auc, loss, collapsed = next(scripted)
+        return {**real_evaluate(*args, **kwargs), "auc": auc, "loss": loss, "collapsed": collapsed}
 
     monkeypatch.setattr(loop, "evaluate", fake_evaluate)
-    trainer = Trainer(tiny_cfg(epochs=10, early_stopping_patience=2, plateau=False), tiny_data(32, 16))
+
+
+def _run(trainer: Trainer) -> tuple[dict, dict[int, dict]]:
     snapshots = {}
     while not trainer.done:
         m = trainer.run_epoch()
         if not trainer.done:
             snapshots[m["epoch"]] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    return m, snapshots
+
+
+def test_early_stopping_restores_the_best_epoch_by_the_objective(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Best validation AUROC (the search's objective) at epoch 2, patience 2 -> stops after epoch 4 with epoch 2's
+    weights, although epoch 3 has the lowest validation loss."""
+    _scripted(monkeypatch, [(0.70, 0.50, False), (0.90, 0.45, False), (0.80, 0.30, False), (0.75, 0.60, False)])
+    trainer = Trainer(tiny_cfg(epochs=10, early_stopping_patience=2, plateau=False), tiny_data(32, 16))
+    m, snapshots = _run(trainer)
     assert m["epoch"] == 4 and m["should_stop"] and m["best_epoch"] == 2 and not m["is_best"]
     final = trainer.model.state_dict()
     assert all(torch.equal(final[k], snapshots[2][k]) for k in final)
     assert not all(torch.equal(final[k], snapshots[3][k]) for k in final)
     ckpt = trainer.checkpoint()
-    assert ckpt.info["best_epoch"] == 2 and all(torch.equal(ckpt.weights[k], snapshots[2][k]) for k in final)
+    assert ckpt.info["best_epoch"] == 2 and ckpt.info["kept_epoch"] == 2 and ckpt.info["best_metric"] == "val_auc"
+    assert all(torch.equal(ckpt.weights[k], snapshots[2][k]) for k in final)
+
+
+def test_best_metric_val_loss_is_an_explicit_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    _scripted(monkeypatch, [(0.70, 0.50, False), (0.90, 0.45, False), (0.80, 0.30, False)])
+    trainer = Trainer(tiny_cfg(epochs=3, best_metric="val_loss", plateau=False), tiny_data(32, 16))
+    m, snapshots = _run(trainer)
+    assert m["best_epoch"] == 3 and trainer.checkpoint().info["kept_epoch"] == 3
+
+
+def test_run_to_its_end_keeps_the_last_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """keep_weights="last" (study B's grid, no early stopping): the last epoch's weights, never rolled back."""
+    _scripted(monkeypatch, [(0.70, 0.5, False), (0.90, 0.4, False), (0.60, 0.6, False)])
+    trainer = Trainer(
+        tiny_cfg(epochs=3, early_stopping_patience=0, keep_weights="last", plateau=False), tiny_data(32, 16)
+    )
+    m, _ = _run(trainer)
+    last = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    ckpt = trainer.checkpoint()
+    assert m["best_epoch"] == 2 and not trainer.rolled_back and ckpt.info["kept_epoch"] == 3
+    assert all(torch.equal(ckpt.weights[k], last[k]) for k in last)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_best_epoch_rule_is_the_searchs(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """The Trainer (retraining, cxrmodels.train) and the search's results table pick the same best epoch from the
+    same history, collapsed epochs included."""
+    from search.results import best_epoch_row
+
+    rng = np.random.default_rng(seed)
+    values = [(float(rng.uniform(0.4, 1.0)), float(rng.uniform(0.2, 1)), bool(rng.random() < 0.4)) for _ in range(6)]
+    _scripted(monkeypatch, values)
+    trainer = Trainer(tiny_cfg(epochs=6, early_stopping_patience=0, plateau=False), tiny_data(32, 16))
+    _run(trainer)
+    row, _ = best_epoch_row(pd.DataFrame(trainer.history), "val_auc", "max")
+    assert trainer.best_epoch == row["epoch"], values
 
 
 def test_non_finite_loss_raises_with_epoch_and_batch() -> None:

@@ -78,10 +78,16 @@ def content_hash(record: Record) -> str:
     if record.image is not None:
         digest.update(repr(record.image.shape).encode())
         digest.update(np.ascontiguousarray(record.image).tobytes())
-    else:
-        with open(record.path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        return digest.hexdigest()
+    return file_hash(record.path)
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-1 of a file's bytes (:func:`content_hash` of a record read from disk)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -13,14 +13,19 @@ from cxrmodels.evaluate.binary import (
     roc_auc,
     threshold_sweep,
 )
+from cxrmodels.evaluate.decision import RULE as DECISION_RULE
+from cxrmodels.evaluate.decision import decide, decision_names
 from cxrmodels.evaluate.multiclass import multiclass_report, select_examples
 
 __all__ = [
+    "DECISION_RULE",
     "THRESHOLDS",
     "aggregate_runs",
     "binary_metrics",
     "binary_report",
     "choose_threshold",
+    "decide",
+    "decision_names",
     "format_aggregate",
     "format_mean_std",
     "multiclass_report",

@@ -103,13 +103,17 @@ def multiclass_intervals(
     class_names: Sequence[str],
     groups: Sequence | np.ndarray | None = None,
     *,
+    threshold: float | None = None,
     n: int = N_RESAMPLES,
     seed: int = 0,
     level: float = LEVEL,
 ) -> pd.DataFrame:
-    """Arg-max accuracy (``accuracy_3class``) and each class's recall (``recall_<class>``) with intervals."""
+    """Accuracy (``accuracy_3class``) and each class's recall (``recall_<class>``) with intervals, of the decision
+    at ``threshold`` (:mod:`cxrmodels.evaluate.decision`; the arg-max without one)."""
+    from cxrmodels.evaluate.multiclass import predictions
+
     y = np.asarray(y, dtype=np.int64)
-    correct = np.asarray(probs).argmax(axis=1) == y
+    correct = predictions(np.asarray(probs, dtype=np.float64), class_names, threshold) == y
     w = resample_weights(len(y), groups, n=n, seed=seed)
     one = np.ones(len(y), dtype=w.dtype)
     ratios = {

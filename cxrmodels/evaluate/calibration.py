@@ -1,10 +1,18 @@
 """Are the probabilities honest? Temperature scaling (Guo et al. 2017) and the expected calibration error.
 
-Temperature scaling divides a model's logits by one number T > 0 fitted on validation, which changes no ranking
-(AUROC and arg-max stay the same) and only makes the probabilities say what they mean. It works on probabilities,
-not logits, so that it applies to anything that outputs them (a single model, test-time augmentation, an
-ensemble): ``log p`` are logits up to a per-image constant, and ``softmax(log p / T)`` is exactly
-``sigmoid(logit / T)`` for a two-column binary output. T > 1 softens an over-confident model.
+Temperature scaling divides a model's logits by one number T > 0 fitted on validation, so that the probabilities
+say what they mean. It works on probabilities, not logits, so that it applies to anything that outputs them (a
+single model, test-time augmentation, an ensemble): ``log p`` are logits up to a per-image constant, and
+``softmax(log p / T)`` is exactly ``sigmoid(logit / T)`` for a two-column binary output. T > 1 softens an
+over-confident model.
+
+For a binary model it changes no ranking. For a 3-class model, plain ``softmax(log p / T)`` *can* reorder
+P(NORMAL) between images (logits (0, 1, 1) and (0, 1.7, -10): P(NORMAL) 0.155 vs 0.154 at T = 1, 0.233 vs 0.299 at
+T = 2), and with it the binary AUROC and decisions read from the 3-class model. So a 3-class model is scaled in the
+shape of the decision rule (:mod:`cxrmodels.evaluate.decision`): T divides the NORMAL-vs-pneumonia logit
+``log(P(pneumonia) / P(NORMAL))`` and, separately, the subtype logits within pneumonia. Both are monotone, so
+neither the ranking of P(pneumonia) (binary AUROC, threshold decisions' order) nor the likelier subtype can change;
+one T is still fitted by the 3-class NLL.
 
 Fit it on validation only; test and external sets are scored with the T their validation gave.
 """
@@ -16,7 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import expit, softmax
+
+from cxrmodels.data.records import NORMAL
 
 ECE_BINS = 15
 TEMPERATURE_BOUNDS = (0.05, 20.0)
@@ -30,29 +40,60 @@ def _log_probs(probs: np.ndarray) -> np.ndarray:
     return np.log(np.clip(p, _EPS, 1.0))
 
 
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Class probabilities (n, k) rescaled by ``temperature`` (1: unchanged)."""
+def _normal_column(probs: np.ndarray, class_names: Sequence[str] | None) -> int | None:
+    """Where NORMAL is, for a model of three or more classes scaled in two stages; None: plain scaling."""
+    if class_names is None or len(class_names) < 3 or NORMAL not in class_names:
+        return None
+    if len(class_names) != np.shape(probs)[1]:
+        raise ValueError(f"probs have {np.shape(probs)[1]} columns for classes {list(class_names)}")
+    return list(class_names).index(NORMAL)
+
+
+def apply_temperature(probs: np.ndarray, temperature: float, class_names: Sequence[str] | None = None) -> np.ndarray:
+    """Class probabilities (n, k) rescaled by ``temperature`` (1: unchanged). With ``class_names`` of a 3-class
+    model, in two stages (see the module docstring), so P(pneumonia)'s ranking and the likelier subtype stay."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    return softmax(_log_probs(probs) / temperature, axis=1)
+    logp = _log_probs(probs)
+    normal = _normal_column(probs, class_names)
+    if normal is None:
+        return softmax(logp / temperature, axis=1)
+    others = [k for k in range(logp.shape[1]) if k != normal]
+    p = np.exp(logp)
+    p_pneumonia = np.clip(p[:, others].sum(axis=1), _EPS, 1.0)
+    binary_logit = np.log(p_pneumonia) - logp[:, normal]
+    scaled = np.empty_like(logp)
+    scaled[:, normal] = expit(-binary_logit / temperature)
+    scaled[:, others] = (1.0 - scaled[:, [normal]]) * softmax(logp[:, others] / temperature, axis=1)
+    return scaled
 
 
-def nll(y: Sequence[int] | np.ndarray, probs: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of the true classes after ``temperature``."""
+def nll(
+    y: Sequence[int] | np.ndarray,
+    probs: np.ndarray,
+    temperature: float = 1.0,
+    class_names: Sequence[str] | None = None,
+) -> float:
+    """Mean negative log-likelihood of the true classes after ``temperature`` (:func:`apply_temperature`)."""
     y = np.asarray(y, dtype=np.int64)
-    logp = log_softmax(_log_probs(probs) / temperature, axis=1)
+    logp = np.log(np.clip(apply_temperature(probs, temperature, class_names), 1e-300, 1.0))
     return float(-logp[np.arange(len(y)), y].mean())
 
 
-def fit_temperature(y: Sequence[int] | np.ndarray, probs: np.ndarray) -> float:
+def fit_temperature(
+    y: Sequence[int] | np.ndarray, probs: np.ndarray, class_names: Sequence[str] | None = None
+) -> float:
     """The T (within :data:`TEMPERATURE_BOUNDS`) that minimises the validation NLL; searched on log T, so that
-    halving and doubling are equally far from 1."""
+    halving and doubling are equally far from 1. Pass a 3-class model's ``class_names`` (see the module docstring)."""
     y = np.asarray(y, dtype=np.int64)
     if len(y) == 0 or len(np.unique(y)) < 2:
         raise ValueError("temperature scaling needs validation images of at least two classes")
     lo, hi = np.log(TEMPERATURE_BOUNDS)
     result = minimize_scalar(
-        lambda log_t: nll(y, probs, float(np.exp(log_t))), bounds=(lo, hi), method="bounded", options={"xatol": 1e-4}
+        lambda log_t: nll(y, probs, float(np.exp(log_t)), class_names),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-4},
     )
     return float(np.exp(result.x))
 

@@ -1,7 +1,8 @@
 """3-class (NORMAL / BACTERIAL / VIRAL) evaluation: accuracy, per-class table, confusion matrices.
 
-Also usable for the binary task with (n, 2) probabilities. Predictions are the arg-max class. Study B reported
-its 3-class confusion as row percentages (normal 152/200 = 76%, ...); both the counts and those row-normalised
+Also usable for the binary task with (n, 2) probabilities. Predictions follow the one decision rule of
+:mod:`cxrmodels.evaluate.decision` at the chosen threshold (the arg-max only where no threshold is given). Study B
+reported its 3-class confusion as row percentages (normal 152/200 = 76%, ...); both the counts and those row-normalised
 rates are returned, as DataFrames labelled with the class names so nobody has to remember the index order.
 """
 
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from cxrmodels.evaluate.decision import decide
 
 
 def _check_inputs(
@@ -29,7 +32,15 @@ def _check_inputs(
     return y.astype(np.int64), p
 
 
-def multiclass_report(y_true: Sequence[int] | np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> dict:
+def predictions(probs: np.ndarray, class_names: Sequence[str], threshold: float | None) -> np.ndarray:
+    """The decided class per image: :func:`~cxrmodels.evaluate.decision.decide` at ``threshold``, or the arg-max
+    where no threshold has been chosen."""
+    return probs.argmax(axis=1) if threshold is None else decide(probs, class_names, threshold)
+
+
+def multiclass_report(
+    y_true: Sequence[int] | np.ndarray, probs: np.ndarray, class_names: Sequence[str], threshold: float | None = None
+) -> dict:
     """Accuracy, macro/weighted F1, a per-class table and the confusion matrix (counts and row-normalised).
 
     ``per_class`` has precision, recall, f1, support indexed by class name. ``confusion`` rows are the true class,
@@ -42,7 +53,7 @@ def multiclass_report(y_true: Sequence[int] | np.ndarray, probs: np.ndarray, cla
     y, p = _check_inputs(y_true, probs, class_names)
     names = list(class_names)
     labels = list(range(len(names)))
-    pred = p.argmax(axis=1)
+    pred = predictions(p, names, threshold)
     precision, recall, f1, support = precision_recall_fscore_support(
         y, pred, labels=labels, average=None, zero_division=0.0
     )
@@ -70,17 +81,22 @@ def multiclass_report(y_true: Sequence[int] | np.ndarray, probs: np.ndarray, cla
 
 
 def select_examples(
-    y_true: Sequence[int] | np.ndarray, probs: np.ndarray, class_names: Sequence[str], n_wrong: int = 2
+    y_true: Sequence[int] | np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    n_wrong: int = 2,
+    threshold: float | None = None,
 ) -> pd.DataFrame:
     """Which images to show in a Grad-CAM grid: per true class, its most confident correct one and its worst misses.
 
-    "Worst" = highest probability given to a wrong class, i.e. the most confident mistakes, which are the ones worth
+    ``pred`` is the decision at ``threshold`` (the arg-max without one). "Worst" = highest probability given to a
+    wrongly decided class, i.e. the most confident mistakes, which are the ones worth
     a radiologist's look. Columns: index (position in the inputs), true, pred (class names), prob_pred, kind
     ("correct" / "wrong"). A class with no correct (or no wrong) example simply has fewer rows.
     """
     y, p = _check_inputs(y_true, probs, class_names)
-    pred = p.argmax(axis=1)
-    conf = p.max(axis=1)
+    pred = predictions(p, class_names, threshold)
+    conf = p[np.arange(len(pred)), pred]
     rows: list[dict] = []
     for c, name in enumerate(class_names):
         right = np.flatnonzero((y == c) & (pred == c))

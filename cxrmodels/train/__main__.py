@@ -27,7 +27,8 @@ OVERRIDES = {
     "batch_size": "batch_size", "image_size": "image_size", "dropout": "dropout", "pretrained": "pretrained",
     "pretrained_path": "pretrained_path", "freeze_epochs": "freeze_epochs", "finetune_blocks": "finetune_blocks",
     "augment": "augment", "seed": "seed", "device": "device", "weight_decay": "weight_decay",
-    "early_stopping_patience": "early_stopping_patience", "head": "head",
+    "early_stopping_patience": "early_stopping_patience", "head": "head", "best_metric": "best_metric",
+    "keep_weights": "keep_weights",
 }  # fmt: skip
 SMOKE = {"epochs": 2, "image_size": 48, "batch_size": 16}
 SMOKE_SYNTHETIC_N = 90
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-epochs", type=int)
     p.add_argument("--finetune-blocks", type=int)
     p.add_argument("--early-stopping-patience", type=int)
+    p.add_argument("--best-metric", help="the metric that defines the best epoch (default val_auc, the search's)")
+    p.add_argument("--keep-weights", choices=("best", "last"), help="keep the best epoch's weights, or the last's")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1")
@@ -166,8 +169,13 @@ def train_run(args: argparse.Namespace, cfg: TrialConfig) -> Path:
                 title=f"{cfg.backbone} ({cfg.task})",
             )
     trainer.checkpoint().save(out / "best.pt")
-    best = trainer.history[trainer.best_epoch - 1] if trainer.best_epoch else trainer.history[-1]
-    print(f"best epoch {trainer.best_epoch}: val loss {best['val_loss']:.4f}, val accuracy {best['val_accuracy']:.4f}")
+    kept = trainer.best_epoch if trainer.best_epoch and cfg.keep_weights == "best" else len(trainer.history)
+    m = trainer.history[kept - 1]
+    print(
+        f"kept epoch {kept} ({'best' if cfg.keep_weights == 'best' else 'last'} by {cfg.best_metric}): "
+        f"{cfg.best_metric} {m.get(cfg.best_metric, float('nan')):.4f}, val loss {m['val_loss']:.4f}, "
+        f"val accuracy {m['val_accuracy']:.4f}"
+    )
     return out
 
 

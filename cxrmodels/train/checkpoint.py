@@ -57,7 +57,8 @@ def load_checkpoint(path: str | os.PathLike | BinaryIO, map_location: str | torc
 
 # Provenance kept beside the model, read by people and reports, never needed to use it.
 INFO_KEYS: tuple[str, ...] = (
-    "epoch", "best_epoch", "best_val_loss", "objective", "objective_value", "source_trial", "threshold_chosen_on",
+    "epoch", "best_epoch", "best_metric", "best_value", "kept_epoch", "best_val_loss", "objective", "objective_value",
+    "source_trial", "threshold_chosen_on", "experiment", "decision_tta",
 )  # fmt: skip
 
 

@@ -17,6 +17,14 @@ TASKS: tuple[str, ...] = ("binary", "multiclass")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "sgd_momentum", "adam", "adamw", "rmsprop")
 HEADS: tuple[str, ...] = ("auto", "gap", "flatten")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+KEEP_WEIGHTS: tuple[str, ...] = ("best", "last")
+#: Metrics where lower is better; every other metric (AUROC, F1, accuracy) is better higher.
+METRICS_MIN: tuple[str, ...] = ("val_loss", "train_loss")
+
+
+def metric_mode(metric: str, mode: str | None = None) -> str:
+    """A metric's direction: ``mode`` when given, else min for the losses and max for everything else."""
+    return mode or ("min" if metric in METRICS_MIN else "max")
 
 
 @dataclass(frozen=True)
@@ -27,8 +35,13 @@ class TrialConfig:
     study A's global-average-pool head; ``head_hidden=None`` means 128 units for ``flatten`` and 1024 for ``gap``.
     ``weight_decay`` applies to the head only (study A's L2 0.01 on the dense layers). ``freeze_epochs`` > 0 trains
     the head alone first, then unfreezes the last ``finetune_blocks`` backbone stages (-1: all) at
-    ``lr * finetune_lr_ratio``. ``early_stopping_patience=0`` and ``plateau=False`` switch those callbacks off;
-    both patiences count like Keras (act after that many epochs without a lower validation loss).
+    ``lr * finetune_lr_ratio``. ``early_stopping_patience=0`` and ``plateau=False`` switch those callbacks off.
+
+    The best epoch has one definition for trials, retraining and ``python -m cxrmodels.train``: the epoch with the
+    best ``best_metric`` (the search's objective, ``val_auc`` unless set otherwise; lower is better for the losses).
+    Early stopping counts epochs without a better ``best_metric``, and ``keep_weights="best"`` keeps (and restores
+    at the end) that epoch's weights; ``keep_weights="last"`` ("run to its end") keeps the last epoch's. The LR
+    plateau follows the validation loss, like Keras' ``ReduceLROnPlateau``.
     """
 
     task: str = "binary"
@@ -53,6 +66,8 @@ class TrialConfig:
     plateau_patience: int = 5
     min_lr: float = 1e-6
     early_stopping_patience: int = 5
+    best_metric: str = "val_auc"
+    keep_weights: str = "best"
     class_weights: bool = True
     augment: bool = True
     shift: float = 0.1
@@ -173,6 +188,13 @@ def _validate(cfg: TrialConfig) -> None:
     _check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _check_choice("head", cfg.head, HEADS)
     _check_choice("device", cfg.device.split(":")[0], DEVICES)
+    _check_choice("keep_weights", cfg.keep_weights, KEEP_WEIGHTS)
+    _check_range(
+        "best_metric",
+        cfg.best_metric.startswith(("val_", "train_")),
+        cfg.best_metric,
+        "a reported metric such as val_auc",
+    )
     if is_known_backbone is not None and not is_known_backbone(cfg.backbone):
         raise ValueError(
             f"config key 'backbone': {cfg.backbone!r} is not valid; valid choices: {', '.join(list_backbones())}, "

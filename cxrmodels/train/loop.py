@@ -26,7 +26,7 @@ from cxrmodels.data.augment import TTA_VIEWS, AugmentConfig, augment_batch, to_f
 from cxrmodels.io import plain
 from cxrmodels.models.freeze import set_trainable
 from cxrmodels.models.registry import CXRClassifier, create_model
-from cxrmodels.train.config import TrialConfig
+from cxrmodels.train.config import TrialConfig, metric_mode
 from cxrmodels.train.metrics import classification_metrics
 
 if TYPE_CHECKING:
@@ -331,7 +331,9 @@ class Trainer:
     ``finetune_blocks`` backbone stages are unfrozen at ``lr * finetune_lr_ratio`` with a fresh optimizer and plateau
     scheduler ("finetune"); the early-stopping counter restarts there (the studies ran it as a second ``fit``) while
     the best weights are tracked across both phases. Without freezing the phase is "full" (or "finetune" when
-    ``finetune_blocks`` limits the trainable stages). Early stopping restores the best epoch's weights when done.
+    ``finetune_blocks`` limits the trainable stages). The best epoch is the one with the best ``cfg.best_metric``
+    (the search's objective); with ``keep_weights="best"`` its weights are restored when training is done, with
+    ``"last"`` the last epoch's stay.
     """
 
     def __init__(self, cfg: TrialConfig, data: TrainData, device: str | None = None) -> None:
@@ -351,8 +353,10 @@ class Trainer:
             cfg.shift, cfg.zoom, cfg.rotate_deg, enabled=cfg.augment, intensity=cfg.intensity_aug
         )
         self.epoch = 0
-        self.best_val_loss = math.inf
+        self.better = metric_mode(cfg.best_metric)
+        self.best_value = math.inf if self.better == "min" else -math.inf
         self.best_epoch = 0
+        self.best_collapsed = True  # no epoch yet: any finite value improves on it
         self.bad_epochs = 0
         self.stopped_early = False
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -438,30 +442,59 @@ class Trainer:
         )
         if not math.isfinite(val["loss"]) and len(self.val_y):
             raise NonFiniteLossError(number, None, val["loss"], where="validation")
-        is_best = self._update_early_stopping(val["loss"])
-        self.epoch = number
+        metrics = self._epoch_metrics(lr, train, val)
+        is_best = self._update_best(metrics.get(self.cfg.best_metric), bool(metrics.get("val_collapsed")))
+        self.epoch = metrics["epoch"] = number
         if self.scheduler is not None:
             self.scheduler.step(val["loss"])
-        if self.done and self.cfg.early_stopping_patience > 0 and self.best_state is not None:
+        if self.rolled_back:
             self.model.load_state_dict(self.best_state)
-        metrics = self._epoch_metrics(lr, train, val, is_best)
+        metrics.update(
+            best_epoch=self.best_epoch,
+            best_value=self.best_value,
+            is_best=is_best,
+            should_stop=self.stopped_early,
+            done=self.done,
+        )
         self.history.append(metrics)
         return metrics
 
-    def _update_early_stopping(self, val_loss: float) -> bool:
-        """Best weights by validation loss (kept on the CPU); returns whether this epoch is the best so far."""
-        if val_loss < self.best_val_loss:
-            self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch + 1, 0
-            self.best_state = _cpu_copy(self.model.state_dict())
+    @property
+    def rolled_back(self) -> bool:
+        """Training is done, the kept weights are the best epoch's, and that was not the last epoch."""
+        return (
+            self.done
+            and self.cfg.keep_weights == "best"
+            and self.best_state is not None
+            and self.best_epoch != self.epoch
+        )
+
+    def _improves(self, value: Any, collapsed: bool) -> bool:
+        """The search's rule (``search.results.best_epoch_row``): the best value among the non-collapsed epochs,
+        among all epochs only while every epoch so far has collapsed."""
+        if value is None or not math.isfinite(float(value)) or (collapsed and not self.best_collapsed):
+            return False
+        if self.best_collapsed and not collapsed:
+            return True
+        return float(value) < self.best_value if self.better == "min" else float(value) > self.best_value
+
+    def _update_best(self, value: Any, collapsed: bool) -> bool:
+        """The best epoch by ``cfg.best_metric`` (its weights kept on the CPU) and the early-stopping count; returns
+        whether this epoch is the best so far."""
+        if self._improves(value, collapsed):
+            self.best_value, self.best_epoch, self.bad_epochs = float(value), self.epoch + 1, 0
+            self.best_collapsed = collapsed
+            if self.cfg.keep_weights == "best":
+                self.best_state = _cpu_copy(self.model.state_dict())
             return True
         self.bad_epochs += 1
         patience = self.cfg.early_stopping_patience
         self.stopped_early = patience > 0 and self.bad_epochs >= patience
         return False
 
-    def _epoch_metrics(self, lr: float, train: dict, val: dict, is_best: bool) -> dict[str, Any]:
+    def _epoch_metrics(self, lr: float, train: dict, val: dict) -> dict[str, Any]:
         metrics: dict[str, Any] = {
-            "epoch": self.epoch,
+            "epoch": self.epoch + 1,
             "phase": self.phase,
             "lr": lr,
             "train_loss": train["loss"],
@@ -469,11 +502,7 @@ class Trainer:
         }
         metrics.update({f"val_{k}": v for k, v in val.items()})
         metrics.update(
-            best_epoch=self.best_epoch,
-            best_val_loss=self.best_val_loss,
-            is_best=is_best,
-            should_stop=self.stopped_early,
-            done=self.done,
+            best_metric=self.cfg.best_metric,
             epoch_time_s=train["time_s"],
             images_per_s=train["images_per_s"],
             trainable_params=self.trainable["trainable_params"],
@@ -496,7 +525,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "early_stopping": {
-                "best_val_loss": self.best_val_loss,
+                "best_value": self.best_value,
+                "best_collapsed": self.best_collapsed,
                 "best_epoch": self.best_epoch,
                 "bad_epochs": self.bad_epochs,
                 "stopped_early": self.stopped_early,
@@ -517,8 +547,10 @@ class Trainer:
         if self.scheduler is not None and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
         es = state["early_stopping"]
-        self.best_val_loss, self.best_epoch = float(es["best_val_loss"]), int(es["best_epoch"])
+        fallback = math.inf if self.better == "min" else -math.inf  # a state saved before best_metric existed
+        self.best_value, self.best_epoch = float(es.get("best_value", fallback)), int(es["best_epoch"])
         self.bad_epochs, self.stopped_early = int(es["bad_epochs"]), bool(es["stopped_early"])
+        self.best_collapsed = bool(es.get("best_collapsed", self.best_epoch == 0))
         self.best_state = dict(state["best_state"]) or None
         self.history = copy.deepcopy(list(state["history"]))
         self.epoch = int(state["epoch"])
@@ -528,17 +560,26 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
 
     def checkpoint(self, current: bool = False, **info: Any) -> ModelCheckpoint:
-        """What a user of the model needs: the best weights (lowest validation loss so far; ``current``: this
-        epoch's), config, class names, preprocessing, history; ``info`` adds provenance."""
+        """What a user of the model needs: the kept weights (the best epoch's by ``cfg.best_metric``, or the last
+        epoch's with ``keep_weights="last"``; ``current``: this epoch's), config, class names, preprocessing,
+        history; ``info`` adds provenance."""
         from cxrmodels.train.checkpoint import ModelCheckpoint, preprocess_of
 
-        best = self.best_state is not None and not current
+        best = self.best_state is not None and not current and self.cfg.keep_weights == "best"
         weights = self.best_state if best else _cpu_copy(self.model.state_dict())
+        kept = self.best_epoch if best else self.epoch
         return ModelCheckpoint(
             config=self.cfg,
             class_names=tuple(self.data.class_names),
             weights=weights,
             preprocess=preprocess_of(self.data.preprocess, self.cfg),
             history=tuple(plain(self.history)),
-            info={"best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss, "epoch": self.epoch, **info},
+            info={
+                "best_epoch": self.best_epoch,
+                "best_metric": self.cfg.best_metric,
+                "best_value": self.best_value,
+                "kept_epoch": kept,
+                "epoch": self.epoch,
+                **info,
+            },
         )
