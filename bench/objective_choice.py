@@ -1,5 +1,6 @@
-"""Which validation figure should the search rank trials by? Measured: every epoch of every trial, each candidate
-objective on validation against what that epoch's model does on data the search never sees.
+"""Which validation figure should the search rank trials by? Measured on validation alone: every epoch of every
+trial, each candidate objective on one half of the validation split against what that epoch's model does on the
+other half.
 
     python -m bench.objective_choice            # 40 trials of the cpu preset's space on chest_xray at 64 px, 3-class
     python -m bench.objective_choice --quick    # 6 trials on 240 synthetic images at 48 px (about a minute)
@@ -9,20 +10,22 @@ settings) with two changes, both so that every epoch is a fair sample: Optuna's 
 sample is not biased toward what one objective likes) and no ASHA or early stopping (each trial runs to its own
 sampled epoch cap, ``--max-epochs`` at most, so the poor and collapsing epochs are in the sample too).
 
-After each epoch the model's class probabilities on validation, on the internal test split and (where the folder
-is there) on the external set are kept. From them:
+The validation split is cut in two by patient (``val_a``, ``val_b``, seeded). Trials validate (LR plateau) on
+``val_a`` only. After each epoch the model's class probabilities on both halves, on the internal test split and
+(where the folder is there) on the external set are kept. From them:
 
-- candidates, on validation: ``val_auc`` (binary AUROC or one-vs-rest macro AUROC), ``val_loss`` (cross-entropy;
+- candidates, on ``val_a``: ``val_auc`` (binary AUROC or one-vs-rest macro AUROC), ``val_loss`` (cross-entropy;
   lower is better, so its rank correlation is given for -loss), ``val_best_balanced_accuracy`` (at the
-  validation-best threshold, or the prior-corrected arg-max for 3 classes) and ``val_macro_f1`` (arg-max; today's
-  objective);
-- test figures of the same model: 3-class accuracy and macro-F1 (arg-max), and binary accuracy and F1 at the
-  threshold chosen on validation (0.10..0.90 by 0.05, F1-best, as the analysis does), plus binary AUROC.
+  validation-best threshold, or the prior-corrected arg-max for 3 classes) and ``val_macro_f1`` (arg-max);
+- figures of the same model on ``val_b``, the choice's evidence: 3-class accuracy and macro-F1 and binary accuracy
+  and F1, each at the threshold chosen on ``val_a`` (0.10..0.90 by 0.05, F1-best, with the one decision rule of
+  ``cxrmodels.evaluate.decision``), and binary AUROC;
+- the same figures on the internal test split and the external set, shown for information only: nothing is
+  chosen on them.
 
-Reported per candidate: the Spearman rank correlation with each test figure over all epochs, the same over trials
-(each trial at its best epoch by that candidate: what a search keeps), the test figures of the trial the candidate
-would pick, and the share of tied values (epochs whose candidate value equals another epoch's). The external set's
-figures are reported beside the internal test's; nothing is chosen on them.
+Reported per candidate: the Spearman rank correlation with each figure over all epochs, the same over trials (each
+trial at its best epoch by that candidate: what a search keeps), the figures of the trial the candidate would pick,
+and the share of tied values (epochs whose candidate value equals another epoch's).
 
 Writes bench/results/objective_choice.json (``--quick``: objective_choice_quick.json); the per-epoch probabilities
 go to an ``.npz`` beside it (ignored by git) so the table can be recomputed without training again.
@@ -45,7 +48,8 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 CANDIDATES = ("val_auc", "val_loss", "val_best_balanced_accuracy", "val_macro_f1")
 LOWER_IS_BETTER = ("val_loss",)
-SPLITS = ("val", "test", "external")
+SPLITS = ("val_a", "val_b", "test", "external")
+CHOICE = "val_b"  # the half the candidates are judged on; test and external are shown for information only
 
 _ARRAYS: dict = {}  # set before the worker processes fork; read there
 
@@ -70,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------------------- data
-def search_settings(args: argparse.Namespace) -> dict:
+def search_settings(args: argparse.Namespace):
     """The cpu preset, resolved as ``search.run`` resolves it, with this benchmark's data, size and epoch cap."""
     from search.config import apply_overrides, load_preset, validate
 
@@ -80,6 +84,7 @@ def search_settings(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "space": {"image_size": [args.size], "epochs": {"low": 2, "high": args.max_epochs}},
         "fixed": {"early_stopping_patience": 0},
+        "num_samples": args.trials,
     }
     if args.quick:
         overrides.update(
@@ -95,38 +100,45 @@ def search_settings(args: argparse.Namespace) -> dict:
     return validate(apply_overrides(load_preset("cpu"), overrides))
 
 
-def load_arrays(config: dict, external: str) -> dict:
+def load_arrays(config, external: str) -> dict:
     from cxrmodels.data.dataset import load_labelled, prepare
     from cxrmodels.data.preprocess import PreprocessConfig
     from cxrmodels.data.records import class_names, task_labels
     from cxrmodels.data.splits import SplitConfig
 
-    size = config["space"]["image_size"][0]
-    preprocess = PreprocessConfig(size=size, **config["preprocess"])
-    split = SplitConfig(**{"seed": config["seed"], **config["split"]})
-    prepared = prepare(
-        config["data"], preprocess, split=split, seed=config["seed"], synthetic_n=config.get("synthetic_n")
-    )
-    arrays = {s: prepared.arrays(s, config["task"]) for s in ("train", "val", "test")}
+    size = config.space["image_size"][0]
+    preprocess = PreprocessConfig(size=size, **(config.preprocess or {}))
+    split = SplitConfig(**{"seed": config.seed, **(config.split or {})})
+    prepared = prepare(config.data, preprocess, split=split, seed=config.seed, synthetic_n=config.synthetic_n)
+    arrays = {s: prepared.arrays(s, config.task) for s in ("train", "val", "test")}
+    arrays.update(validation_halves(arrays.pop("val"), prepared.manifest.iloc[prepared.indices("val")], config))
     if external and Path(external).is_dir():  # reported only: no candidate or trial is chosen on it
         ext = load_labelled(external, preprocess)
-        arrays["external"] = (ext.images, task_labels(ext.labels, config["task"]))
+        arrays["external"] = (ext.images, task_labels(ext.labels, config.task))
     return {
         "arrays": arrays,
-        "class_names": class_names(config["task"]),
+        "class_names": class_names(config.task),
         "preprocess": preprocess.to_dict(),
         "counts": {s: int(len(y)) for s, (_, y) in arrays.items()},
     }
 
 
-def sample_trials(config: dict, n: int) -> list[dict]:
+def validation_halves(val: tuple, rows, config) -> dict:
+    """The validation split in two by patient (a seeded shuffle of the patients, alternately assigned)."""
+    patients = rows["patient"].to_numpy()
+    unique = np.random.default_rng(config.seed).permutation(np.unique(patients))
+    in_a = np.isin(patients, unique[::2])
+    return {"val_a": (val[0][in_a], val[1][in_a]), "val_b": (val[0][~in_a], val[1][~in_a])}
+
+
+def sample_trials(config, n: int) -> list[dict]:
     """``n`` trial configurations from the preset's define-by-run space, drawn by a seeded RandomSampler."""
     import optuna
 
     from search.space import DefineByRunSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config["seed"]))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.seed))
     space = DefineByRunSpace(config)
     trials = []
     for _ in range(n):
@@ -144,13 +156,13 @@ def train_trial(job: tuple[int, dict, dict]) -> dict:
 
     from cxrmodels.train.config import TrialConfig
     from cxrmodels.train.loop import TrainData, Trainer, predict_proba
-    from search.space import trial_dict
+    from search.experiment import trial_dict
 
     index, base, params = job
     torch.set_num_threads(1)
     arrays, names = _ARRAYS["arrays"], _ARRAYS["class_names"]
     cfg = TrialConfig.from_dict({**trial_dict(base, params), "seed": base["seed"] + index})
-    data = TrainData(*arrays["train"], *arrays["val"], class_names=names, preprocess=_ARRAYS["preprocess"])
+    data = TrainData(*arrays["train"], *arrays["val_a"], class_names=names, preprocess=_ARRAYS["preprocess"])
     trainer = Trainer(cfg, data, device="cpu")
     epochs = []
     start = time.time()
@@ -169,12 +181,10 @@ def train_trial(job: tuple[int, dict, dict]) -> dict:
     return {"index": index, "params": params, "epochs": epochs}
 
 
-def run_trials(config: dict, data: dict, workers: int) -> list[dict]:
-    from search.space import constant_trial_keys
-
+def run_trials(config, data: dict, workers: int) -> list[dict]:
     _ARRAYS.update(data)
-    base = constant_trial_keys(config)
-    jobs = [(i, base, params) for i, params in enumerate(sample_trials(config, config["num_samples"]))]
+    base = config.constant_trial_keys()
+    jobs = [(i, base, params) for i, params in enumerate(sample_trials(config, config.num_samples))]
     context = multiprocessing.get_context("fork")  # the workers read the arrays the parent prepared
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         return sorted(pool.map(train_trial, jobs), key=lambda t: t["index"])
@@ -183,11 +193,12 @@ def run_trials(config: dict, data: dict, workers: int) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------- figures
 def epoch_figures(probs: dict, val_loss: float, arrays: dict, names: tuple) -> dict:
     """The candidates on validation, and the test (and external) figures of the same model."""
+    from cxrmodels.evaluate import multiclass_report
     from cxrmodels.evaluate.binary import binary_report, pneumonia_probability
     from cxrmodels.train.metrics import classification_metrics
 
     y = {s: arrays[s][1] for s in probs}
-    val = classification_metrics(y["val"], probs["val"], names)
+    val = classification_metrics(y["val_a"], probs["val_a"], names)
     row = {
         "val_loss": val_loss,
         **{f"val_{k}": val[k] for k in ("auc", "best_balanced_accuracy", "macro_f1")},
@@ -198,9 +209,9 @@ def epoch_figures(probs: dict, val_loss: float, arrays: dict, names: tuple) -> d
         s: (y[s] if len(names) == 2 else (y[s] > 0).astype(np.int64), pneumonia_probability(probs[s], names))
         for s in probs
     }
-    for split in (s for s in ("test", "external") if s in probs):
-        held = classification_metrics(y[split], probs[split], names)
-        rep = binary_report(*binary["val"], *binary[split])
+    for split in (s for s in (CHOICE, "test", "external") if s in probs):
+        rep = binary_report(*binary["val_a"], *binary[split])
+        held = multiclass_report(y[split], probs[split], names, rep["threshold"])
         row.update(
             {
                 f"{split}_accuracy": held["accuracy"],
@@ -255,7 +266,7 @@ def summarise(trials: list[dict], data: dict) -> dict:
         for t in trials
     ]
     rows = [r for trial in per_trial for r in trial]
-    targets = [k for k in rows[0] if k.startswith(("test_", "external_"))]
+    targets = [k for k in rows[0] if k.startswith((f"{CHOICE}_", "test_", "external_"))]
     by_trial, picked = {}, {}
     for cand in CANDIDATES:
         best = per_trial_best(per_trial, cand)
@@ -304,7 +315,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = parse_args(argv)
     config = search_settings(args)
-    config["num_samples"] = args.trials
     started = time.time()
     data = load_arrays(config, args.external)
     print(f"data: {data['counts']} at {args.size} px, task {args.task}", flush=True)

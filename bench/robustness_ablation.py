@@ -145,7 +145,7 @@ def train_one(job: tuple[str, int, dict, int]) -> dict:
     trainer = Trainer(cfg, data, device="cpu")
     while not trainer.done:
         trainer.run_epoch()
-    trainer.model.load_state_dict(dict(trainer.checkpoint().weights))  # the best-val-loss weights
+    trainer.model.load_state_dict(dict(trainer.checkpoint().weights))  # the kept (best-objective) weights
     probs = {
         (split, views): predict_proba(trainer.model, arrays[split][0], tta=views).astype(np.float32)
         for split in ("val", "test", "external")
@@ -181,6 +181,39 @@ def figures(
         "balanced_normal_recall": float(balanced["specificity"]),
         "balanced_threshold": float(balanced["threshold"]),
     }
+
+
+def validation_figures(runs: list[dict], tta: int) -> dict:
+    """What a design choice may rest on: per variant and TTA setting, the threshold-free validation figures (the
+    search's objective, one-vs-rest AUROC; the binary AUROC of P(pneumonia); the cross-entropy), mean and std over
+    seeds. Nothing here is scored on test or the external set."""
+    from sklearn.metrics import log_loss
+
+    from cxrmodels.evaluate import pneumonia_probability, roc_auc
+    from cxrmodels.train.metrics import classification_metrics
+
+    y_val, names = _ARRAYS["arrays"]["val"][1], list(_ARRAYS["class_names"])
+    binary = (y_val != names.index("NORMAL")).astype(np.int64)
+    out: dict = {}
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        for views in dict.fromkeys((1, tta)):
+            probs = [r["probs"][("val", views)].astype(np.float64) for r in runs if r["variant"] == variant]
+            probs = [p / p.sum(axis=1, keepdims=True) for p in probs]  # float32 rounding
+            rows = [
+                {
+                    "val_auc": classification_metrics(y_val, p, names)["auc"],
+                    "val_binary_auc": roc_auc(binary, pneumonia_probability(p, names)),
+                    "val_loss": log_loss(y_val, p, labels=list(range(len(names)))),
+                }
+                for p in probs
+            ]
+            out.setdefault(variant, {})[f"val_tta{views}"] = {
+                "mean": {k: float(np.mean([r[k] for r in rows])) for k in rows[0]},
+                "std": {
+                    k: float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else float("nan") for k in rows[0]
+                },
+            }
+    return out
 
 
 def summarise(runs: list[dict], tta: int) -> dict:
@@ -259,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "images": _ARRAYS["counts"],
         "external_skipped": _ARRAYS["external_skipped"],
         "table": table,
+        "validation": validation_figures(runs, args.tta),
         "runs": [{k: r[k] for k in ("variant", "seed", "epochs", "seconds")} for r in runs],
         "minutes": round((time.time() - start) / 60, 1),
     }

@@ -21,6 +21,12 @@ PLAIN_FLAGS: tuple[str, ...] = (
     "data", "task", "objective", "mode", "searcher", "scheduler", "num_samples", "seed", "max_failures",
     "time_budget_s", "optuna_storage", "mlflow", "mlflow_uri", "storage_path", "name", "cache_dir", "top_k",
 )  # fmt: skip
+# Flags that only shape the searched space, which a grid search does not read (its grid section lists the trials).
+SPACE_FLAGS: tuple[str, ...] = ("backbones", "image_sizes", "max_epochs")
+# What --resume reads besides the folder: where it is and how this invocation runs. Everything else is saved.
+RESUME_FLAGS: tuple[str, ...] = ("resume", "name", "storage_path", "address", "dashboard", "verbose", "print_config")
+# Settings that are local paths, saved absolute so that the analysis can run from any folder.
+PATH_SETTINGS: tuple[str, ...] = ("data", "cache_dir")
 # What --smoke-test keeps of the preset's searched space (so a smoke test still exercises those ranges).
 SMOKE_KEPT_SPACE: tuple[str, ...] = ("optimizer", "lr", "dropout", "weight_decay")
 
@@ -186,7 +192,35 @@ def build_config(args: argparse.Namespace) -> SearchConfig:
         config = apply_smoke_test(config)
     config = search_config.apply_overrides(config, flag_settings(args, config))
     config = search_config.apply_overrides(config, search_config.parse_set(args.overrides))
-    return search_config.validate(config)
+    ignored = [flag for flag in SPACE_FLAGS if getattr(args, flag, None) is not None]
+    if config.get("searcher") == "grid" and ignored:
+        names = ", ".join(f"--{flag.replace('_', '-')}" for flag in ignored)
+        raise SearchConfigError(
+            f"{names}: a grid search runs exactly the points of its grid section, so the searched space these "
+            f"flags change is not read; change the grid instead (e.g. --set 'grid.epochs=[5, 10]'), or use "
+            "--searcher optuna"
+        )
+    return search_config.validate(absolute_paths(config))
+
+
+def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """Local paths made absolute (a report must find the data from whatever folder it runs in)."""
+    out = dict(config)
+    for key in PATH_SETTINGS:
+        value = out.get(key)
+        if isinstance(value, str) and value and value != "synthetic" and not is_uri(value):
+            out[key] = str(Path(value).expanduser().resolve())
+    return out
+
+
+def ignored_on_resume(args: argparse.Namespace) -> list[str]:
+    """Flags given with --resume that it would not read (their defaults are not 'given')."""
+    parser = build_parser()
+    return [
+        f"--{dest.replace('_', '-')}"
+        for dest, value in vars(args).items()
+        if dest not in RESUME_FLAGS and value != parser.get_default(dest)
+    ]
 
 
 def flag_settings(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
@@ -242,8 +276,14 @@ def _number(text: str, flag: str) -> float:
 
 
 def load_resume_config(args: argparse.Namespace) -> SearchConfig:
-    """The saved settings of the experiment to resume (its folder decides; other flags are ignored), with
-    ``storage_path`` and ``name`` of where the folder is now."""
+    """The saved settings of the experiment to resume (its folder decides; a flag that would change them is
+    refused), with ``storage_path`` and ``name`` of where the folder is now."""
+    ignored = ignored_on_resume(args)
+    if ignored:
+        raise SearchConfigError(
+            f"--resume continues with the experiment's saved settings ({CONFIG_FILE}), so {', '.join(ignored)} "
+            "would be ignored; leave them out, or start a new experiment with them"
+        )
     if args.resume:
         folder = args.resume
     elif args.name:

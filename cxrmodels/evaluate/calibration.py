@@ -59,9 +59,8 @@ def apply_temperature(probs: np.ndarray, temperature: float, class_names: Sequen
     if normal is None:
         return softmax(logp / temperature, axis=1)
     others = [k for k in range(logp.shape[1]) if k != normal]
-    p = np.exp(logp)
-    p_pneumonia = np.clip(p[:, others].sum(axis=1), _EPS, 1.0)
-    binary_logit = np.log(p_pneumonia) - logp[:, normal]
+    p, tiny = np.asarray(probs, dtype=np.float64), np.finfo(np.float64).tiny  # no clipping that could tie images
+    binary_logit = np.log(np.maximum(p[:, others].sum(axis=1), tiny)) - np.log(np.maximum(p[:, normal], tiny))
     scaled = np.empty_like(logp)
     scaled[:, normal] = expit(-binary_logit / temperature)
     scaled[:, others] = (1.0 - scaled[:, [normal]]) * softmax(logp[:, others] / temperature, axis=1)
