@@ -54,9 +54,11 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
 
 
 def check_tta(tta: int | None) -> None:
-    from cxrmodels.data.augment import TTA_VIEWS
+    if tta is None:
+        return
+    from cxrmodels.data.augment import TTA_VIEWS  # torch: not imported when there is nothing to check
 
-    if tta is not None and not 1 <= tta <= len(TTA_VIEWS):
+    if not 1 <= tta <= len(TTA_VIEWS):
         raise UsageError(f"--tta must be 1 (off) to {len(TTA_VIEWS)} views, got {tta}")
 
 

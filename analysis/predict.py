@@ -473,7 +473,8 @@ def write_requested_gradcams(args, model, x: np.ndarray, table: pd.DataFrame, cl
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    check_tta(args.tta)
+    if not is_onnx(args.model):  # an ONNX model checks its own views (they are in its graph)
+        check_tta(args.tta)
     device = _device(args.model, args.device)
     try:
         model, checkpoint = load_predictor(args.model, device)

@@ -35,6 +35,7 @@ from analysis.model_card import settings_table, write_model_cards
 from analysis.results import ModelResult, ReportResult, RetrainResult, RetrainSettings
 from analysis.retrain import add_retrain_args, retrain_and_evaluate
 from analysis.search_plots import write_search_plots
+from cxrmodels.evaluate import DECISION_RULE
 from cxrmodels.evaluate.calibration import ECE_BINS
 from search.experiment import CONFIG_PREFIX, PARAM_COLUMNS
 from search.tracking import INSTALL_HINT, add_mlflow_args, mlflow_requested
@@ -474,8 +475,9 @@ def write_retrain_sections(rep: Report, rt: RetrainResult, data_label: str) -> N
     rep.h(f"Retrained winners: {'binary' if rt.task == 'binary' else '3-class'} models")
     rep.p(
         f"Each winner retrained from scratch ({how}), task {rt.task}, the validation split for early stopping "
-        f"and for choosing the threshold (F1-best of 0.10..0.90 by 0.05 on validation, ties to the threshold "
-        f"nearest 0.5); the test split scored once per run at that threshold. Figures are mean ± std over runs. "
+        f"and the kept epoch (the best by the search's objective) and for choosing the threshold (F1-best of "
+        f"0.10..0.90 by 0.05 on validation, ties to the threshold nearest 0.5); the test split scored once per run "
+        f"at that threshold, with one decision per image ({DECISION_RULE}). Figures are mean ± std over runs. "
         f"{len(rt.runs)} runs in {rt.wall_s:.0f} s ({'Ray tasks' if rt.used_ray else 'sequential'}). "
         + (
             f"Every prediction averages {rt.tta} test-time views (small shifts and zooms)."
