@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.cli import guarded  # noqa: E402
 from analysis.experiment import Experiment  # noqa: E402
 from search.experiment import CONFIG_PREFIX, LOG_KEYS, SearchConfig  # noqa: E402
 
@@ -282,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@guarded
 def main(argv: Sequence[str] | None = None) -> int:
     from analysis.leaderboard import experiment_and_winners
 

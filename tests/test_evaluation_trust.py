@@ -194,6 +194,7 @@ def test_find_overlap_names_the_split(fake_experiment, site_folder) -> None:
         ["report", "/no/such/folder", "--out", "OUT"],
         ["retrain", "/no/such/folder", "--out", "OUT"],
         ["leaderboard", "/no/such/folder"],
+        ["search_plots", "/no/such/folder", "--out", "OUT"],
         ["report", "EXP", "--out", "OUT", "--tta", "16"],
         ["report", "EXP", "--out", "OUT", "--external", "/no/such/site"],
         ["report", "EXP", "--out", "OUT", "--seeds", "0"],
