@@ -124,7 +124,9 @@ def build_reporter(cfg: SearchConfig) -> Any:
             "failed": "failed",
         },
         parameter_columns=[p for p in PARAM_COLUMNS if p in cfg.searched and p not in TRANSFER_KEYS],
-        sort_by_metric=True,
+        # rows in trial order: Tune's sort by metric raises TypeError on a trial that ended before its first
+        # report (a time budget can end one), which ended a finished search before results.csv was written
+        sort_by_metric=False,
         max_report_frequency=20,
         max_progress_rows=15,
     )

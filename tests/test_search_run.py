@@ -293,3 +293,32 @@ def test_time_budget_ends_the_search_and_keeps_what_ran(tmp_path: Path, capsys) 
     assert "reached its time budget (20 s)" in out and "--resume" not in out
     table = pd.read_csv(tmp_path / "budget" / "results.csv")
     assert 1 <= len(table) < 40 and table["best_objective"].notna().any()
+
+
+def test_progress_table_survives_a_trial_that_never_reported() -> None:
+    """A time budget can end a trial before its first report; the progress table drawn after it (the last one of a
+    finished search) must not raise, as Tune's sort by metric did (TypeError comparing None), which ended a search
+    before results.csv was written."""
+    pytest.importorskip("ray.tune")
+    from ray.tune.experiment import Trial
+    from ray.tune.progress_reporter import _get_progress_table_data
+
+    from search.cli import build_config, build_parser
+    from search.tuner import build_reporter
+
+    cfg = build_config(build_parser().parse_args(["--smoke-test"]))
+    reporter = build_reporter(cfg)
+    params = {p: 1 for p in reporter._parameter_columns}
+    reported, silent = Trial("train_cxr", config=params, stub=True), Trial("train_cxr", config=params, stub=True)
+    reported.run_metadata.last_result = {cfg.objective: 0.8, "epoch": 1, "config": params}
+    for trial in (reported, silent):
+        trial.set_status(Trial.TERMINATED)
+    rows, _, _ = _get_progress_table_data(
+        [reported, silent],
+        reporter._metric_columns,
+        reporter._parameter_columns,
+        metric=cfg.objective,
+        mode=cfg.mode,
+        sort_by_metric=reporter._sort_by_metric,
+    )
+    assert len(rows) == 2
