@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +62,17 @@ def check_tta(tta: int | None) -> None:
         raise UsageError(f"--tta must be 1 (off) to {len(TTA_VIEWS)} views, got {tta}")
 
 
-def check_labelled_sources(paths: Sequence[str], flag: str, class_map: Any = None) -> None:
-    """Each labelled folder or CSV exists and lists labelled images (read, not decoded)."""
+def labelled_records(path: str, flag: str, class_map: Any = None) -> list:
+    """The records of a labelled folder or CSV (read, not decoded), or a :class:`UsageError` naming it."""
     from cxrmodels.data.sources import load_records
 
-    for path in paths:
-        where = Path(path).expanduser()
-        if not where.exists():
-            raise UsageError(f"{flag} {path}: no such file or folder")
-        try:
-            load_records(str(where), class_map=class_map)
-        except (FileNotFoundError, ValueError, OSError) as err:
-            raise UsageError(f"{flag} {path}: {err} (any layout --data reads: Kaggle, class folders, CSV)") from None
+    where = Path(path).expanduser()
+    if not where.exists():
+        raise UsageError(f"{flag} {path}: no such file or folder")
+    try:
+        return load_records(str(where), class_map=class_map).records
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise UsageError(f"{flag} {path}: {err} (any layout --data reads: Kaggle, class folders, CSV)") from None
 
 
 def check_out(path: Path | None) -> None:
@@ -88,35 +87,25 @@ def check_retrain_args(args: argparse.Namespace, exp: Any) -> None:
     if getattr(args, "gpus_per_run", 0) < 0:
         raise UsageError(f"--gpus-per-run must be >= 0, got {args.gpus_per_run}")
     check_tta(args.tta)
-    check_labelled_sources(args.external, "--external", exp.config.class_map)
-    if args.external:
+    records = {path: labelled_records(path, "--external", exp.config.class_map) for path in args.external}
+    if records:
+        from cxrmodels.data.overlap import find_overlap, fingerprint
+
         seen = exp.seen_images()
-        for path in args.external:
-            check_overlap(
-                path,
-                "--external",
-                seen,
-                args.allow_overlap,
-                cache_dir=exp.config.cache_dir,
-                class_map=exp.config.class_map,
-            )
+        for path, found in records.items():  # every path read before the experiment's hashes are
+            overlap = find_overlap(fingerprint(found, exp.config.cache_dir), seen)
+            refuse_overlap(overlap, f"--external {path}", args.allow_overlap)
 
 
-def check_overlap(
-    path: str, flag: str, seen: Any, allow: bool, *, cache_dir: str | None = None, class_map: Any = None
-) -> None:
-    """Refuse a scored set that shares images with the experiment (unless ``allow``); name shared patient ids."""
-    from cxrmodels.data.overlap import find_overlap, source_fingerprint
-
-    scored = source_fingerprint(str(Path(path).expanduser()), cache_dir=cache_dir, class_map=class_map)
-    found = find_overlap(scored, seen)
+def refuse_overlap(found: Any, name: str, allow: bool) -> None:
+    """A scored set that shares images with the experiment is refused (unless ``allow``: then a warning); shared
+    patient ids are noted. ``found`` is a ``cxrmodels.data.overlap.Overlap``."""
     if len(found.images) and not allow:
         raise UsageError(
-            f"{found.describe_images(f'{flag} {path}')}. A model scored on images it was trained, validated or "
-            "tested on looks better than it is: remove them from the folder, or pass --allow-overlap to score it "
-            "anyway."
+            f"{found.describe_images(name)}. A model scored on images it was trained, validated or tested on "
+            "looks better than it is: remove them, or pass --allow-overlap to score them anyway."
         )
     if len(found.images):
-        print(f"warning: {found.describe_images(f'{flag} {path}')}; scored anyway (--allow-overlap)", file=sys.stderr)
+        print(f"warning: {found.describe_images(name)}; scored anyway (--allow-overlap)", file=sys.stderr)
     if len(found.patients):
-        print(f"note: {found.describe_patients(f'{flag} {path}')}", file=sys.stderr)
+        print(f"note: {found.describe_patients(name)}", file=sys.stderr)

@@ -399,7 +399,7 @@ def _device(model: str, device: str) -> str:
 def check_overlap(args: argparse.Namespace, checkpoint: ModelCheckpoint, items: Sequence[Item]) -> None:
     """Labelled images that the model's experiment holds are refused (unless --allow-overlap): scores on them
     would overstate the model. The experiment is --experiment, else the folder the checkpoint records."""
-    from analysis.cli import UsageError, open_experiment
+    from analysis.cli import open_experiment, refuse_overlap
     from cxrmodels.data.overlap import file_fingerprint, find_overlap
 
     recorded = checkpoint.info.get("experiment")
@@ -408,15 +408,7 @@ def check_overlap(args: argparse.Namespace, checkpoint: ModelCheckpoint, items: 
     if folder is None or not labelled:
         return
     found = find_overlap(file_fingerprint(labelled), open_experiment(folder).seen_images())
-    if not len(found.images):
-        return
-    text = found.describe_images(f"the labelled images (experiment {folder})")
-    if not args.allow_overlap:
-        raise UsageError(
-            f"{text}. Scores on images the model was trained, validated or tested on overstate it: leave them "
-            "out, or pass --allow-overlap."
-        )
-    print(f"warning: {text}; scored anyway (--allow-overlap)", file=sys.stderr)
+    refuse_overlap(found, f"the labelled images (experiment {folder})", args.allow_overlap)
 
 
 def classify(args: argparse.Namespace, model, checkpoint: ModelCheckpoint, device: str) -> int:

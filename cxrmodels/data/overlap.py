@@ -57,17 +57,11 @@ def source_fingerprint(spec: str, *, cache_dir: str | None = None, **source: obj
     return fingerprint(load_records(spec, **source).records, cache_dir)
 
 
-def file_fingerprint(paths: Sequence[str], patients: Sequence[str] | None = None) -> pd.DataFrame:
-    """:func:`fingerprint` of loose files (patients unknown unless given)."""
+def file_fingerprint(paths: Sequence[str]) -> pd.DataFrame:
+    """:func:`fingerprint` of loose files (their patients unknown)."""
     from cxrmodels.data.splits import file_hash
 
-    return pd.DataFrame(
-        {
-            "path": [str(p) for p in paths],
-            "patient": list(patients) if patients is not None else [""] * len(paths),
-            "hash": [file_hash(p) for p in paths],
-        }
-    )
+    return pd.DataFrame({"path": [str(p) for p in paths], "patient": "", "hash": [file_hash(p) for p in paths]})
 
 
 def find_overlap(scored: pd.DataFrame, seen: pd.DataFrame) -> Overlap:
