@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,9 +31,9 @@ def guarded(main: Callable[..., int]) -> Callable[..., int]:
     return run
 
 
-def open_experiment(path: Path):  # -> analysis.experiment.Experiment
+def open_experiment(path: Path):  # -> analysis.reading.experiment.Experiment
     """The experiment folder, with its settings, split manifest and results read now (not halfway through)."""
-    from analysis.experiment import Experiment
+    from analysis.reading.experiment import Experiment
 
     try:
         exp = Experiment(path)
@@ -43,6 +44,17 @@ def open_experiment(path: Path):  # -> analysis.experiment.Experiment
             "it holds search_config.yaml, split_manifest.csv and results.csv)."
         ) from None
     return exp
+
+
+def experiment_and_winners(args: argparse.Namespace):  # -> (Experiment, pd.DataFrame)
+    """What the commands that read winners start with: the one logging setup, the experiment, its winners by the
+    rule (``--top-k``, ``--allow-collapsed``)."""
+    from analysis.reading.leaderboard import select_winners
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    exp = open_experiment(args.experiment)
+    check_positive(args, "top_k")
+    return exp, select_winners(exp.results, args.top_k, exp.mode, args.allow_collapsed)
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:

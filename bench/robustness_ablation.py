@@ -162,7 +162,7 @@ def figures(
     y_val: np.ndarray, p_val: np.ndarray, held: tuple, p_held: np.ndarray, names: list[str], external: bool
 ) -> dict:
     """The headline figures of one model (or ensemble) on one held-out set, thresholded on validation."""
-    from analysis.evaluation import evaluate_external, evaluate_run
+    from analysis.scoring.evaluation import evaluate_external, evaluate_run
 
     if external:
         ev = evaluate_external(y_val, p_val, held[1], p_held, names)

@@ -279,7 +279,7 @@ def split_counts(experiment: Path) -> dict:
 def winner_on_test(experiment: Path, results: pd.DataFrame) -> dict | None:
     """The search's winner (rank 1: best validation objective) scored on the test split the search never saw: its
     best checkpoint, the binary threshold chosen on validation, test AUROC and accuracy there."""
-    from analysis.experiment import Experiment
+    from analysis.reading.experiment import Experiment
     from cxrmodels.evaluate import binary_report
     from cxrmodels.train.checkpoint import load_model
     from cxrmodels.train.loop import predict_proba

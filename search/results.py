@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -117,6 +117,26 @@ def best_epoch_row(
         return {}, int(collapsed.sum())
     index = pool.idxmax() if mode == "max" else pool.idxmin()
     return history.loc[index].to_dict(), int(collapsed.sum())
+
+
+#: The keys every epoch's report adds for the progress table: the trial's figure so far by results.csv's own rule.
+SO_FAR_KEYS: tuple[str, ...] = ("best_objective", "best_epoch", "trial_collapsed")
+
+
+def best_so_far(
+    history: Sequence[Mapping[str, Any]], objective: str, mode: str, keep_weights: str = "best"
+) -> dict[str, Any]:
+    """The trial's figure after the epochs in ``history``, by :func:`best_epoch_row` (so the progress table shows
+    what ``results.csv`` will): ``best_objective``, ``best_epoch`` and ``trial_collapsed`` (1 when even the kept
+    epoch is collapsed)."""
+    row, _ = best_epoch_row(pd.DataFrame(list(history)), objective, mode, keep_weights)
+    if not row:
+        return {"best_objective": math.nan, "best_epoch": 0, "trial_collapsed": 0}
+    return {
+        "best_objective": float(row[objective]),
+        "best_epoch": int(row.get("epoch", 0)),
+        "trial_collapsed": int(bool(row.get("val_collapsed", 0))),
+    }
 
 
 def trial_row(result: Any, cfg: SearchConfig, tune_status: str | None) -> dict:

@@ -83,10 +83,12 @@ def run_search(args: Any, callbacks: Sequence[Any]) -> int:
         started_at = time.monotonic()
         grid = tuner.fit()
         budget, took = cfg.time_budget_s, time.monotonic() - started_at
-        return summarise(grid, cfg, budget_reached=budget is not None and took >= 0.98 * budget)
+        table, path = write_results(grid, cfg)
     finally:
-        if started:
+        if started:  # before the summary: Ray's last log lines (a worker's checkpoint message) come out now
             ray.shutdown()
+    sys.stderr.flush()
+    return summarise(table, path, cfg, budget_reached=budget is not None and took >= 0.98 * budget)
 
 
 def start_config(cfg: SearchConfig) -> SearchConfig:
@@ -97,11 +99,20 @@ def start_config(cfg: SearchConfig) -> SearchConfig:
     return cfg.replace(storage_path=storage, name=name, study_name=study)
 
 
-def summarise(grid: Any, cfg: SearchConfig, budget_reached: bool = False) -> int:
-    from search.results import build_results_table, format_top_k
+def write_results(grid: Any, cfg: SearchConfig) -> tuple[Any, str]:
+    """results.csv from Tune's results (while Ray is still up: the grid reads the trials' files through it)."""
+    from search.results import build_results_table
 
     table = build_results_table(grid, cfg)
     path = write_file(str(cfg.storage_path), str(cfg.name), RESULTS_FILE, lambda p: table.to_csv(p, index=False))
+    return table, path
+
+
+def summarise(table: Any, path: str, cfg: SearchConfig, budget_reached: bool = False) -> int:
+    """The closing summary, the last thing a search prints: the top trials, where results.csv is, and how the
+    search ended (exit code 130 when trials are left to resume)."""
+    from search.results import format_top_k
+
     print(format_top_k(table, int(cfg.top_k or 5)), flush=True)
     print(f"results: {path}", flush=True)
     experiment = cfg.experiment_dir()

@@ -68,7 +68,7 @@ def _report(metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> No
 def _save_epoch_checkpoint(folder: str, trainer: Any, objective: str, metrics: Mapping[str, Any]) -> None:
     """The trainer state (for --resume) and the model with **this epoch's** weights, so the model in a checkpoint is
     the one that scored the checkpoint's metrics (Tune keeps the checkpoint with the best objective; the Trainer's own
-    best weights are chosen by validation loss and stay in the trainer state)."""
+    best weights, by the same objective, stay in the trainer state)."""
     from cxrmodels.train.checkpoint import save_checkpoint
 
     save_checkpoint(os.path.join(folder, TRAINER_STATE), trainer.state_dict())
@@ -144,8 +144,9 @@ def train_cxr(
     arrays per image size (put in the object store once by ``tune.with_parameters``; never the test split)."""
     import ray
 
-    from cxrmodels.train.config import TrialConfig
+    from cxrmodels.train.config import TrialConfig, metric_mode
     from cxrmodels.train.loop import NonFiniteLossError, TrainData, Trainer
+    from search.results import best_so_far
 
     _set_threads()
     # The arrays come read-only from the object store (zero-copy); the Trainer only reads them.
@@ -179,6 +180,7 @@ def train_cxr(
         metrics[SCORE] = score_of(metrics.get(objective))
         metrics.pop("done", None)  # Tune's reserved key; "finished" says the same
         metrics.update(failed=0, failure_reason="", finished=int(bool(trainer.done)), node_id=node_id)
+        metrics.update(best_so_far(trainer.history, objective, metric_mode(objective), cfg.keep_weights))
         if trainer.rolled_back:
             # The best epoch's weights (by the objective) are back: they are not the weights that scored this
             # epoch, and a finished trial needs no resume state, so this last epoch is reported without checkpoint.

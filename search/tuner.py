@@ -110,17 +110,21 @@ def build_trainable(cfg: SearchConfig, datasets: dict[int, Any], resources: dict
 
 
 def build_reporter(cfg: SearchConfig) -> Any:
-    """The terminal's progress table: the objective with its direction, and the searched settings that every trial
-    samples (a column some trials lack, such as the transfer-learning keys, breaks Tune's reporter)."""
+    """The terminal's progress table. Each trial shows what ``results.csv`` and the closing summary will say of it:
+    its best objective so far and that epoch (``best_epoch_row``'s rule: collapsed epochs only when every epoch
+    collapsed; the last epoch under ``keep_weights: last``), and ``collapsed`` when even that epoch is collapsed;
+    beside them the last epoch's objective and the epochs run. Parameter columns are the searched settings that
+    every trial samples (a column some trials lack, such as the transfer-learning keys, breaks Tune's reporter)."""
     from ray import tune
 
-    objective = cfg.objective
+    short = cfg.objective.removeprefix("val_")
     return tune.CLIReporter(
         metric_columns={
-            objective: f"{objective.removeprefix('val_')}({cfg.mode})",
+            "best_objective": f"best_{short}({cfg.mode})",
+            "best_epoch": "best_ep",
+            cfg.objective: f"last_{short}",
             "epoch": "ep",
-            "val_loss": "val_loss",
-            "val_collapsed": "collapsed",
+            "trial_collapsed": "collapsed",
             "failed": "failed",
         },
         parameter_columns=[p for p in PARAM_COLUMNS if p in cfg.searched and p not in TRANSFER_KEYS],

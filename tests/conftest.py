@@ -14,7 +14,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
-# The smallest real search (search.run's smoke test on 80 synthetic images at 48 px, custom_cnn only).
+# The smallest real search (search.run's smoke test on 80 synthetic images at 48 px, resnet10t only).
 TINY_SEARCH = ["--smoke-test", "--no-dashboard", "--set", "synthetic_n=80", "--set", "space.batch_size=[32]"]
 
 

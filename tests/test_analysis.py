@@ -12,10 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import leaderboard, report, retrain, search_plots
-from analysis.evaluation import binary_targets, evaluate_run
-from analysis.experiment import Experiment, ManifestMismatch, last_per_epoch
-from analysis.results import RetrainSettings
+from analysis import leaderboard, report, retrain
+from analysis.reading import search_plots
+from analysis.reading.experiment import Experiment, ManifestMismatch, last_per_epoch
+from analysis.reading.leaderboard import select_winners, winner_rule
+from analysis.reporting.build import build_report
+from analysis.scoring.evaluation import binary_targets, evaluate_run
+from analysis.scoring.pipeline import load_arrays_by_size, retrain_and_evaluate
+from analysis.scoring.results import RetrainSettings
+from analysis.scoring.runs import build_run_specs, run_arrays
+from analysis.scoring.schedule import run_all
 from cxrmodels.evaluate import THRESHOLDS, choose_threshold, pneumonia_probability, threshold_sweep
 from search.experiment import SearchConfig
 
@@ -58,7 +64,7 @@ def built_report(experiment, tmp_path_factory) -> tuple[Path, dict]:
             "--allow-collapsed",
         ]
     )
-    return out, report.build_report(Experiment(experiment), out, RetrainSettings.from_args(args))
+    return out, build_report(Experiment(experiment), out, RetrainSettings.from_args(args))
 
 
 @pytest.mark.slow
@@ -66,7 +72,7 @@ def test_search_and_report_are_tracked_in_mlflow(experiment, built_report):
     import mlflow
     import mlflow.pytorch
 
-    from analysis.tracking import log_report
+    from analysis.reporting.tracking import log_report
     from cxrmodels.train.loop import predict_proba
     from search.tracking import MLFLOW_DB
 
@@ -118,18 +124,18 @@ def _results(**cols) -> pd.DataFrame:
 
 def test_winners_exclude_failed_and_collapsed():
     res = _results()
-    winners = leaderboard.select_winners(res, k=3, mode="max")
+    winners = select_winners(res, k=3, mode="max")
     assert list(winners["trial_id"]) == ["d", "a", "f"]  # b failed (0.99), c collapsed (0.95), e unscored
-    allowed = leaderboard.select_winners(res, k=2, mode="max", allow_collapsed=True)
+    allowed = select_winners(res, k=2, mode="max", allow_collapsed=True)
     assert list(allowed["trial_id"]) == ["c", "d"]
-    assert list(leaderboard.select_winners(res, k=2, mode="min")["trial_id"]) == ["f", "a"]
-    rule = leaderboard.winner_rule(3, "val_macro_f1", "max")
+    assert list(select_winners(res, k=2, mode="min")["trial_id"]) == ["f", "a"]
+    rule = winner_rule(3, "val_macro_f1", "max")
     assert "collapsed" in rule and "failed" in rule and "top 3" in rule
 
 
 def test_winners_read_collapsed_as_text():
     res = _results(collapsed=["False", "False", "True", "False", "False", "False"])
-    assert "c" not in set(leaderboard.select_winners(res, k=5)["trial_id"])
+    assert "c" not in set(select_winners(res, k=5)["trial_id"])
 
 
 def test_last_row_per_epoch_kept():
@@ -366,9 +372,9 @@ def test_saved_model_works_with_predict(built_report, tmp_path, capsys):
 @pytest.mark.ray
 def test_multiclass_folds_retraining(experiment, tmp_path):
     exp = Experiment(experiment)
-    winners = leaderboard.select_winners(exp.results, 1, exp.mode, allow_collapsed=True)
+    winners = select_winners(exp.results, 1, exp.mode, allow_collapsed=True)
     settings = RetrainSettings(seeds=1, folds=True, task="multiclass", epochs=1, no_ray=True)
-    rt = retrain.retrain_and_evaluate(exp, tmp_path, winners, settings)
+    rt = retrain_and_evaluate(exp, tmp_path, winners, settings)
     assert rt.folds == [0, 1, 2] and len(rt.runs) == 3
     w = rt.winners[0]
     assert w.class_names == ("NORMAL", "BACTERIAL", "VIRAL")
@@ -384,7 +390,7 @@ def test_multiclass_folds_retraining(experiment, tmp_path):
     assert pneumonia_probability(np.array([[0.2, 0.5, 0.3]]), w.class_names)[0] == pytest.approx(0.8)
     # folds rotate over train+val: the three validation sets are disjoint and cover train+val
     arrays = rt.arrays[48]
-    sizes = [len(retrain.run_arrays(arrays, f)[3]) for f in (0, 1, 2)]
+    sizes = [len(run_arrays(arrays, f)[3]) for f in (0, 1, 2)]
     assert sum(sizes) == len(arrays.y["train"]) + len(arrays.y["val"])
 
 
@@ -392,11 +398,11 @@ def test_multiclass_folds_retraining(experiment, tmp_path):
 @pytest.mark.ray
 def test_retraining_on_ray_tasks(experiment, tmp_path, capsys, monkeypatch):
     exp = Experiment(experiment)
-    winners = leaderboard.select_winners(exp.results, 1, exp.mode, allow_collapsed=True)
-    specs = retrain.build_run_specs(winners, [0, 1], epochs=1)
-    arrays = retrain.load_arrays_by_size(exp, specs, exp.task)
+    winners = select_winners(exp.results, 1, exp.mode, allow_collapsed=True)
+    specs = build_run_specs(winners, [0, 1], epochs=1)
+    arrays = load_arrays_by_size(exp, specs, exp.task)
     monkeypatch.setenv("CXR_PROGRESS", "1")  # as on a terminal: the runs' epochs reach the driver's bars
-    runs = retrain.run_all(specs, arrays, use_ray=True)
+    runs = run_all(specs, arrays, use_ray=True)
     assert [r["spec"].seed for r in runs] == [0, 1]
     assert all(r["probs_test"].shape == (len(arrays[48].y["test"]), 2) for r in runs)
     shown = capsys.readouterr().err
@@ -481,7 +487,7 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
             "0.8",
         ]
     )
-    result = report.build_report(Experiment(experiment), out, RetrainSettings.from_args(args))
+    result = build_report(Experiment(experiment), out, RetrainSettings.from_args(args))
     winner = result.retrain.winners[0]
     assert set(winner.external) == {"site_b", "site_c"}
     for name, ext in winner.external.items():
@@ -557,3 +563,22 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     model = out / "retrain" / "ensemble" / "model.pt"
     assert predict.main(["--model", str(model), str(binary), "--csv", str(tmp_path / "e.csv")]) == 0
     assert len(pd.read_csv(tmp_path / "e.csv")) == 30
+
+
+def test_progress_table_shows_what_results_csv_records(experiment: Path) -> None:
+    """The progress table's objective and collapse columns come from every epoch's report of ``best_objective`` and
+    ``trial_collapsed``: for every finished trial, its last report says what results.csv says of it. And the smoke
+    search leaves a winner for the report to retrain, without --allow-collapsed."""
+    import json
+
+    from search.tuner import build_reporter
+
+    results = pd.read_csv(experiment / "results.csv", dtype={"trial_id": str})
+    cfg = SearchConfig.load(experiment / "search_config.yaml")
+    columns = build_reporter(cfg)._metric_columns
+    assert columns["best_objective"] == "best_auc(max)" and columns["trial_collapsed"] == "collapsed"
+    for row in results.itertuples():
+        last = json.loads((experiment / f"trial_{row.trial_id}" / "result.json").read_text().splitlines()[-1])
+        assert last["best_objective"] == pytest.approx(row.best_objective, abs=1e-12)
+        assert last["best_epoch"] == row.best_epoch and bool(last["trial_collapsed"]) == bool(row.collapsed)
+    assert len(select_winners(results, 1, "max")) == 1

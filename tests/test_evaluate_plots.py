@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import plots
+from analysis.scoring import plots
 from cxrmodels.evaluate import binary_report, multiclass_report, select_examples
 from cxrmodels.explain import overlay
 from cxrmodels.train.outputs import plot_learning_curves

@@ -54,7 +54,8 @@ def test_binary_decision_is_the_threshold() -> None:
 def test_predict_table_has_one_decision(tmp_path: Path) -> None:
     """The issue's case: P(NORMAL) 0.337 is the arg-max, yet P(pneumonia) 0.663 is over the threshold: the one
     decision is the likelier pneumonia subtype, never NORMAL beside BACTERIAL."""
-    from analysis.predict import Item, prediction_table
+    from analysis.inference.images import Item
+    from analysis.inference.predict import prediction_table
 
     probs = np.array([[0.337, 0.333, 0.330], [0.9, 0.05, 0.05], [0.1, 0.3, 0.6]])
     items = [Item(tmp_path / f"{i}.png") for i in range(3)]
@@ -177,7 +178,7 @@ def test_predict_refuses_labelled_images_the_experiment_holds(fake_experiment, s
 
 
 def test_find_overlap_names_the_split(fake_experiment, site_folder) -> None:
-    from analysis.experiment import Experiment
+    from analysis.reading.experiment import Experiment
     from cxrmodels.data.overlap import find_overlap, source_fingerprint
 
     seen = Experiment(fake_experiment).seen_images()

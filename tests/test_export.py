@@ -18,6 +18,7 @@ ort = pytest.importorskip("onnxruntime", reason="the onnx extra: pip install 'cx
 torch = pytest.importorskip("torch")
 
 from analysis import export, predict  # noqa: E402
+from analysis.inference import loading  # noqa: E402
 from cxrmodels.data.preprocess import PreprocessConfig  # noqa: E402
 from cxrmodels.train.checkpoint import load_model, save_checkpoint  # noqa: E402
 from cxrmodels.train.config import TrialConfig  # noqa: E402
@@ -69,12 +70,12 @@ def test_onnx_probabilities_equal_pytorch_and_carry_the_metadata(tmp_path, backb
     expected = predict_proba(model, images, tta=2)  # the checkpoint's two views, averaged inside the graph
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for batch in (images, images[:1]):  # a dynamic batch axis
-        got = session.run([export.OUTPUT_NAME], {export.INPUT_NAME: batch})[0]
+        got = session.run([loading.OUTPUT_NAME], {loading.INPUT_NAME: batch})[0]
         assert got.shape == (len(batch), 3)
         np.testing.assert_allclose(got, expected[: len(batch)], atol=1e-4)
     assert expected.std(axis=0).max() > 1e-4  # the images give different outputs: the comparison means something
     meta = session.get_modelmeta().custom_metadata_map
-    assert meta["format"] == export.ONNX_FORMAT and json.loads(meta["tta"]) == 2
+    assert meta["format"] == loading.ONNX_FORMAT and json.loads(meta["tta"]) == 2
     assert json.loads(meta["class_names"]) == ["NORMAL", "BACTERIAL", "VIRAL"]
     assert json.loads(meta["threshold"]) == 0.4 and json.loads(meta["temperature"]) == 1.5
     assert json.loads(meta["operating_points"]) == points

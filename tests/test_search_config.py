@@ -66,7 +66,7 @@ def test_flags_and_set_override_the_preset() -> None:
 def test_smoke_test_shrinks_any_preset() -> None:
     config = _config("--preset", "gpu", "--smoke-test")
     assert config.data == "synthetic" and config.num_samples <= 3 and config.max_epochs <= 2
-    assert config.space["backbone"] == ["custom_cnn"] and config.split == {}
+    assert config.space["backbone"] == ["resnet10t"] and config.split == {}
 
 
 def test_define_by_run_space_is_conditional_on_pretrained_backbones() -> None:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from cxrmodels.data.dicom import DICOM_EXTENSIONS, decode_dicom, is_dicom_bytes
+from cxrmodels.data.errors import UnreadableImage
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +30,6 @@ _REDUCED_FLAGS = (
     (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
     (2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
 )
-
-
-class UnreadableImage(ValueError):
-    """The file is empty, truncated or not an image; ``reason`` says which, for the skipped-files report."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrmodels.data.errors import UnreadableImage
+
 DICOM_EXTENSIONS: frozenset[str] = frozenset({".dcm", ".dicom"})
 PREAMBLE_END = 132  # 128 bytes of preamble, then b"DICM"
 INSTALL_HINT = "pip install 'cxr-tune[dicom]'"
@@ -56,8 +58,6 @@ class DicomHeader:
 
 
 def _pydicom():
-    from cxrmodels.data.decode import UnreadableImage
-
     try:
         import pydicom
     except ImportError:
@@ -67,8 +67,6 @@ def _pydicom():
 
 def _read(source, *, stop_before_pixels: bool):
     """``force=True``: a ``.dcm`` file written without the 128-byte preamble (older exports) still reads."""
-    from cxrmodels.data.decode import UnreadableImage
-
     pydicom = _pydicom()
     try:
         return pydicom.dcmread(source, stop_before_pixels=stop_before_pixels, force=True)
@@ -77,8 +75,6 @@ def _read(source, *, stop_before_pixels: bool):
 
 
 def _require_image(ds) -> None:
-    from cxrmodels.data.decode import UnreadableImage
-
     if "Rows" not in ds or "Columns" not in ds:
         kind = getattr(ds.get("SOPClassUID"), "name", None) or ds.get("Modality", "") or "unknown SOP class"
         raise UnreadableImage(f"DICOM without an image ({kind})")
@@ -96,8 +92,6 @@ def read_header(path: str | Path) -> DicomHeader:
 
 
 def _pixels(ds) -> np.ndarray:
-    from cxrmodels.data.decode import UnreadableImage
-
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     try:
         return ds.pixel_array
@@ -113,8 +107,6 @@ def _pixels(ds) -> np.ndarray:
 
 def decode_dicom(data: bytes) -> np.ndarray:
     """DICOM bytes -> (H, W) grayscale at full depth (float), bone bright; the caller stretches it to uint8."""
-    from cxrmodels.data.decode import UnreadableImage
-
     _pydicom()
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 

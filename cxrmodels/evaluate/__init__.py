@@ -1,6 +1,6 @@
 """Evaluation: the binary threshold study (chosen on validation, reported on test), 3-class reports, aggregation.
 
-Pure functions on arrays and DataFrames; no torch, no plotting (plots live in ``analysis.plots``).
+Pure functions on arrays and DataFrames; no torch, no plotting (plots live in ``analysis.scoring.plots``).
 """
 
 from cxrmodels.evaluate.aggregate import aggregate_runs, format_aggregate, format_mean_std

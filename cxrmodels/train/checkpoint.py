@@ -156,7 +156,7 @@ class ModelCheckpoint:
     def build_model(self, device: str | torch.device = "cpu") -> nn.Module:
         """The network with the saved weights (no pretrained download: they replace them), in eval mode."""
         from cxrmodels.models.ensemble import EnsembleModel
-        from cxrmodels.train.loop import build_model
+        from cxrmodels.train.network import build_model
 
         if self.members:
             model: nn.Module = EnsembleModel([m.build_model() for m in self.members])

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,12 +25,11 @@ from torch import nn
 from cxrmodels.data.augment import TTA_VIEWS, AugmentConfig, augment_batch, to_float, tta_view
 from cxrmodels.io import plain
 from cxrmodels.models.freeze import set_trainable
-from cxrmodels.models.registry import CXRClassifier, create_model
+from cxrmodels.models.registry import CXRClassifier
+from cxrmodels.train.checkpoint import ModelCheckpoint, preprocess_of
 from cxrmodels.train.config import TrialConfig, metric_mode
 from cxrmodels.train.metrics import classification_metrics
-
-if TYPE_CHECKING:
-    from cxrmodels.train.checkpoint import ModelCheckpoint
+from cxrmodels.train.network import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -92,21 +91,6 @@ def to_device_once(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.
         return t.to(device)
     logger.info("training images (%.1f GB) stay in host memory", t.numel() * t.element_size() / 1e9)
     return t.pin_memory()
-
-
-def build_model(cfg: TrialConfig) -> CXRClassifier:
-    return create_model(
-        cfg.backbone,
-        cfg.num_outputs,
-        head=cfg.head,
-        head_hidden=cfg.head_hidden,
-        dropout=cfg.dropout,
-        in_chans=cfg.in_chans,
-        pretrained=cfg.pretrained,
-        pretrained_path=cfg.pretrained_path,
-        image_size=cfg.image_size,
-        standardize=cfg.standardize,
-    )
 
 
 def build_model_on(cfg: TrialConfig, device: torch.device) -> CXRClassifier:
@@ -563,8 +547,6 @@ class Trainer:
         """What a user of the model needs: the kept weights (the best epoch's by ``cfg.best_metric``, or the last
         epoch's with ``keep_weights="last"``; ``current``: this epoch's), config, class names, preprocessing,
         history; ``info`` adds provenance."""
-        from cxrmodels.train.checkpoint import ModelCheckpoint, preprocess_of
-
         best = self.best_state is not None and not current and self.cfg.keep_weights == "best"
         weights = self.best_state if best else _cpu_copy(self.model.state_dict())
         kept = self.best_epoch if best else self.epoch

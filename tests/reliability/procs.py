@@ -33,13 +33,15 @@ def driver_env(tmp: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_driver(args: list[str], tmp: str, **extra: str) -> subprocess.Popen:
+def start_driver(args: list[str], tmp: str, stderr: int = subprocess.PIPE, **extra: str) -> subprocess.Popen:
+    """``python -m search.run ARGS`` in its own session; ``stderr=subprocess.STDOUT`` gives one stream in the order a
+    terminal shows it."""
     return subprocess.Popen(
         [sys.executable, "-m", "search.run", *args],
         cwd=PROJECT,
         env=driver_env(tmp, **extra),
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         start_new_session=True,
     )

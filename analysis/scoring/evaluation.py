@@ -171,7 +171,7 @@ def write_winner_outputs(
 ) -> dict[str, Path]:
     """CSVs and PNGs of one winner: sweep (17 rows), per-run sweeps, PR and ROC of the representative run (its
     validation-chosen threshold ringed), confusion matrices (counts and row-normalised), per-class table."""
-    from analysis.plots import plot_confusion_matrix, plot_pr_curve, plot_roc_curve
+    from analysis.scoring.plots import plot_confusion_matrix, plot_pr_curve, plot_roc_curve
 
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}

@@ -2,7 +2,7 @@
 ensemble), a retraining and a whole report. ``analysis.retrain`` builds them; ``analysis.report``, the model cards
 and MLflow logging read their attributes.
 
-The per-run evaluations inside (``ModelResult.evals``) are ``analysis.evaluation.evaluate_run``'s records: the
+The per-run evaluations inside (``ModelResult.evals``) are ``analysis.scoring.evaluation.evaluate_run``'s records: the
 chosen threshold and the test metrics under ``"metrics"``, the sweeps and confusion matrices beside them.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.experiment import SplitArrays
-from analysis.operating_points import Requirement, requirements
+from analysis.reading.experiment import SplitArrays
+from analysis.scoring.operating_points import Requirement, requirements
 
 
 @dataclass(frozen=True)
@@ -138,19 +138,3 @@ class RetrainResult:
     def models(self) -> list[ModelResult]:
         """The winners, then the ensemble when there is one."""
         return [*self.winners, *([self.ensemble] if self.ensemble else [])]
-
-
-@dataclass
-class ReportResult:
-    """Everything ``analysis.report`` computed (for tests, timings and MLflow)."""
-
-    winners: pd.DataFrame
-    leaderboard: pd.DataFrame
-    search_files: dict[str, Path]
-    timings: dict[str, float]
-    retrains: dict[str, RetrainResult] = field(default_factory=dict)  # by output sub-folder
-
-    @property
-    def retrain(self) -> RetrainResult | None:
-        """The first (for one task, the only) retraining."""
-        return next(iter(self.retrains.values()), None)

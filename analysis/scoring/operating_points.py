@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.calibration import scored_classes
-from analysis.evaluation import binary_targets
+from analysis.scoring.calibration import scored_classes
+from analysis.scoring.evaluation import binary_targets
 from cxrmodels.evaluate import binary_metrics, pneumonia_probability
 from cxrmodels.evaluate.operating import OperatingPointError, operating_threshold
 

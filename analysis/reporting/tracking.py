@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.results import ReportResult
+from analysis.reporting.build import ReportResult
 from search.tracking import ensure_experiment, tracking_uri
 
 log = logging.getLogger(__name__)

@@ -6,13 +6,14 @@ added to ``report.html``; every figure comes from the same objects the report pr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
-from analysis.experiment import Experiment
-from analysis.results import ModelResult, RetrainResult
+from analysis.reading.experiment import Experiment
+from analysis.reporting.document import Document
+from analysis.scoring.results import ModelResult, RetrainResult
 from cxrmodels.evaluate import DECISION_RULE
 from cxrmodels.evaluate.calibration import ECE_BINS
 
@@ -69,9 +70,9 @@ def _confusion(ev: dict[str, Any]) -> pd.DataFrame:
 
 
 def write_card(
-    card: Any, exp: Experiment, model: ModelResult, task: str, seeds: Sequence[int], context: dict[str, Any]
+    card: Document, exp: Experiment, model: ModelResult, task: str, seeds: Sequence[int], context: dict[str, Any]
 ) -> None:
-    """One saved model's card as blocks of ``card`` (an ``analysis.report.Report``)."""
+    """One saved model's card as blocks of ``card`` (a :class:`~analysis.reporting.document.Document`)."""
     name = "ensemble" if model.is_ensemble else f"winner {model.winner}"
     card.h(f"Model card: {task} model, {name} ({model.model_file.parent.name}/{model.model_file.name})", 2)
     card.p(intended_use(task) + " " + NOT_A_DEVICE)
@@ -113,7 +114,7 @@ def write_card(
     card.table(context["anchors"])
 
 
-def write_performance(card: Any, model: ModelResult) -> None:
+def write_performance(card: Document, model: ModelResult) -> None:
     """Intervals, operating points and calibration: the report's own tables."""
     card.h("Performance", 3)
     card.p(
@@ -136,11 +137,9 @@ def write_performance(card: Any, model: ModelResult) -> None:
         card.table(cal.reset_index()[["set", "ece_before_mean", "ece_after_mean"]].round(4))
 
 
-def write_model_cards(
-    new_card: Callable[[], Any], exp: Experiment, retrains: dict[str, RetrainResult], context: dict[str, Any]
-) -> Any:
+def write_model_cards(exp: Experiment, retrains: dict[str, RetrainResult], context: dict[str, Any]) -> Document:
     """Every saved model's card (each winner, then the ensemble, per retrained task) in one document."""
-    card = new_card()
+    card = Document()
     card.h(f"Model cards: experiment {exp.path.name}", 1)
     for rt in retrains.values():
         for model in rt.models:

@@ -98,7 +98,7 @@ def write_calibration(
     title: str,
 ) -> tuple[pd.DataFrame, dict[str, Path]]:
     """calibration.csv (the table) and reliability.png (the representative run on test, before and after)."""
-    from analysis.plots import plot_reliability
+    from analysis.scoring.plots import plot_reliability
 
     table = calibration_table(runs, y_test, external_labels, class_names)
     files = {"calibration": folder / "calibration.csv"}
