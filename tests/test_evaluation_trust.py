@@ -189,6 +189,23 @@ def test_find_overlap_names_the_split(fake_experiment, site_folder) -> None:
     assert found.images["seen_path"].iloc[0].endswith("img1.png")
 
 
+def _site_folders(root: Path) -> dict[str, str]:
+    """Site folders for analysis.calibrate's bad input: labelled, empty, plain (no labels), one class only."""
+    from cxrmodels.data.synthetic import write_synthetic_folder
+
+    site = write_synthetic_folder(root / "site", 12, seed=5)
+    (root / "empty").mkdir()
+    plain = root / "plain"
+    plain.mkdir()
+    normals = root / "normals" / "NORMAL"
+    normals.mkdir(parents=True)
+    for i, image in enumerate(sorted(site.rglob("*.png"))[:4]):
+        (plain / f"{i}.png").write_bytes(image.read_bytes())  # no sub-folders: classified without labels
+    for i, image in enumerate(sorted(site.rglob("NORMAL/*"))[:3]):
+        (normals / f"{i}{image.suffix}").write_bytes(image.read_bytes())
+    return {"SITE": str(site), "EMPTY": str(root / "empty"), "PLAIN": str(plain), "NORMALS": str(root / "normals")}
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -203,6 +220,13 @@ def test_find_overlap_names_the_split(fake_experiment, site_folder) -> None:
         ["predict", "--model", "/no/such/model.pt", "IMG"],
         ["predict", "--model", "MODEL", "IMG", "--tta", "16"],
         ["export", "/no/such/model.pt", "--onnx", "OUT/m.onnx"],
+        ["calibrate", "/no/such/model.pt", "--labelled", "SITE", "--out", "OUT/m.pt"],
+        ["calibrate", "MODEL", "--labelled", "/no/such/site", "--out", "OUT/m.pt"],
+        ["calibrate", "MODEL", "--labelled", "EMPTY", "--out", "OUT/m.pt"],
+        ["calibrate", "MODEL", "--labelled", "PLAIN", "--out", "OUT/m.pt"],
+        ["calibrate", "MODEL", "--labelled", "NORMALS", "--out", "OUT/m.pt"],
+        ["calibrate", "MODEL", "--labelled", "SITE", "--out", "OUT"],
+        ["calibrate", "OUT/m.onnx", "--labelled", "SITE", "--out", "OUT/m.pt"],
     ],
 )
 def test_analysis_commands_answer_bad_input_with_exit_2(argv, fake_experiment, tmp_path, capsys) -> None:
@@ -211,6 +235,8 @@ def test_analysis_commands_answer_bad_input_with_exit_2(argv, fake_experiment, t
     module = importlib.import_module(f"analysis.{argv[0]}")
     model = _save_tiny_checkpoint(tmp_path / "m.pt", "binary")
     subs = {"EXP": str(fake_experiment), "OUT": str(tmp_path / "out"), "MODEL": str(model), "IMG": str(tmp_path)}
+    subs.update(_site_folders(tmp_path))
+    (tmp_path / "out").mkdir()
     if argv[0] == "export":
         pytest.importorskip("onnx")
     code = module.main([subs.get(a, a.replace("OUT", subs["OUT"])) for a in argv[1:]])

@@ -17,10 +17,11 @@ log = logging.getLogger("analysis.predict")
 
 @dataclass(frozen=True)
 class Item:
-    """One image to classify; ``label`` is known when it came from a labelled folder layout."""
+    """One image to classify; ``label`` (and ``patient``) are known when it came from a labelled folder layout."""
 
     path: Path
     label: str | None = None
+    patient: str | None = None
 
 
 def _unlabelled_images(folder: Path, skipped: list[tuple[str, str]]) -> list[Item]:
@@ -30,7 +31,8 @@ def _unlabelled_images(folder: Path, skipped: list[tuple[str, str]]) -> list[Ite
 
 
 def collect_items(inputs: Sequence[str]) -> tuple[list[Item], list[tuple[str, str]]]:
-    """Files as given; folders through the data engineer's layout detection, so labels come for free.
+    """Files as given; folders and CSV manifests through the data engineer's layout detection, so labels come for
+    free.
 
     A folder with sub-folders is read as a labelled layout (Kaggle or class folders); when its folders are not
     class names, or it has none, its images are classified without labels.
@@ -41,7 +43,15 @@ def collect_items(inputs: Sequence[str]) -> tuple[list[Item], list[tuple[str, st
     skipped: list[tuple[str, str]] = []
     for text in inputs:
         path = Path(text).expanduser()
-        if path.is_file():
+        if path.is_file() and path.suffix.lower() == ".csv":  # a manifest: path,label[,patient]
+            try:
+                result = load_records(path)
+            except ValueError as err:
+                skipped.append((text, str(err)))
+                continue
+            items += [Item(Path(r.path), r.label, r.patient) for r in result.records]
+            skipped += result.skipped
+        elif path.is_file():
             items.append(Item(path))
         elif path.is_dir():
             has_subdirs = any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
@@ -54,7 +64,7 @@ def collect_items(inputs: Sequence[str]) -> tuple[list[Item], list[tuple[str, st
                 log.warning("%s: not a labelled layout (%s); classifying its images without labels", path, err)
                 items += _unlabelled_images(path, skipped)
                 continue
-            items += [Item(Path(r.path), r.label) for r in result.records]
+            items += [Item(Path(r.path), r.label, r.patient) for r in result.records]
             skipped += result.skipped
         else:
             skipped.append((text, "no such file or folder"))

@@ -51,16 +51,24 @@ def _load_onnx(path: Path, device: str):
 
 
 def calibrated(probs: np.ndarray, checkpoint: ModelCheckpoint) -> tuple[np.ndarray, str]:
-    """The probabilities rescaled by the checkpoint's temperature (fitted on validation by analysis.report), and
-    a phrase saying which probabilities these are."""
-    from cxrmodels.evaluate.calibration import apply_temperature
+    """The probabilities rescaled by the checkpoint's temperature (fitted on validation by analysis.report, or on a
+    site's labels by analysis.calibrate) and, for a model adapted to a site (analysis.adapt), reweighted to the
+    site's estimated prevalence; and a phrase saying which probabilities these are."""
+    from cxrmodels.evaluate.calibration import apply_temperature, reweight_prior
 
     t = checkpoint.temperature
     if t is None:
-        return probs, "probabilities as the model outputs them (not calibrated)"
-    return apply_temperature(
-        probs, float(t), checkpoint.class_names
-    ), f"probabilities calibrated by temperature scaling (T = {float(t):.2f})"
+        phrase = "probabilities as the model outputs them (not calibrated)"
+    else:
+        probs = apply_temperature(probs, float(t), checkpoint.class_names)
+        phrase = f"probabilities calibrated by temperature scaling (T = {float(t):.2f})"
+    weights = checkpoint.prior_weights
+    if weights:
+        probs = reweight_prior(probs, [weights[name] for name in checkpoint.class_names])
+        prior = (checkpoint.info.get("site_adaptation") or {}).get("prior_site") or {}
+        shown = ", ".join(f"{name} {prior[name]:.2f}" for name in checkpoint.class_names if name in prior)
+        phrase += f", reweighted to the site's estimated prevalence ({shown or 'see the model info'})"
+    return probs, phrase
 
 
 def decision_views(checkpoint: ModelCheckpoint) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 
-def _rate(text: str) -> float:
+def rate(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a rate in (0, 1], e.g. 0.95; got {text}")
@@ -71,7 +71,7 @@ def add_scoring_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-sensitivity",
-        type=_rate,
+        type=rate,
         action="append",
         default=[],
         metavar="S",
@@ -81,7 +81,7 @@ def add_scoring_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-specificity",
-        type=_rate,
+        type=rate,
         action="append",
         default=[],
         metavar="S",

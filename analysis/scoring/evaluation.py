@@ -36,6 +36,13 @@ def binary_targets(y: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
     return (np.asarray(y) != list(class_names).index(NORMAL)).astype(np.int64)
 
 
+def class_prior(y: np.ndarray, class_names: Sequence[str]) -> dict[str, int]:
+    """Images per class of a split (class indices): the prevalence a model calibrated on it reflects, stored in the
+    saved models' ``info["class_prior"]`` for label-shift correction at a site (analysis.adapt)."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(class_names))
+    return {name: int(c) for name, c in zip(class_names, counts, strict=True)}
+
+
 def evaluate_run(
     y_val: np.ndarray,
     probs_val: np.ndarray,

@@ -15,6 +15,10 @@ neither the ranking of P(pneumonia) (binary AUROC, threshold decisions' order) n
 one T is still fitted by the 3-class NLL.
 
 Fit it on validation only; test and external sets are scored with the T their validation gave.
+
+Label shift: calibrated posteriors carry the class prevalence they were calibrated at. At a site with another
+prevalence, :func:`em_prior` estimates the site's from its unlabelled images (Saerens, Latinne & Decaestecker 2002)
+and :func:`reweight_prior` moves the posteriors to it.
 """
 
 from __future__ import annotations
@@ -118,3 +122,29 @@ def expected_calibration_error(y: Sequence[int] | np.ndarray, probs: np.ndarray,
     used = table["count"] > 0
     gaps = (table.loc[used, "confidence"] - table.loc[used, "accuracy"]).abs()
     return float((gaps * table.loc[used, "count"]).sum() / max(int(table["count"].sum()), 1))
+
+
+#: Saerens et al.'s EM stops after this many rounds, or when no prevalence moves by more than the tolerance.
+EM_ITERATIONS, EM_TOLERANCE = 1000, 1e-8
+
+
+def em_prior(probs: np.ndarray, source_prior: np.ndarray) -> tuple[np.ndarray, int]:
+    """Saerens et al.'s EM: the class prevalence of the images whose posteriors (under ``source_prior``) are
+    ``probs`` (n x k). Returns (the site prior, iterations)."""
+    probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    source = np.asarray(source_prior, dtype=np.float64)
+    prior = source.copy()
+    for it in range(1, EM_ITERATIONS + 1):
+        weighted = probs * (prior / source)
+        posterior = weighted / weighted.sum(1, keepdims=True)
+        new = posterior.mean(0)
+        if np.abs(new - prior).max() < EM_TOLERANCE:
+            return new, it
+        prior = new
+    return prior, EM_ITERATIONS
+
+
+def reweight_prior(probs: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """Posteriors moved to another prior: each class scaled by its weight (site prior / source prior), renormalised."""
+    scaled = np.asarray(probs, dtype=np.float64) * np.asarray(weights, dtype=np.float64)
+    return scaled / scaled.sum(1, keepdims=True)

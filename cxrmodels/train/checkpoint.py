@@ -58,7 +58,8 @@ def load_checkpoint(path: str | os.PathLike | BinaryIO, map_location: str | torc
 # Provenance kept beside the model, read by people and reports, never needed to use it.
 INFO_KEYS: tuple[str, ...] = (
     "epoch", "best_epoch", "best_metric", "best_value", "kept_epoch", "best_val_loss", "objective", "objective_value",
-    "source_trial", "threshold_chosen_on", "experiment", "decision_tta",
+    "source_trial", "threshold_chosen_on", "experiment", "decision_tta", "class_prior", "site_labels",
+    "site_adaptation",
 )  # fmt: skip
 
 
@@ -77,6 +78,8 @@ class ModelCheckpoint:
     operating_points: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     temperature: float | None = None  # calibration, fitted on validation
     tta: int = 1  # test-time views the threshold was chosen with
+    # per class, site prevalence / calibration prevalence: posteriors reweighted after the temperature (analysis.adapt)
+    prior_weights: Mapping[str, float] = field(default_factory=dict)
     info: Mapping[str, Any] = field(default_factory=dict)  # provenance (INFO_KEYS)
 
     def replace(self, **changes: Any) -> ModelCheckpoint:
@@ -119,6 +122,7 @@ class ModelCheckpoint:
                 "operating_points": dict(self.operating_points),
                 "temperature": self.temperature,
                 "tta": int(self.tta),
+                "prior_weights": dict(self.prior_weights),
                 "info": dict(self.info),
             }
         )
@@ -142,6 +146,7 @@ class ModelCheckpoint:
             operating_points=dict(payload.get("operating_points") or {}),
             temperature=payload.get("temperature"),
             tta=int(payload.get("tta") or 1),
+            prior_weights=dict(payload.get("prior_weights") or {}),
             info=info,
         )
 

@@ -1,0 +1,138 @@
+"""A saved model at the second hospital: each way of moving its decision to the site, scored on the ``report`` half.
+
+    python -m bench.site_shift reports/kermany-cpu/retrain_multiclass/best_model.pt ... [--draws 20]
+
+The site is ``../shared/data/chest_xray_external`` split by ``chest_xray_external_halves.csv``: every method learns
+from the ``site`` half only (its images, or its labels for recalibration) and is scored once on the ``report``
+half, which nothing is fitted, chosen or adapted on. Per model, on the report half:
+
+- as trained: the validation threshold and temperature;
+- without labels: ``bn`` (AdaBN on the site half's images), ``prior`` (EM prevalence on them), ``bn+prior``;
+- with labels: the threshold and temperature chosen on N labelled site images (patients drawn until N images;
+  ``--draws`` draws each, mean and std), N = 25, 50, 100 and all 155.
+
+Binary accuracy, normal recall (specificity), sensitivity and AUROC, and 3-class accuracy for a 3-class model (the
+one decision rule). Writes bench/results/site_shift.json. It uses the same functions as ``analysis.adapt`` and
+``analysis.calibrate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.benchlib import machine, write_result
+from bench.site_halves import EXTERNAL, HALVES, write_halves
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "site_shift.json"
+LABEL_COUNTS = (25, 50, 100)
+
+
+def scores(labels: list[str], probs: np.ndarray, names: tuple[str, ...], threshold: float) -> dict[str, float]:
+    """The report half's figures at one decision: binary accuracy, normal recall, sensitivity, AUROC, 3-class."""
+    from cxrmodels.data.records import task_labels
+    from cxrmodels.evaluate import binary_metrics, decision_names, pneumonia_probability, roc_auc
+
+    y, p = task_labels(labels, "binary"), pneumonia_probability(probs, names)
+    m = binary_metrics(y, p, threshold)
+    out = {"threshold": threshold, "accuracy": m["accuracy"], "normal_recall": m["specificity"]}
+    out.update(sensitivity=m["recall"], auc=roc_auc(y, p))
+    if len(names) == 3:
+        out["accuracy_3class"] = float(np.mean(np.array(decision_names(probs, names, threshold)) == np.array(labels)))
+    return out
+
+
+def decided(raw: np.ndarray, checkpoint: Any) -> np.ndarray:
+    from analysis.inference.loading import calibrated
+
+    return calibrated(raw, checkpoint)[0]
+
+
+def label_free(model: Any, checkpoint: Any, site: Any, report: Any, tta: int) -> dict[str, dict]:
+    """bn, prior and bn+prior, each learnt on the site half's images and scored on the report half."""
+    from analysis.site.adapt import adapt_batchnorm, adapt_prior, adapted_weights, model_source_prior
+    from analysis.site.data import raw_probabilities
+
+    source = model_source_prior(checkpoint)
+    out = {}
+    for methods in (("bn",), ("prior",), ("bn", "prior")):
+        net, ckpt = model, checkpoint
+        if "bn" in methods:
+            net = copy.deepcopy(model)
+            adapt_batchnorm(net, site.x)
+            ckpt = adapted_weights(net, checkpoint)
+        if "prior" in methods:
+            found = adapt_prior(raw_probabilities(net, site, tta=tta, device="cpu", batch_size=32), ckpt, source)
+            ckpt = ckpt.replace(prior_weights=found["prior_weights"])
+        raw = raw_probabilities(net, report, tta=tta, device="cpu", batch_size=32)
+        out["+".join(methods)] = scores(report.labels, decided(raw, ckpt), ckpt.class_names, float(ckpt.threshold))
+    return out
+
+
+def with_labels(checkpoint: Any, site: Any, site_raw: np.ndarray, report: Any, report_raw: np.ndarray, draws: int):
+    tta = checkpoint.tta
+    """Recalibration on N labelled site images (several patient draws each), scored on the report half."""
+    from analysis.site.recalibrate import SiteLabels, _patient_draw, recalibrate
+
+    rng = np.random.default_rng(0)
+    index = SiteLabels(np.zeros(len(site.items)), np.zeros(len(site.items)), site.patients)
+    out = {}
+    for n in (*LABEL_COUNTS, len(site.items)):
+        rows = []
+        for _ in range(draws if n < len(site.items) else 1):
+            mask = _patient_draw(index, rng, n) if n < len(site.items) else np.ones(len(site.items), bool)
+            labels = [lab for lab, m in zip(site.labels, mask, strict=True) if m]
+            try:
+                found = recalibrate(checkpoint, labels, site_raw[mask], site.patients[mask], source="site", tta=tta)
+                new = found.checkpoint
+            except ValueError:  # a draw of one class
+                continue
+            rows.append(scores(report.labels, decided(report_raw, new), new.class_names, float(new.threshold)))
+        out[f"{n} labels"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} | {"draws": len(rows)}
+        out[f"{n} labels"].update({f"{k}_std": float(np.std([r[k] for r in rows])) for k in rows[0]})
+    return out
+
+
+def one_model(path: str, halves: Path, draws: int) -> dict[str, Any]:
+    from analysis.site.data import load_site_model, raw_probabilities, read_site
+
+    model, checkpoint = load_site_model(path, "cpu")
+    site = read_site(str(halves / "site"), "site", checkpoint.preprocess, labelled=True)
+    report = read_site(str(halves / "report"), "report", checkpoint.preprocess, labelled=True)
+    tta = checkpoint.tta
+    site_raw = raw_probabilities(model, site, tta=tta, device="cpu", batch_size=32)
+    report_raw = raw_probabilities(model, report, tta=tta, device="cpu", batch_size=32)
+    result = {"as trained": scores(report.labels, decided(report_raw, checkpoint), checkpoint.class_names,
+                                   float(checkpoint.threshold))}  # fmt: skip
+    result.update(label_free(model, checkpoint, site, report, tta))
+    result.update(with_labels(checkpoint, site, site_raw, report, report_raw, draws))
+    return {"model": path, "backbone": checkpoint.config.backbone, "tta": tta, "methods": result}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="saved models (.pt)")
+    parser.add_argument("--draws", type=int, default=20, help="patient draws per label count (default 20)")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_halves(Path(tmp), EXTERNAL, HALVES)
+        models = [one_model(m, Path(tmp), args.draws) for m in args.models]
+    result = {"halves": str(HALVES), "draws": args.draws, "models": models, "machine": machine()}
+    for m in models:
+        print(m["model"])
+        for method, figures in m["methods"].items():
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in figures.items() if not k.endswith("_std") and k != "draws")
+            print(f"  {method:>12}: {shown}")
+    write_result(result, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
