@@ -550,7 +550,7 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     page = (out / "report.html").read_text()
     assert "Model card: multiclass model, winner 1" in page
     # a document, not a dump: settings as tables, no Python reprs or <NA>, a table of contents, scrolling tables
-    assert "<nav><b>Contents</b>" in page and "<div class='table'>" in page
+    assert "<nav><b>Contents</b>" in page and '<div class="table">' in page
     for repr_text in ("SplitConfig(", "{'size'", "Config: {", "&lt;NA&gt;", "<NA>"):
         assert repr_text not in page and repr_text not in text
 
