@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=2, help="runs trained at once (one thread each)")
     p.add_argument("--name", default="", help="suffix of the results file")
+    p.add_argument("--save-models", default=None, metavar="DIR", help="also save each run's model as DIR/VARIANT_sSEED.pt")
     p.add_argument("--quick", action="store_true", help="2 seeds on 240 synthetic images at 48 px")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -115,17 +116,19 @@ def load_arrays(args: argparse.Namespace) -> dict:
     split = SplitConfig(seed=0, **({} if quick else preset["split"]))
     prepared = prepare(args.data, preprocess, split=split, seed=0, synthetic_n=240 if quick else None)
     arrays = {s: prepared.arrays(s, args.task) for s in ("train", "val", "test")}
-    skipped = 0
+    skipped, external_paths = 0, []
     if args.external and Path(args.external).is_dir():  # scored only
         ext = load_labelled(args.external, preprocess)
         arrays["external"] = (ext.images, ext.labels)  # label names: with or without the pneumonia subtype
-        skipped = len(ext.skipped)
+        skipped, external_paths = len(ext.skipped), list(ext.paths)
     return {
         "arrays": arrays,
         "class_names": class_names(args.task),
         "preprocess": preprocess.to_dict(),
         "counts": {s: int(len(y)) for s, (_, y) in arrays.items()},
         "external_skipped": skipped,
+        "external_paths": external_paths,
+        "save_models": args.save_models,
     }
 
 
@@ -145,7 +148,11 @@ def train_one(job: tuple[str, int, dict, int]) -> dict:
     trainer = Trainer(cfg, data, device="cpu")
     while not trainer.done:
         trainer.run_epoch()
-    trainer.model.load_state_dict(dict(trainer.checkpoint().weights))  # the kept (best-objective) weights
+    kept = trainer.checkpoint()
+    trainer.model.load_state_dict(dict(kept.weights))  # the kept (best-objective) weights
+    if _ARRAYS.get("save_models"):
+        Path(_ARRAYS["save_models"]).mkdir(parents=True, exist_ok=True)
+        kept.save(Path(_ARRAYS["save_models"], f"{name}_s{seed}.pt"))
     probs = {
         (split, views): predict_proba(trainer.model, arrays[split][0], tta=views).astype(np.float32)
         for split in ("val", "test", "external")
@@ -274,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in runs
             for (split, views), p in r["probs"].items()
         },
+        external_paths=np.asarray(_ARRAYS["external_paths"], dtype=str),
     )
     table = summarise(runs, args.tta)
     print_table(table)

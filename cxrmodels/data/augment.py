@@ -25,6 +25,8 @@ class AugmentConfig:
     rotate_deg: float = 10.0
     enabled: bool = True
     intensity: float = 0.0  # strength of :func:`intensity_batch`, 0 (off) to 1
+    border_mask: float = 0.0  # :func:`occlude_batch`: each edge blanked up to this fraction of the side, 0 (off)
+    erase: float = 0.0  # :func:`occlude_batch`: probability of one erased rectangle per image, 0 (off) to 1
 
     def __post_init__(self) -> None:
         for key, value, hi in (
@@ -32,13 +34,16 @@ class AugmentConfig:
             ("zoom", self.zoom, 0.5),
             ("rotate_deg", self.rotate_deg, 45),
             ("intensity", self.intensity, 1.0 + 1e-9),
+            ("border_mask", self.border_mask, 0.5),
+            ("erase", self.erase, 1.0 + 1e-9),
         ):
             if not 0 <= value < hi:
                 raise ValueError(f"AugmentConfig.{key}={value!r}: expected 0 <= {key} < {hi}")
 
     @property
     def is_identity(self) -> bool:
-        return not self.enabled or (self.shift == 0 and self.zoom == 0 and self.rotate_deg == 0 and self.intensity == 0)
+        changes = (self.shift, self.zoom, self.rotate_deg, self.intensity, self.border_mask, self.erase)
+        return not self.enabled or not any(changes)
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -134,4 +139,43 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     theta = affine_matrices(images.shape[0], cfg, generator).to(images.device, images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return intensity_batch(images, cfg.intensity, generator)
+    images = intensity_batch(images, cfg.intensity, generator)
+    return occlude_batch(images, cfg.border_mask, cfg.erase, generator)
+
+
+#: Random erasing's rectangle (Zhong et al. 2020): area 2-20% of the image, aspect ratio 0.3-3.3.
+ERASE_AREA, ERASE_LOG_ASPECT = (0.02, 0.2), math.log(3.3)
+
+
+def occlude_batch(
+    images: torch.Tensor, border: float, erase: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Take away what a shortcut could rest on: each edge of each image blanked (to the image's mean) over a random
+    width of 0..``border`` of the side, where markers, collimation and text sit outside the lungs; and with
+    probability ``erase`` one random rectangle erased to noise (random erasing, Zhong et al. 2020), so no small
+    region decides alone. float (B, 1, H, W) in and out; identity when both are 0."""
+    if border <= 0 and erase <= 0:
+        return images
+    n, _, h, w = images.shape
+    device = generator.device if generator is not None else "cpu"
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, device=device).to(images.device)
+
+    rows = torch.linspace(0, 1, h, device=images.device).view(1, h, 1)
+    cols = torch.linspace(0, 1, w, device=images.device).view(1, 1, w)
+    keep = torch.ones(n, h, w, dtype=torch.bool, device=images.device)
+    if border > 0:
+        top, bottom, left, right = (rand(n, 1, 1) * border for _ in range(4))
+        keep = (rows >= top) & (rows <= 1 - bottom) & (cols >= left) & (cols <= 1 - right)
+    fill = images.mean(dim=(2, 3), keepdim=True).expand_as(images).clone()
+    if erase > 0:
+        area = ERASE_AREA[0] + rand(n, 1, 1) * (ERASE_AREA[1] - ERASE_AREA[0])
+        aspect = ((rand(n, 1, 1) * 2 - 1) * ERASE_LOG_ASPECT).exp()
+        eh, ew = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)
+        y0, x0 = rand(n, 1, 1) * (1 - eh), rand(n, 1, 1) * (1 - ew)
+        box = (rows >= y0) & (rows <= y0 + eh) & (cols >= x0) & (cols <= x0 + ew) & (rand(n, 1, 1) < erase)
+        keep &= ~box
+        noise = rand(n, 1, h, w)
+        fill = torch.where(box.unsqueeze(1), noise, fill)
+    return torch.where(keep.unsqueeze(1), images, fill)

@@ -74,6 +74,8 @@ class TrialConfig:
     zoom: float = 0.1
     rotate_deg: float = 10.0
     intensity_aug: float = 0.0
+    border_mask: float = 0.0
+    random_erase: float = 0.0
     standardize: bool = False
     seed: int = 0
     device: str = "auto"
@@ -219,5 +221,7 @@ def _validate(cfg: TrialConfig) -> None:
     _check_range("zoom", 0 <= cfg.zoom < 0.5, cfg.zoom, "0 <= zoom < 0.5")
     _check_range("rotate_deg", 0 <= cfg.rotate_deg <= 45, cfg.rotate_deg, "0 <= rotate_deg <= 45")
     _check_range("intensity_aug", 0 <= cfg.intensity_aug <= 1, cfg.intensity_aug, "0 (off) <= intensity_aug <= 1")
+    _check_range("border_mask", 0 <= cfg.border_mask < 0.5, cfg.border_mask, "0 (off) <= border_mask < 0.5")
+    _check_range("random_erase", 0 <= cfg.random_erase <= 1, cfg.random_erase, "0 (off) <= random_erase <= 1")
     if cfg.pretrained_path is not None and not cfg.pretrained:
         raise ValueError("config key 'pretrained_path' is set but 'pretrained' is False; set pretrained=True to use it")

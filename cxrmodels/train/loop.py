@@ -334,7 +334,13 @@ class Trainer:
         weights = balanced_class_weights(data.train_y, len(data.class_names)) if cfg.class_weights else None
         self.loss_fn = build_loss(cfg.task, weights)
         self.augment = AugmentConfig(
-            cfg.shift, cfg.zoom, cfg.rotate_deg, enabled=cfg.augment, intensity=cfg.intensity_aug
+            cfg.shift,
+            cfg.zoom,
+            cfg.rotate_deg,
+            enabled=cfg.augment,
+            intensity=cfg.intensity_aug,
+            border_mask=cfg.border_mask,
+            erase=cfg.random_erase,
         )
         self.epoch = 0
         self.better = metric_mode(cfg.best_metric)
