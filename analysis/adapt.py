@@ -1,10 +1,13 @@
 """``python -m analysis.adapt``: a saved model moved to a site's X-rays without reading a label.
 
-    python -m analysis.adapt MODEL.pt --images SITE_FOLDER --out ADAPTED.pt [--method bn] [--method prior]
+    python -m analysis.adapt MODEL.pt --images SITE_FOLDER --out ADAPTED.pt [--method align|prior|bn ...]
 
 ``bn`` re-estimates every batch-norm layer's statistics on the site's images (AdaBN); ``prior`` estimates the site's
 class prevalence by EM on the model's calibrated probabilities and moves the posteriors to it (the threshold then
-applies to the moved P(pneumonia)). Default: both, BN first. Labels in the folder's layout, if any, are not read.
+applies to the moved P(pneumonia)); ``align`` moves the threshold so that it sends the same share of the site's
+images to NORMAL as it sent of validation's (prediction alignment). Default: ``analysis.site.adapt.DEFAULT_METHODS``,
+what held on a real second site (docs/results.md); several run BN first, then prior, then align. Labels in the
+folder's layout, if any, are not read.
 Writes ADAPTED.pt, one ModelCheckpoint that records the folder, the image count, the methods and that no label was
 read; analysis.predict, analysis.export, analysis.calibrate and the report take it like any other model. The work is
 :mod:`analysis.site.adapt`; this module is the command.
@@ -20,15 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis.cli import UsageError, check_tta, guarded
-from analysis.site.adapt import (
-    METHODS,
-    MIN_IMAGES,
-    adapt_batchnorm,
-    adapt_prior,
-    adapted_weights,
-    model_source_prior,
-)
-from analysis.site.data import SiteImages, load_site_model, raw_probabilities, read_site, resolve
+from analysis.site.adapt import DEFAULT_METHODS, METHODS, Adapted, adapt_to_site
+from analysis.site.data import SiteImages, load_site_model, read_site, resolve
 
 DESCRIPTION = "Move a saved model to a site's X-rays without labels: batch-norm statistics and class prevalence."
 
@@ -39,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", required=True, metavar="FOLDER", help="the site's X-rays (labels not read)")
     parser.add_argument("--out", type=Path, required=True, metavar="ADAPTED.pt", help="the adapted model")
     parser.add_argument("--method", action="append", choices=METHODS, default=None,
-                        help="bn (AdaBN) and/or prior (EM label shift); repeatable; default both")  # fmt: skip
+                        help="bn (AdaBN), prior (EM label shift), align (prediction alignment of the threshold); "
+                        f"repeatable; default {'+'.join(DEFAULT_METHODS)}")  # fmt: skip
     parser.add_argument("--experiment", type=Path, default=None,
                         help="the search's experiment folder, for the validation prevalence of models that do not "
                         "record it (default: the one the model records)")  # fmt: skip
@@ -49,59 +46,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_bn(model: Any, checkpoint: Any, images: SiteImages, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    try:
-        layers = adapt_batchnorm(model, images.x, batch_size=args.batch_size, device=args.device)
-    except ValueError as err:
-        raise UsageError(
-            f"{args.model} ({checkpoint.config.backbone}): {err}; --method bn cannot adapt it, use --method prior"
-        ) from None
-    return adapted_weights(model, checkpoint), {"bn_layers": layers}
-
-
-def run_prior(model: Any, checkpoint: Any, images: SiteImages, args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        source = model_source_prior(checkpoint, args.experiment)
-    except ValueError as err:
-        raise UsageError(f"{args.model}: {err}") from None
-    tta = int(args.tta or checkpoint.tta)
-    raw = raw_probabilities(model, images, tta=tta, device=args.device, batch_size=args.batch_size)
-    return adapt_prior(raw, checkpoint, source)
-
-
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     check_tta(args.tta)
     args.device = resolve(args.device)
-    methods = [m for m in METHODS if m in (args.method or METHODS)]  # BN first: the prior is read from its outputs
     model, checkpoint = load_site_model(args.model, args.device)
     images = read_site(args.images, "--images", checkpoint.preprocess, labelled=False)
-    if len(images.items) < MIN_IMAGES:
-        raise UsageError(f"--images {args.images}: {len(images.items)} readable images; adapting needs {MIN_IMAGES}")
-    record: dict[str, Any] = {
-        "source": args.images,
-        "images": len(images.items),
-        "methods": methods,
-        "labels_read": False,
-    }
-    if "bn" in methods:
-        checkpoint, found = run_bn(model, checkpoint, images, args)
-        record.update(found)
-        print(f"batch norm: {found['bn_layers']} layers re-estimated on {len(images.items)} site images")
-    weights = {}
-    if "prior" in methods:
-        found = run_prior(model, checkpoint, images, args)
-        weights = found.pop("prior_weights")
-        record.update(found)
-        print("class prevalence: calibrated at " + _shares(found["prior_source"]) + "; estimated at the site "
-              + _shares(found["prior_site"]) + f" (EM, {found['em_iterations']} iterations)")  # fmt: skip
-    adapted = checkpoint.replace(prior_weights=weights, info={**checkpoint.info, "site_adaptation": record})
+    adapted = adapt(model, checkpoint, images, args)
+    print_adaptation(adapted.record)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    adapted.save(args.out)
+    adapted.checkpoint.save(args.out)
     print(f"adapted model written to {args.out} (no label read)")
     return 0
+
+
+def adapt(model: Any, checkpoint: Any, images: SiteImages, args: argparse.Namespace) -> Adapted:
+    """:func:`adapt_to_site` with the command's flags; its refusals as one sentence naming the file."""
+    methods = args.method or DEFAULT_METHODS
+    try:
+        return adapt_to_site(model, checkpoint, images.x, methods, source=str(images.source),
+                             tta=int(args.tta or checkpoint.tta), device=args.device, batch_size=args.batch_size,
+                             experiment=args.experiment)  # fmt: skip
+    except ValueError as err:
+        where = f"--images {images.source}" if "adapting needs" in str(err) else args.model
+        backbone = f" ({checkpoint.config.backbone})" if "BatchNorm" in str(err) else ""
+        hint = "; --method bn cannot adapt it, use --method align or --method prior" if backbone else ""
+        raise UsageError(f"{where}{backbone}: {err}{hint}") from None
+
+
+def print_adaptation(record: dict[str, Any]) -> None:
+    """What each method found, in the terms a site would check."""
+    if "bn_layers" in record:
+        print(f"batch norm: {record['bn_layers']} layers re-estimated on {record['images']} site images")
+    if "prior_site" in record:
+        print("class prevalence: calibrated at " + _shares(record["prior_source"]) + "; estimated at the site "
+              + _shares(record["prior_site"]) + f" (EM, {record['em_iterations']} iterations)")  # fmt: skip
+    if "align_normal_share" in record:
+        print(f"operating point aligned: the validation threshold sent {record['align_normal_share']:.1%} of "
+              f"validation to NORMAL; the same share of the site's images is below the site threshold "
+              f"{record['threshold']:.3f} (was {record['threshold_before']:.3f})")  # fmt: skip
 
 
 def _shares(prior: dict[str, float]) -> str:

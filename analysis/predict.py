@@ -15,9 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from analysis.adapt import print_adaptation
 from analysis.cli import UsageError, check_tta, guarded
 from analysis.inference.loading import CheckpointError, is_onnx, load_predictor
 from analysis.inference.predict import classify
+from analysis.site.adapt import DEFAULT_METHODS, METHODS, MIN_IMAGES, adapt_to_site
 
 DESCRIPTION = "Classify chest X-rays with a trained checkpoint: probabilities, thresholded decision, optional Grad-CAM."
 
@@ -80,7 +82,39 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score labelled images even where they are byte-identical to the experiment's",
     )
+    parser.add_argument(
+        "--adapt",
+        action="store_true",
+        help="first move the model to these images without reading their labels (analysis.adapt's default "
+        f"methods, {'+'.join(DEFAULT_METHODS)}), when there are at least {MIN_IMAGES}: for a batch from one site",
+    )
+    parser.add_argument("--adapt-method", action="append", choices=METHODS, default=None,
+                        help="with --adapt: the label-free method(s) instead of the default (repeatable)")  # fmt: skip
     return parser
+
+
+def adapter(args: argparse.Namespace, device: str):
+    """``classify``'s ``adapt`` step for --adapt: :func:`analysis.site.adapt.adapt_to_site` on the images read, or
+    the model as it is (with a note) when they are too few."""
+    methods = args.adapt_method or DEFAULT_METHODS
+
+    def adapt(model, checkpoint, x, tta):
+        if len(x) < MIN_IMAGES:
+            print(f"not adapted: {len(x)} readable images, adapting needs {MIN_IMAGES}; predicted as trained",
+                  file=sys.stderr)  # fmt: skip
+            return model, checkpoint
+        if "bn" in methods and is_onnx(args.model):
+            raise UsageError(f"{args.model}: --adapt-method bn needs the .pt checkpoint (an ONNX graph's batch "
+                             "statistics are fixed); use align or prior")  # fmt: skip
+        try:
+            found = adapt_to_site(model, checkpoint, x, methods, source=", ".join(map(str, args.inputs)), tta=tta,
+                                  device=device, batch_size=args.batch_size)  # fmt: skip
+        except ValueError as err:
+            raise UsageError(f"--adapt with {args.model}: {err}") from None
+        print_adaptation(found.record)
+        return found.model, found.checkpoint
+
+    return adapt
 
 
 def _device(model: str, device: str) -> str:
@@ -101,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = _device(args.model, args.device)
     try:
         model, checkpoint = load_predictor(args.model, device)
-        return classify(args, model, checkpoint, device)
+        return classify(args, model, checkpoint, device, adapter(args, device) if args.adapt else None)
     except CheckpointError as err:
         raise UsageError(str(err)) from None
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.cli import check_retrain_args, guarded, open_experiment
+from analysis.cli import UsageError, check_retrain_args, guarded, open_experiment
 from analysis.reporting.build import build_report
 from analysis.scoring.args import add_retrain_args
 from analysis.scoring.results import RetrainSettings
@@ -40,6 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("experiment", type=Path, help="experiment folder written by python -m search.run")
     parser.add_argument("--out", type=Path, required=True, help="output folder for the report and its files")
     add_retrain_args(parser, allow_both=True)
+    parser.add_argument(
+        "--site",
+        metavar="FOLDER",
+        help="the site's own X-rays (labelled to recalibrate): each task's best model is also shown adapted to "
+        "them without labels and recalibrated on their labels, scored on --external (which must be held out from "
+        "them); the two site versions are saved beside best_model.pt",
+    )
+    parser.add_argument(
+        "--site-labels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --site: recalibrate on N labelled site images drawn by patient (default: all)",
+    )
     add_mlflow_args(
         parser,
         "the report, model cards and retrained models",
@@ -47,6 +61,30 @@ def build_parser() -> argparse.ArgumentParser:
         "store (its --mlflow-uri, else mlflow.db in the experiment folder) unless --mlflow-uri",
     )
     return parser
+
+
+def check_site_args(args: argparse.Namespace) -> None:
+    """--site is checked before hours of retraining: it exists, has images, needs --external to be scored on, and
+    shares no image with it."""
+    if not args.site:
+        if args.site_labels is not None:
+            raise UsageError("--site-labels needs --site (the labelled site images to recalibrate on)")
+        return
+    from analysis.inference.images import collect_items
+    from analysis.site.compare import check_disjoint_files
+
+    if not args.external:
+        raise UsageError("--site needs --external: labelled site X-rays held out from --site, to score the versions on")
+    if args.site_labels is not None and args.site_labels < 1:
+        raise UsageError(f"--site-labels {args.site_labels}: give a number of labelled site images >= 1")
+    if not Path(args.site).expanduser().exists():
+        raise UsageError(f"--site {args.site}: no such file or folder")
+    items, _ = collect_items([args.site])
+    if not items:
+        raise UsageError(f"--site {args.site}: no image found")
+    check_disjoint_files(
+        [str(i.path) for i in items], {e: [str(i.path) for i in collect_items([e])[0]] for e in args.external}
+    )
 
 
 @guarded
@@ -60,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     exp = open_experiment(args.experiment)
     check_retrain_args(args, exp)
+    check_site_args(args)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = build_report(exp, args.out, RetrainSettings.from_args(args))

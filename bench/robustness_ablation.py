@@ -84,7 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=2, help="runs trained at once (one thread each)")
     p.add_argument("--name", default="", help="suffix of the results file")
-    p.add_argument("--save-models", default=None, metavar="DIR", help="also save each run's model as DIR/VARIANT_sSEED.pt")
+    p.add_argument(
+        "--save-models", default=None, metavar="DIR", help="also save each run's model as DIR/VARIANT_sSEED.pt"
+    )
     p.add_argument("--quick", action="store_true", help="2 seeds on 240 synthetic images at 48 px")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

@@ -7,25 +7,32 @@ from the ``site`` half only (its images, or its labels for recalibration) and is
 half, which nothing is fitted, chosen or adapted on. Per model, on the report half:
 
 - as trained: the validation threshold and temperature;
-- without labels: ``bn`` (AdaBN on the site half's images), ``prior`` (EM prevalence on them), ``bn+prior``;
+- without labels: ``bn`` (AdaBN on the site half's images), ``prior`` (EM prevalence on them), ``align``
+  (prediction alignment of the threshold to their score distribution), and combinations;
 - with labels: the threshold and temperature chosen on N labelled site images (patients drawn until N images;
   ``--draws`` draws each, mean and std), N = 25, 50, 100 and all 155.
 
 Binary accuracy, normal recall (specificity), sensitivity and AUROC, and 3-class accuracy for a 3-class model (the
 one decision rule). Writes bench/results/site_shift.json. It uses the same functions as ``analysis.adapt`` and
 ``analysis.calibrate``.
+
+    python -m bench.site_shift --experiment experiments/kermany-cpu      # which selection signal sees the site
+
+measures, over the trials of a search, how well each selection signal (clean validation AUROC, stress validation
+AUROC) predicts AUROC on the ``site`` half (Spearman's rho, and the site AUROC of the trial each would pick);
+:mod:`bench.selection_signals`. Models and ``--experiment`` may be given together.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from analysis.site.compare import site_figures as scores
 from bench.benchlib import machine, write_result
 from bench.site_halves import EXTERNAL, HALVES, write_halves
 
@@ -34,43 +41,30 @@ RESULTS = ROOT / "bench" / "results" / "site_shift.json"
 LABEL_COUNTS = (25, 50, 100)
 
 
-def scores(labels: list[str], probs: np.ndarray, names: tuple[str, ...], threshold: float) -> dict[str, float]:
-    """The report half's figures at one decision: binary accuracy, normal recall, sensitivity, AUROC, 3-class."""
-    from cxrmodels.data.records import task_labels
-    from cxrmodels.evaluate import binary_metrics, decision_names, pneumonia_probability, roc_auc
-
-    y, p = task_labels(labels, "binary"), pneumonia_probability(probs, names)
-    m = binary_metrics(y, p, threshold)
-    out = {"threshold": threshold, "accuracy": m["accuracy"], "normal_recall": m["specificity"]}
-    out.update(sensitivity=m["recall"], auc=roc_auc(y, p))
-    if len(names) == 3:
-        out["accuracy_3class"] = float(np.mean(np.array(decision_names(probs, names, threshold)) == np.array(labels)))
-    return out
-
-
 def decided(raw: np.ndarray, checkpoint: Any) -> np.ndarray:
     from analysis.inference.loading import calibrated
 
     return calibrated(raw, checkpoint)[0]
 
 
+#: Each label-free method alone, and the combinations worth knowing.
+LABEL_FREE = (("bn",), ("prior",), ("align",), ("bn", "prior"), ("prior", "align"), ("bn", "align"))
+
+
 def label_free(model: Any, checkpoint: Any, site: Any, report: Any, tta: int) -> dict[str, dict]:
-    """bn, prior and bn+prior, each learnt on the site half's images and scored on the report half."""
-    from analysis.site.adapt import adapt_batchnorm, adapt_prior, adapted_weights, model_source_prior
+    """Each of :data:`LABEL_FREE`, learnt on the site half's images and scored on the report half."""
+    from analysis.site.adapt import adapt_to_site
     from analysis.site.data import raw_probabilities
 
-    source = model_source_prior(checkpoint)
     out = {}
-    for methods in (("bn",), ("prior",), ("bn", "prior")):
-        net, ckpt = model, checkpoint
-        if "bn" in methods:
-            net = copy.deepcopy(model)
-            adapt_batchnorm(net, site.x)
-            ckpt = adapted_weights(net, checkpoint)
-        if "prior" in methods:
-            found = adapt_prior(raw_probabilities(net, site, tta=tta, device="cpu", batch_size=32), ckpt, source)
-            ckpt = ckpt.replace(prior_weights=found["prior_weights"])
-        raw = raw_probabilities(net, report, tta=tta, device="cpu", batch_size=32)
+    for methods in LABEL_FREE:
+        try:
+            found = adapt_to_site(model, checkpoint, site.x, methods, source="site", tta=tta)
+        except ValueError as err:  # a network without BN
+            print(f"  {'+'.join(methods)}: {err}")
+            continue
+        ckpt = found.checkpoint
+        raw = raw_probabilities(found.model, report, tta=tta, device="cpu", batch_size=32)
         out["+".join(methods)] = scores(report.labels, decided(raw, ckpt), ckpt.class_names, float(ckpt.threshold))
     return out
 
@@ -78,18 +72,18 @@ def label_free(model: Any, checkpoint: Any, site: Any, report: Any, tta: int) ->
 def with_labels(checkpoint: Any, site: Any, site_raw: np.ndarray, report: Any, report_raw: np.ndarray, draws: int):
     tta = checkpoint.tta
     """Recalibration on N labelled site images (several patient draws each), scored on the report half."""
-    from analysis.site.recalibrate import SiteLabels, _patient_draw, recalibrate
+    from analysis.site.recalibrate import patient_draw, recalibrate
 
     rng = np.random.default_rng(0)
-    index = SiteLabels(np.zeros(len(site.items)), np.zeros(len(site.items)), site.patients)
     out = {}
     for n in (*LABEL_COUNTS, len(site.items)):
         rows = []
         for _ in range(draws if n < len(site.items) else 1):
-            mask = _patient_draw(index, rng, n) if n < len(site.items) else np.ones(len(site.items), bool)
+            mask = patient_draw(site.patients, rng, n) if n < len(site.items) else np.ones(len(site.items), bool)
             labels = [lab for lab, m in zip(site.labels, mask, strict=True) if m]
             try:
-                found = recalibrate(checkpoint, labels, site_raw[mask], site.patients[mask], source="site", tta=tta)
+                found = recalibrate(checkpoint, labels, site_raw[mask], site.patients[mask], source="site", tta=tta,
+                                    estimates=False)  # fmt: skip
                 new = found.checkpoint
             except ValueError:  # a draw of one class
                 continue
@@ -117,14 +111,22 @@ def one_model(path: str, halves: Path, draws: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help="saved models (.pt)")
+    parser.add_argument("models", nargs="*", help="saved models (.pt)")
+    parser.add_argument("--experiment", help="a search's experiment folder: rank-correlate its selection signals")
     parser.add_argument("--draws", type=int, default=20, help="patient draws per label count (default 20)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
+    if not args.models and not args.experiment:
+        parser.error("give saved models, --experiment, or both")
+    selection = None
     with tempfile.TemporaryDirectory() as tmp:
         write_halves(Path(tmp), EXTERNAL, HALVES)
         models = [one_model(m, Path(tmp), args.draws) for m in args.models]
+        if args.experiment:
+            selection = selection_signals(args.experiment, str(Path(tmp) / "site"))
     result = {"halves": str(HALVES), "draws": args.draws, "models": models, "machine": machine()}
+    if selection is not None:
+        result["selection"] = selection
     for m in models:
         print(m["model"])
         for method, figures in m["methods"].items():
@@ -132,6 +134,19 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {method:>12}: {shown}")
     write_result(result, args.out)
     return result
+
+
+def selection_signals(experiment: str, site_folder: str) -> dict[str, Any]:
+    from bench.selection_signals import SIGNALS, signal_table, trial_signals
+
+    print(f"selection signals over the trials of {experiment}, against AUROC on the site half:")
+    signals = trial_signals(experiment, site_folder)
+    table = signal_table(signals)
+    for signal in SIGNALS:
+        t = table[signal]
+        print(f"  {signal:>15}: Spearman {t['spearman']:+.3f} (p {t['p_value']:.3f}); picks {t['picked_trial']}, "
+              f"site AUROC {t['picked_site_auc']:.4f} (best {table['best_site_auc']:.4f})")  # fmt: skip
+    return {"experiment": experiment, "table": table, "trials": signals.to_dict(orient="records")}
 
 
 if __name__ == "__main__":

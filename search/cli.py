@@ -20,13 +20,14 @@ from search.tracking import add_mlflow_args, mlflow_requested
 PLAIN_FLAGS: tuple[str, ...] = (
     "data", "task", "objective", "mode", "searcher", "scheduler", "num_samples", "seed", "max_failures",
     "time_budget_s", "optuna_storage", "mlflow", "mlflow_uri", "storage_path", "name", "cache_dir", "top_k",
+    "site_val", "stress_val",
 )  # fmt: skip
 # Flags that only shape the searched space, which a grid search does not read (its grid section lists the trials).
 SPACE_FLAGS: tuple[str, ...] = ("backbones", "image_sizes", "max_epochs")
 # What --resume reads besides the folder: where it is and how this invocation runs. Everything else is saved.
 RESUME_FLAGS: tuple[str, ...] = ("resume", "name", "storage_path", "address", "dashboard", "verbose", "print_config")
 # Settings that are local paths, saved absolute so that the analysis can run from any folder.
-PATH_SETTINGS: tuple[str, ...] = ("data", "cache_dir")
+PATH_SETTINGS: tuple[str, ...] = ("data", "cache_dir", "site_val")
 # What --smoke-test keeps of the preset's searched space (so a smoke test still exercises those ranges).
 SMOKE_KEPT_SPACE: tuple[str, ...] = ("optimizer", "lr", "dropout", "weight_decay")
 
@@ -59,8 +60,9 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=["binary", "multiclass"], help="NORMAL vs PNEUMONIA, or NORMAL/BACTERIAL/VIRAL")
     p.add_argument(
         "--objective",
-        help="metric to optimise: val_macro_f1, val_auc, val_balanced_accuracy, "
-        "val_accuracy, val_loss (minimised), ...",
+        help="metric to optimise: val_auc, val_macro_f1, val_balanced_accuracy, val_accuracy, val_loss "
+        "(minimised), ...; with --site-val: site_auc (the second site's AUROC) or worst_auc (the lower of it and "
+        "validation's); with --stress-val: stress_auc",
     )
     p.add_argument("--mode", choices=["min", "max"], help="direction of the objective (default: min for losses)")
     p.add_argument(
@@ -105,6 +107,20 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         "of pooling and re-splitting by patient",
     )
     p.add_argument("--cache-dir", help="preprocessed-image cache (default: $CXR_CACHE_DIR or ~/.cache/cxr-tune)")
+    p.add_argument(
+        "--site-val",
+        metavar="FOLDER",
+        help="a second site's labelled X-rays (any layout --data reads): every trial is also scored on them at "
+        "every epoch (site_auc, NORMAL vs pneumonia AUROC), never trained on; select with --objective site_auc "
+        "or worst_auc",
+    )
+    p.add_argument(
+        "--stress-val",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also score every epoch on the validation split under acquisition changes (gamma, contrast, blur, "
+        "noise, lower resolution; stress_auc): a proxy for a second site when there is none",
+    )
 
 
 def add_resource_args(p: argparse.ArgumentParser) -> None:

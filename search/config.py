@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from cxrmodels.train.config import SCORED_METRICS, is_reported_metric
 from search.experiment import (
     LOG_KEYS,
     SearchConfig,
@@ -163,11 +164,7 @@ def _search_problems(cfg: SearchConfig) -> list[str]:
         problems.append(f"scheduler {cfg.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
     if cfg.mode not in ("min", "max"):
         problems.append(f"mode {cfg.mode!r} is not min or max")
-    if not str(cfg.objective).startswith(("val_", "train_")):
-        problems.append(
-            f"objective {cfg.objective!r} must be a reported metric such as val_macro_f1, val_auc, "
-            "val_balanced_accuracy or val_loss"
-        )
+    problems += _objective_problems(cfg)
     if isinstance(cfg.num_samples, bool) or not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
         problems.append(f"num_samples {cfg.num_samples!r} must be an integer >= 1")
     budget = cfg.time_budget_s
@@ -180,6 +177,21 @@ def _search_problems(cfg: SearchConfig) -> list[str]:
     return problems
 
 
+def _objective_problems(cfg: SearchConfig) -> list[str]:
+    """The objective must be reported every epoch; the second-set ones need their set (--site-val, --stress-val)."""
+    objective = str(cfg.objective)
+    if not is_reported_metric(objective):
+        return [
+            f"objective {objective!r} must be a reported metric such as val_auc, val_macro_f1, "
+            f"val_balanced_accuracy, val_loss or (with --site-val / --stress-val) {', '.join(SCORED_METRICS)}"
+        ]
+    present = {"site": bool(cfg.site_val), "stress": bool(cfg.stress_val)}
+    if objective in SCORED_METRICS and not any(present[s] for s in SCORED_METRICS[objective]):
+        flags = " or ".join(f"--{s}-val" for s in SCORED_METRICS[objective])
+        return [f"objective {objective} needs the set it is scored on: give {flags}"]
+    return []
+
+
 def _data_problems(cfg: SearchConfig) -> list[str]:
     if not cfg.data:
         return [
@@ -190,6 +202,11 @@ def _data_problems(cfg: SearchConfig) -> list[str]:
         return [
             f"--data {cfg.data}: no such file or folder (give a Kaggle-layout folder, a folder with one "
             "sub-folder per class, a CSV manifest, or 'synthetic')"
+        ]
+    if cfg.site_val and not is_uri(str(cfg.site_val)) and not Path(str(cfg.site_val)).expanduser().exists():
+        return [
+            f"--site-val {cfg.site_val}: no such file or folder (give the second site's labelled X-rays: a "
+            "Kaggle-layout folder, a folder with one sub-folder per class, or a CSV manifest)"
         ]
     return []
 

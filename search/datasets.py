@@ -5,7 +5,7 @@ Only train and val arrays go to the trials: the test split never reaches one."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,9 @@ class TrialArrays:
     val_y: np.ndarray
     class_names: tuple[str, ...]
     preprocess: Any  # cxrmodels.data.preprocess.PreprocessConfig
+    #: sets scored every epoch beside validation, never trained on: "site" (--site-val), "stress" (--stress-val);
+    #: name -> (uint8 images, 0/1 targets with 1 = pneumonia)
+    scored: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def build_datasets(cfg: SearchConfig, storage: str, name: str) -> dict[int, TrialArrays]:
@@ -80,8 +83,55 @@ def _prepare_size(cfg: SearchConfig, size: int) -> tuple[Any, TrialArrays]:
             f"images of {cfg.data} at {size} px (one batch would be the whole set, or less); use a "
             "smaller batch_size (e.g. --set 'space.batch_size=[16, 32]') or more data"
         )
-    arrays = TrialArrays(train_x, train_y, val_x, val_y, tuple(class_names(cfg.task)), prepared.preprocess)
+    names = tuple(class_names(cfg.task))
+    scored = {}
+    if cfg.site_val:
+        scored["site"] = site_arrays(cfg, prepared, check_overlap=size == cfg.image_sizes[0])
+    if cfg.stress_val:
+        from cxrmodels.data.stress import stress_images
+
+        scored["stress"] = (stress_images(val_x, seed=int(cfg.seed))[0], (val_y != names.index("NORMAL")).astype(int))
+    arrays = TrialArrays(train_x, train_y, val_x, val_y, names, prepared.preprocess, scored)
     return prepared, arrays
+
+
+def site_arrays(cfg: SearchConfig, prepared: Any, check_overlap: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The --site-val X-rays preprocessed like the training data, with NORMAL (0) / pneumonia (1) targets; refused
+    when unreadable, unlabelled, of one class, or sharing images with the data searched on."""
+    from cxrmodels.data.dataset import load_labelled
+    from cxrmodels.data.records import NORMAL
+
+    where = f"--site-val {cfg.site_val}"
+    try:
+        site = load_labelled(cfg.site_val, prepared.preprocess, cache_dir=cfg.cache_dir, class_map=cfg.class_map)
+    except (TypeError, ValueError, FileNotFoundError) as exc:
+        raise SearchConfigError(f"{where}: {exc}") from None
+    y = np.asarray([label != NORMAL for label in site.labels], dtype=int)
+    if len(np.unique(y)) < 2:
+        only = "NORMAL" if y.max() == 0 else "pneumonia"
+        raise SearchConfigError(
+            f"{where}: all {len(y)} readable image(s) are {only}; a site AUROC needs NORMAL and pneumonia X-rays"
+        )
+    if check_overlap and cfg.data != "synthetic":
+        _refuse_site_overlap(cfg, prepared)
+    logger.info("site validation: %d images (%d NORMAL, %d pneumonia) from %s; %d skipped", len(y),
+                int((y == 0).sum()), int(y.sum()), cfg.site_val, len(site.skipped))  # fmt: skip
+    return np.asarray(site.images), y
+
+
+def _refuse_site_overlap(cfg: SearchConfig, prepared: Any) -> None:
+    """A site set that holds images of the data searched on measures nothing new: refused, naming them."""
+    from cxrmodels.data.overlap import find_overlap, fingerprint, source_fingerprint
+
+    seen = fingerprint(prepared.records, cfg.cache_dir).assign(split=prepared.manifest["split"].to_numpy())
+    found = find_overlap(source_fingerprint(cfg.site_val, cache_dir=cfg.cache_dir, class_map=cfg.class_map), seen)
+    if len(found.images):
+        raise SearchConfigError(
+            f"{found.describe_images('--site-val ' + str(cfg.site_val))}; a second site must be X-rays the search "
+            "does not train, validate or test on: remove them from one of the two"
+        )
+    if len(found.patients):
+        logger.warning("%s", found.describe_patients("--site-val " + str(cfg.site_val)))
 
 
 def _write_data_files(prepared: Any, storage: str, name: str) -> None:

@@ -50,6 +50,9 @@ LAST_METRICS: tuple[str, ...] = (
     "val_loss", "val_accuracy", "val_balanced_accuracy", "val_best_balanced_accuracy", "val_macro_f1", "val_auc",
     "train_loss",
 )  # fmt: skip
+#: results.csv also gives these at the trial's best epoch (``best_epoch_<metric>``), where the search reported them:
+#: the selection signals that bench.site_shift compares with a second site's AUROC.
+SIGNAL_METRICS: tuple[str, ...] = ("val_auc", "val_binary_auc", "site_auc", "stress_auc", "worst_auc")
 LEAD_COLUMNS: tuple[str, ...] = (
     "rank", "trial_id", "status", "failure_reason", "collapsed", "collapsed_epochs", "one_class", "objective", "mode",
     "best_objective", "best_epoch", "epochs_run", "max_epochs", "time_total_s", "node_id", "trial_path",
@@ -182,6 +185,8 @@ class SearchConfig:
     keep_split: bool = False  # keep the split the source declares instead of a fresh patient-grouped one
     class_map: dict[str, str] | None = None  # folder name -> label, for class-folder layouts with other names
     cache_dir: str | None = None  # preprocessed-image cache (None: the data pipeline's default)
+    site_val: str | None = None  # a second site's labelled X-rays, scored every epoch (site_auc); never trained on
+    stress_val: bool = False  # also score the validation split under acquisition changes every epoch (stress_auc)
     preprocess: dict[str, Any] = field(default_factory=dict)  # PreprocessConfig keywords but size (clahe, ...)
     split: dict[str, Any] = field(default_factory=dict)  # SplitConfig keywords (fractions, per-class minimums, seed)
     task: str = "binary"

@@ -24,6 +24,7 @@ from search.experiment import (
     LEAD_COLUMNS,
     PARAM_COLUMNS,
     SCORE,
+    SIGNAL_METRICS,
     SearchConfig,
     trial_dict,
     trial_id_from_path,
@@ -185,6 +186,8 @@ def trial_row(result: Any, cfg: SearchConfig, tune_status: str | None) -> dict:
     }
     for key in LAST_METRICS:
         row[f"last_{key}"] = last.get(key, math.nan) if not last.get("failed") else math.nan
+    for key in (k for k in SIGNAL_METRICS if k in history.columns):
+        row[f"best_epoch_{key}"] = float(best_row.get(key, math.nan)) if best_row else math.nan
     for key, value in sorted(config.items()):
         row[f"{CONFIG_PREFIX}{key}"] = value
     return row

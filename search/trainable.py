@@ -160,6 +160,7 @@ def train_cxr(
         val_y=arrays.val_y,
         class_names=arrays.class_names,
         preprocess=arrays.preprocess.to_dict(),
+        scored=dict(arrays.scored),
     )
     trainer = Trainer(cfg, data)
     _restore(trainer)

@@ -118,15 +118,11 @@ def build_reporter(cfg: SearchConfig) -> Any:
     from ray import tune
 
     short = cfg.objective.removeprefix("val_")
+    columns = {"best_objective": f"best_{short}({cfg.mode})", "best_epoch": "best_ep", cfg.objective: f"last_{short}"}
+    if cfg.site_val and cfg.objective != "site_auc":  # the second site beside the objective, every epoch
+        columns["site_auc"] = "last_site_auc"
     return tune.CLIReporter(
-        metric_columns={
-            "best_objective": f"best_{short}({cfg.mode})",
-            "best_epoch": "best_ep",
-            cfg.objective: f"last_{short}",
-            "epoch": "ep",
-            "trial_collapsed": "collapsed",
-            "failed": "failed",
-        },
+        metric_columns={**columns, "epoch": "ep", "trial_collapsed": "collapsed", "failed": "failed"},
         parameter_columns=[p for p in PARAM_COLUMNS if p in cfg.searched and p not in TRANSFER_KEYS],
         # rows in trial order: Tune's sort by metric raises TypeError on a trial that ended before its first
         # report (a time budget can end one), which ended a finished search before results.csv was written

@@ -23,6 +23,7 @@ from analysis.scoring.results import RetrainSettings
 from analysis.scoring.runs import build_run_specs, run_arrays
 from analysis.scoring.schedule import run_all
 from cxrmodels.evaluate import THRESHOLDS, choose_threshold, pneumonia_probability, threshold_sweep
+from cxrmodels.train.checkpoint import ModelCheckpoint
 from search.experiment import SearchConfig
 
 
@@ -458,6 +459,7 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
         (binary / label).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(png, binary / label / f"scan{i}.png")
     (binary / "NORMAL" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # unreadable: left out, and said so
+    site = write_synthetic_folder(tmp_path / "site_own", 30, seed=12, jpeg_every=0)  # adapted and recalibrated on
     out = tmp_path / "rep"
     out.mkdir()
     args = report.build_parser().parse_args(
@@ -485,10 +487,24 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
             "0.9",
             "--min-specificity",
             "0.8",
+            "--site",
+            str(site),
         ]
     )
     result = build_report(Experiment(experiment), out, RetrainSettings.from_args(args))
     winner = result.retrain.winners[0]
+    # --site: the best model as trained, adapted (no labels) and recalibrated, side by side on each --external set
+    versions = result.retrain.site.table
+    assert sorted(set(versions["version"])) == ["adapted (no labels)", "as trained", "recalibrated"]
+    assert len(versions) == 6 and set(versions["images"]) == {30}
+    for name in ("best_model_adapted.pt", "best_model_recalibrated.pt", "site_versions.csv"):
+        assert (out / "retrain" / name).is_file(), name
+    adapted = ModelCheckpoint.load(out / "retrain" / "best_model_adapted.pt")
+    assert adapted.info["site_adaptation"]["labels_read"] is False and adapted.info["site_adaptation"]["images"] == 30
+    recalibrated = ModelCheckpoint.load(out / "retrain" / "best_model_recalibrated.pt")
+    assert (
+        recalibrated.info["site_labels"]["images"] == 30 and recalibrated.info["threshold_chosen_on"] == "site labels"
+    )
     assert set(winner.external) == {"site_b", "site_c"}
     for name, ext in winner.external.items():
         summary = ext.summary
@@ -549,6 +565,8 @@ def test_report_scores_external_sets_at_the_validation_threshold(experiment, tmp
     assert f"T = {calibration['temperature_mean'].iloc[0]:.2f}" in card and "Known failure modes" in card
     page = (out / "report.html").read_text()
     assert "Model card: multiclass model, winner 1" in page
+    assert "At the site: as trained, adapted, recalibrated (3-class model)" in text
+    assert "Saved: best_model.pt (as trained" in (out / "model_card.md").read_text()
     # a document, not a dump: settings as tables, no Python reprs or <NA>, a table of contents, scrolling tables
     assert "<nav><b>Contents</b>" in page and '<div class="table">' in page
     for repr_text in ("SplitConfig(", "{'size'", "Config: {", "&lt;NA&gt;", "<NA>"):

@@ -6,16 +6,17 @@ choose on."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.scoring.operating_points import Requirement
 from analysis.site.recalibrate import (
     SiteLabels,
-    _patient_draw,
     f1_rule,
     figures,
     label_curve,
     out_of_bag,
+    patient_draw,
     recalibrate,
     summarise_draws,
 )
@@ -65,7 +66,7 @@ def test_estimates_score_only_patients_they_did_not_choose_on() -> None:
     site = SiteLabels(np.array([lab != "NORMAL" for lab in labels], dtype=int), raw[:, 1], patients)
     rng = np.random.default_rng(0)
     for n in (25, 50, 100):
-        mask = _patient_draw(site, rng, n)
+        mask = patient_draw(site.patients, rng, n)
         assert mask.sum() >= n and set(patients[mask]).isdisjoint(patients[~mask])  # whole patients only
     curve = label_curve(site, f1_rule, draws=8)
     assert sorted(curve["labelled"].unique()) == [25, 50, 100] and (curve["images_drawn"] >= curve["labelled"]).all()
@@ -147,8 +148,13 @@ def bn_model(tmp_path_factory):
     trainer = Trainer(cfg, train)
     while not trainer.done:
         trainer.run_epoch()
+    from cxrmodels.evaluate.calibration import score_quantiles
+    from cxrmodels.train.loop import predict_proba
+
     path = tmp_path_factory.mktemp("bn") / "model.pt"
-    trainer.checkpoint().replace(threshold=0.5, info={"class_prior": {"NORMAL": 1, "PNEUMONIA": 1}}).save(path)
+    quantiles = score_quantiles(predict_proba(trainer.model, data.arrays("val", "binary")[0])[:, 1])
+    info = {"class_prior": {"NORMAL": 1, "PNEUMONIA": 1}, "val_score_quantiles": quantiles}
+    trainer.checkpoint().replace(threshold=0.5, info=info).save(path)
     return trainer.model, data.arrays("test", "binary"), path
 
 
@@ -182,7 +188,8 @@ def test_adapt_cli_writes_a_model_that_records_what_it_used(bn_model, tmp_path, 
     _, _, path = bn_model
     site = write_synthetic_folder(tmp_path / "site", 30, seed=9)
     out = tmp_path / "adapted.pt"
-    assert adapt.main([str(path), "--images", str(site), "--out", str(out)]) == 0
+    argv = [str(path), "--images", str(site), "--out", str(out), "--method", "bn", "--method", "prior"]
+    assert adapt.main(argv) == 0
     from cxrmodels.train.checkpoint import ModelCheckpoint
 
     adapted = ModelCheckpoint.load(out)
@@ -209,3 +216,74 @@ def test_adapt_refuses_bn_for_a_network_without_batchnorm(tmp_path, capsys) -> N
     assert adapt.main([model.as_posix(), "--images", str(site), "--out", str(tmp_path / "a.pt"), "--method", "bn"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # one sentence, the command's last word
     assert last.startswith("error: ") and "no BatchNorm layer" in last and "--method prior" in last
+
+
+def test_alignment_restores_the_validation_operating_point_after_an_acquisition_shift() -> None:
+    """Prediction alignment: at a site whose acquisition inflates every P(pneumonia) (same class mix), the
+    validation threshold calls most normals pneumonia; the aligned one sends the validation share to NORMAL again."""
+    from cxrmodels.evaluate import binary_metrics
+    from cxrmodels.evaluate.calibration import align_threshold, score_quantiles
+
+    rng = np.random.default_rng(0)
+
+    def scores(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = (rng.random(n) < 0.7).astype(int)
+        return y, 1 / (1 + np.exp(-(rng.normal(0, 1, n) + 3 * (y - 0.5) * 2)))
+
+    y_val, p_val = scores(2000)
+    y_site, p_site = scores(2000)
+    p_site = p_site**0.2  # another detector: every X-ray looks more like pneumonia, the ranking unchanged
+    before = binary_metrics(y_site, p_site, 0.5)["specificity"]
+    found = align_threshold(score_quantiles(p_val), p_site, 0.5)
+    after = binary_metrics(y_site, p_site, found["threshold"])
+    target = binary_metrics(y_val, p_val, 0.5)
+    assert before < 0.5 and abs(after["specificity"] - target["specificity"]) < 0.05, (before, after, target)
+    assert abs(found["normal_share"] - np.mean(p_val < 0.5)) < 0.01
+
+
+@pytest.mark.slow
+def test_site_versions_side_by_side_and_predict_adapt(bn_model, tmp_path, capsys) -> None:
+    from analysis import predict, site_versions
+    from cxrmodels.data.synthetic import write_synthetic_folder
+    from cxrmodels.train.checkpoint import ModelCheckpoint
+
+    _, _, path = bn_model
+    site = write_synthetic_folder(tmp_path / "site", 40, seed=21)
+    held = write_synthetic_folder(tmp_path / "held", 30, seed=22)
+    out = tmp_path / "versions"
+    argv = [str(path), "--site", str(site), "--external", str(held), "--out", str(out), "--labels", "25"]
+    assert site_versions.main(argv) == 0
+    table = pd.read_csv(out / "site_versions.csv")
+    assert list(table["version"]) == ["as trained", "adapted (no labels)", "recalibrated"]
+    assert (table["images"] == 30).all() and table["auc"].between(0, 1).all()
+    recalibrated = ModelCheckpoint.load(out / "model_recalibrated.pt")
+    assert 25 <= recalibrated.info["site_labels"]["images"] < 40  # 25 images drawn by whole patients
+    adapted = ModelCheckpoint.load(out / "model_adapted.pt")
+    assert adapted.info["site_adaptation"]["methods"] == ["align"] and adapted.info["site_adaptation"]["images"] == 40
+    capsys.readouterr()
+    # the scored images must be held out from the site's own: the same folder twice is refused in one sentence
+    argv = [str(path), "--site", str(site), "--external", str(site), "--out", str(out)]
+    assert site_versions.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --external") and "held out" in err and err.count("\n") == 0
+    # predict --adapt: the threshold aligned on the images given, when there are enough
+    assert predict.main(["--model", str(path), "--adapt", str(site)]) == 0
+    assert "operating point aligned" in capsys.readouterr().out
+    few = tmp_path / "few"
+    few.mkdir()
+    for image in sorted(site.rglob("*.png"))[:5]:
+        (few / image.name).write_bytes(image.read_bytes())
+    assert predict.main(["--model", str(path), "--adapt", str(few)]) == 0
+    assert "not adapted: 5 readable images, adapting needs 20" in capsys.readouterr().err
+
+
+def test_align_without_a_validation_distribution_says_what_to_give(tmp_path, capsys) -> None:
+    from analysis import adapt
+    from cxrmodels.data.synthetic import write_synthetic_folder
+    from tests.test_predict import _save_tiny_checkpoint
+
+    model = _save_tiny_checkpoint(tmp_path / "m.pt", "binary")
+    site = write_synthetic_folder(tmp_path / "site", 24, seed=3)
+    assert adapt.main([model.as_posix(), "--images", str(site), "--out", str(tmp_path / "a.pt")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "no validation score distribution" in last and "--experiment" in last

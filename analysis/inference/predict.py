@@ -181,9 +181,10 @@ def check_overlap(args: argparse.Namespace, checkpoint: ModelCheckpoint, items: 
     refuse_overlap(found, f"the labelled images (experiment {folder})", args.allow_overlap)
 
 
-def classify(args: argparse.Namespace, model, checkpoint: ModelCheckpoint, device: str) -> int:
-    """Read, predict, print (and write) the table and, for labelled images, the scores."""
-    threshold, source = resolve_threshold(args.threshold, checkpoint, args.operating_point)
+def classify(args: argparse.Namespace, model, checkpoint: ModelCheckpoint, device: str, adapt=None) -> int:
+    """Read, predict, print (and write) the table and, for labelled images, the scores. ``adapt`` (``predict
+    --adapt``): called as ``adapt(model, checkpoint, x, tta)`` on the images read, it returns the model and
+    checkpoint to predict with (moved to these images without their labels, or as they were)."""
     items, skipped = collect_items(args.inputs)
     check_overlap(args, checkpoint, items)
     items, x, unreadable = load_images(items, checkpoint.preprocess)
@@ -196,6 +197,9 @@ def classify(args: argparse.Namespace, model, checkpoint: ModelCheckpoint, devic
     mismatch = tta_mismatch(checkpoint, tta)
     if mismatch:
         print(mismatch, file=sys.stderr)
+    if adapt is not None:
+        model, checkpoint = adapt(model, checkpoint, x, tta)
+    threshold, source = resolve_threshold(args.threshold, checkpoint, args.operating_point)
     probs, calibration = calibrated(
         predict_all(model, x, batch_size=args.batch_size, device=device, tta=tta), checkpoint
     )

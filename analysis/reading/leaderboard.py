@@ -29,8 +29,14 @@ def winner_rule(k: int, objective: str, mode: str, allow_collapsed: bool = False
         if allow_collapsed
         else f"; {collapsed} are excluded"
     )
+    scored_on = {
+        "site_auc": "the second site's AUROC (--site-val)",
+        "stress_auc": "the AUROC on validation under acquisition changes (--stress-val)",
+        "worst_auc": "the lower of the validation and second-set AUROCs",
+    }.get(objective, "validation")
     return (
-        f"Winners: the top {k} trials by their best validation {objective} over epochs ({order} first); "
+        f"Winners: the top {k} trials by their best {objective} over epochs, the search's objective ({scored_on}; "
+        f"{order} first); "
         f"{excluded}. Ties keep the search's rank order."
     )
 

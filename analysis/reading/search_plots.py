@@ -50,9 +50,11 @@ def plot_search_curves(exp: Experiment, winners: Sequence[str], path: Path) -> P
     from cxrmodels.train.outputs import plot_learning_curves
 
     hist = exp.histories().rename(columns={"trial_id": "run"})
-    return plot_learning_curves(
-        hist, path, highlight=list(winners), title="Every trial (grey); winners in colour (train dashed, val solid)"
-    )
+    second = next((c for c in ("site_auc", "stress_auc") if c in hist.columns), None)
+    title = "Every trial (grey); winners in colour (train dashed, val solid"
+    title += f"; {second.removesuffix('_auc')} AUROC dashed)" if second else ")"
+    auc_cols = (second, "val_binary_auc") if second else None
+    return plot_learning_curves(hist, path, highlight=list(winners), auc_cols=auc_cols, title=title)
 
 
 def lr_bucket(lr: pd.Series) -> pd.Series:

@@ -19,6 +19,7 @@ from analysis.reporting.model_card import write_model_cards
 from analysis.reporting.model_sections import build_results_table, write_ensemble_section, write_winner_section
 from analysis.reporting.render import to_html, to_markdown
 from analysis.reporting.search_sections import preprocessing_table, split_sizes, write_search_sections
+from analysis.reporting.site_section import site_versions_of, write_site_section
 from analysis.scoring.pipeline import retrain_and_evaluate
 from analysis.scoring.results import RetrainResult, RetrainSettings
 from cxrmodels.evaluate import DECISION_RULE
@@ -99,6 +100,11 @@ def retrain_section(
         w.files["gradcam"] = write_gradcam(w, rt.arrays[w.size], out / f"winner_{w.winner}" / "gradcam.png")
     timings["gradcam" + suffix] = time.perf_counter() - t
     write_retrain_sections(doc, rt, data_label)
+    if settings.site:
+        t = time.perf_counter()
+        rt.site, rt.site_files = site_versions_of(out, settings)
+        write_site_section(doc, rt.task, rt.site, rt.site_files, settings.site)
+        timings["site" + suffix] = time.perf_counter() - t
     return rt
 
 

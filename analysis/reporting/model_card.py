@@ -13,6 +13,7 @@ import pandas as pd
 
 from analysis.reading.experiment import Experiment
 from analysis.reporting.document import Document
+from analysis.reporting.site_section import write_site_card
 from analysis.scoring.results import ModelResult, RetrainResult
 from cxrmodels.evaluate import DECISION_RULE
 from cxrmodels.evaluate.calibration import ECE_BINS
@@ -144,4 +145,6 @@ def write_model_cards(exp: Experiment, retrains: dict[str, RetrainResult], conte
     for rt in retrains.values():
         for model in rt.models:
             write_card(card, exp, model, rt.task, rt.seeds, context)
+            if rt.site is not None and model.winner == 1 and not model.is_ensemble:  # best_model.pt's site versions
+                write_site_card(card, rt.site, rt.site_files)
     return card

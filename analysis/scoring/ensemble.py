@@ -11,7 +11,7 @@ import numpy as np
 
 from analysis.reading.experiment import SplitArrays
 from analysis.scoring.calibration import calibrate_run
-from analysis.scoring.evaluation import class_prior, evaluate_run, summarise, write_winner_outputs
+from analysis.scoring.evaluation import evaluate_run, summarise, validation_record, write_winner_outputs
 from analysis.scoring.externals import ExternalSet, score_externals
 from analysis.scoring.operating_points import Requirement, stored_points
 from analysis.scoring.results import ModelResult
@@ -33,13 +33,13 @@ def average_runs(
     return calibrate_run(averaged, class_names) if "raw" in members[0] else averaged
 
 
-def ensemble_info(trials: Sequence[str], arrays: SplitArrays, y_val: np.ndarray) -> dict[str, Any]:
-    """The saved ensemble's provenance, and the validation prevalence its calibrated probabilities reflect."""
+def ensemble_info(trials: Sequence[str], arrays: SplitArrays, averaged: dict[str, Any]) -> dict[str, Any]:
+    """The saved ensemble's provenance, and what it keeps of validation (prevalence, score distribution)."""
     return {
         "threshold_chosen_on": "validation",
         "source_trial": "+".join(trials),
         "experiment": arrays.experiment,
-        "class_prior": class_prior(y_val, arrays.class_names),
+        **validation_record(averaged, arrays.class_names),
     }
 
 
@@ -82,7 +82,7 @@ def build_ensemble(
         tta=members[0]["spec"].tta,
         operating_points=stored_points(averaged, ev["metrics"]["threshold"], operating, arrays.class_names),
         temperature=averaged.get("temperature"),
-        info=ensemble_info(trials, arrays, averaged["y_val"]),
+        info=ensemble_info(trials, arrays, averaged),
     ).save(folder / "model.pt")
     summary = summarise([ev])
     summary.to_csv(folder / "summary.csv")

@@ -43,6 +43,19 @@ def class_prior(y: np.ndarray, class_names: Sequence[str]) -> dict[str, int]:
     return {name: int(c) for name, c in zip(class_names, counts, strict=True)}
 
 
+def validation_record(run: dict[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
+    """What a saved model keeps of its validation split for use at a site: the class prevalence
+    (:func:`class_prior`, for EM label-shift correction) and the distribution of its (calibrated) P(pneumonia)
+    (``val_score_quantiles``, for prediction alignment); ``analysis.adapt`` reads both."""
+    from cxrmodels.evaluate import pneumonia_probability
+    from cxrmodels.evaluate.calibration import score_quantiles
+
+    return {
+        "class_prior": class_prior(run["y_val"], class_names),
+        "val_score_quantiles": score_quantiles(pneumonia_probability(run["probs_val"], class_names)),
+    }
+
+
 def evaluate_run(
     y_val: np.ndarray,
     probs_val: np.ndarray,

@@ -35,6 +35,8 @@ class RetrainSettings:
     gpus_per_run: float = 0.0
     allow_collapsed: bool = False
     external: tuple[str, ...] = ()  # labelled folders scored at the threshold chosen on validation
+    site: str | None = None  # report only: the site's own X-rays, adapted and recalibrated on (analysis.site)
+    site_labels: int | None = None  # recalibrate on this many labelled site images (None: all)
     tta: int = 1
     min_sensitivity: tuple[float, ...] = ()
     min_specificity: tuple[float, ...] = ()
@@ -54,6 +56,8 @@ class RetrainSettings:
             gpus_per_run=args.gpus_per_run,
             allow_collapsed=args.allow_collapsed,
             external=tuple(args.external),
+            site=getattr(args, "site", None),
+            site_labels=getattr(args, "site_labels", None),
             tta=args.tta,
             min_sensitivity=tuple(args.min_sensitivity),
             min_specificity=tuple(args.min_specificity),
@@ -133,6 +137,10 @@ class RetrainResult:
     folds: list[int]
     used_ray: bool
     tta: int
+    #: ``analysis.report --site``: the best model's site versions (``analysis.site.compare.SiteVersions``) and the
+    #: files they were saved to; None without --site
+    site: Any = None
+    site_files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def models(self) -> list[ModelResult]:

@@ -12,7 +12,13 @@ import pandas as pd
 
 from analysis.reading.experiment import SplitArrays
 from analysis.scoring.calibration import write_calibration
-from analysis.scoring.evaluation import class_prior, evaluate_run, summarise, validation_score, write_winner_outputs
+from analysis.scoring.evaluation import (
+    evaluate_run,
+    summarise,
+    validation_record,
+    validation_score,
+    write_winner_outputs,
+)
 from analysis.scoring.externals import ExternalSet, external_labels, score_externals
 from analysis.scoring.intervals import model_intervals
 from analysis.scoring.operating_points import Requirement, operating_table, stored_points
@@ -49,7 +55,7 @@ def evaluate_winner(
             "threshold_chosen_on": "validation",
             "source_trial": trial_id,
             "experiment": arrays.experiment,
-            "class_prior": class_prior(mine[best]["y_val"], arrays.class_names),
+            **validation_record(mine[best], arrays.class_names),
         },
     ).save(wdir / "model.pt")
     history, summary = write_history_and_summary(mine, evals, files, wdir)

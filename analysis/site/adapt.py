@@ -1,6 +1,6 @@
 """Adaptation without labels: a saved model moved to a site's X-rays using only the images.
 
-Two methods, each measured alone and together (docs/analysis.md, ``bench.site_shift``):
+Three methods, each measured alone and together (docs/analysis.md, ``bench.site_shift``):
 
 - ``bn``: batch-norm statistics re-estimated on the site's images (AdaBN, Li et al. 2016): every BatchNorm layer's
   running mean and variance replaced by the site's, the weights kept. Only for networks with BatchNorm (not
@@ -12,13 +12,21 @@ Two methods, each measured alone and together (docs/analysis.md, ``bench.site_sh
   calibrated (:func:`analysis.inference.loading.calibrated`, through
   :func:`cxrmodels.evaluate.calibration.reweight_prior`).
 
+- ``align``: the operating point restored from the site's score distribution (unsupervised prediction alignment,
+  Roschewitz et al. 2023): the validation threshold sends a share q of validation X-rays to NORMAL; the site
+  threshold is the one that sends the same share of the site's X-rays there (the q-quantile of their calibrated
+  P(pneumonia)). The ranking is untouched. It assumes the site's class mix is validation's; where it is not, the
+  decision moves by the difference.
+
 The adapted model is one ``ModelCheckpoint`` whose ``info["site_adaptation"]`` records the folder, the image count,
 the methods and that no label was read.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-METHODS = ("bn", "prior")
+METHODS = ("bn", "prior", "align")
+#: What ``analysis.adapt``, ``analysis.predict --adapt`` and the report's side-by-side use unless told: the methods
+#: that held on a real second site (the ``report`` half of chest_xray_external, docs/results.md, bench.site_shift).
+DEFAULT_METHODS: tuple[str, ...] = ("align",)
 #: Fewer site images than this cannot re-estimate batch statistics or a prevalence with any confidence.
 MIN_IMAGES = 20
 
@@ -127,3 +138,74 @@ def model_source_prior(checkpoint: Any, experiment: str | Path | None = None) ->
     if not checkpoint.info.get("class_prior") and folder and Path(folder).is_dir():
         counts = validation_counts(open_experiment(Path(folder)), checkpoint.class_names)
     return source_prior(checkpoint, counts)
+
+
+def model_val_quantiles(model: nn.Module, checkpoint: Any, experiment: str | Path | None, **predict: Any) -> list:
+    """The validation P(pneumonia) distribution that ``align`` maps onto: the one the model records (models saved by
+    this version's analysis.report), else recomputed on its experiment's validation split (``experiment``, else the
+    folder the model records), else a ValueError saying what to give."""
+    from analysis.cli import open_experiment
+    from analysis.inference.loading import calibrated
+    from analysis.inference.predict import predict_all
+    from cxrmodels.evaluate import pneumonia_probability
+    from cxrmodels.evaluate.calibration import score_quantiles
+
+    if checkpoint.info.get("val_score_quantiles"):
+        return list(checkpoint.info["val_score_quantiles"])
+    folder = experiment or checkpoint.info.get("experiment")
+    if not folder or not Path(folder).is_dir():
+        raise ValueError(
+            "the model records no validation score distribution (models saved by this version's analysis.report "
+            "do); give the experiment folder with --experiment so that its validation split can be scored"
+        )
+    arrays = open_experiment(Path(folder)).load_arrays(int(checkpoint.config.image_size), task=checkpoint.config.task)
+    probs = calibrated(predict_all(model, arrays.x["val"], **predict), checkpoint)[0]
+    return score_quantiles(pneumonia_probability(probs, checkpoint.class_names))
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """A model moved to a site without labels: the network to predict with (BN re-estimated, or the same one), the
+    checkpoint that holds it, and what was done (``info["site_adaptation"]``)."""
+
+    model: nn.Module
+    checkpoint: Any
+    record: dict[str, Any]
+
+
+def adapt_to_site(
+    model: nn.Module, checkpoint: Any, x: np.ndarray, methods: Sequence[str], *, source: str, tta: int,
+    device: str = "cpu", batch_size: int = 32, experiment: str | Path | None = None,
+) -> Adapted:  # fmt: skip
+    """``methods`` (in :data:`METHODS` order: BN first, then the prevalence read from its outputs, then the
+    threshold aligned on the outputs as they will be decided) learnt on the site's images ``x``, no label read.
+    ValueError for too few images, a network without BN for ``bn``, or a model without what ``prior``/``align``
+    need."""
+    from analysis.inference.loading import calibrated
+    from analysis.inference.predict import predict_all
+    from cxrmodels.evaluate import pneumonia_probability
+    from cxrmodels.evaluate.calibration import align_threshold
+
+    if len(x) < MIN_IMAGES:
+        raise ValueError(f"{len(x)} readable images; adapting needs {MIN_IMAGES}")
+    methods = [m for m in METHODS if m in methods]
+    record: dict[str, Any] = {"source": source, "images": len(x), "methods": methods, "labels_read": False}
+    predict = {"batch_size": batch_size, "device": device, "tta": tta}
+    if "bn" in methods:
+        model = copy.deepcopy(model)
+        record["bn_layers"] = adapt_batchnorm(model, x, batch_size=batch_size, device=device)
+        checkpoint = adapted_weights(model, checkpoint)
+    raw = predict_all(model, x, **predict) if {"prior", "align"} & set(methods) else None
+    if "prior" in methods:
+        found = adapt_prior(raw, checkpoint, model_source_prior(checkpoint, experiment))
+        checkpoint = checkpoint.replace(prior_weights=found.pop("prior_weights"))
+        record.update(found)
+    if "align" in methods:
+        quantiles = model_val_quantiles(model, checkpoint, experiment, **predict)
+        scores = pneumonia_probability(calibrated(raw, checkpoint)[0], checkpoint.class_names)
+        found = align_threshold(quantiles, scores, float(checkpoint.threshold))
+        record.update(threshold_before=float(checkpoint.threshold), align_normal_share=found["normal_share"],
+                      threshold=found["threshold"])  # fmt: skip
+        checkpoint = checkpoint.replace(threshold=found["threshold"])
+    checkpoint = checkpoint.replace(info={**checkpoint.info, "site_adaptation": record})
+    return Adapted(model, checkpoint, record)

@@ -83,12 +83,12 @@ def figures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     return {"accuracy": m["accuracy"], "sensitivity": m["recall"], "specificity": m["specificity"]}
 
 
-def _patient_draw(site: SiteLabels, rng: np.random.Generator, images: int) -> np.ndarray:
+def patient_draw(patients: np.ndarray, rng: np.random.Generator, images: int) -> np.ndarray:
     """A mask of whole patients, drawn in random order until at least ``images`` images are in."""
-    order = rng.permutation(np.unique(site.patients))
-    counts = pd.Series(site.patients).value_counts()
+    order = rng.permutation(np.unique(patients))
+    counts = pd.Series(patients).value_counts()
     taken = order[: int(np.searchsorted(np.cumsum(counts[order].to_numpy()), images) + 1)]
-    return np.isin(site.patients, taken)
+    return np.isin(patients, taken)
 
 
 def _scored(rule: Rule, fit: SiteLabels, held: SiteLabels) -> dict[str, float] | None:
@@ -127,7 +127,7 @@ def label_curve(
     rows = []
     for n in (c for c in counts if c < len(site.y)):
         for draw in range(draws):
-            mask = _patient_draw(site, rng, n)
+            mask = patient_draw(site.patients, rng, n)
             row = _scored(rule, site.take(mask), site.take(~mask))
             if row is not None:
                 rows.append({"labelled": n, "images_drawn": int(mask.sum()), "draw": draw, **row})
@@ -213,10 +213,12 @@ def recalibrate(
     refit_temperature: bool = True,
     draws: int = DRAWS,
     seed: int = 0,
+    estimates: bool = True,
 ) -> Recalibrated:
     """The model's decision moved to a site: temperature refitted on the site's labelled images (unless
     ``refit_temperature`` is False), the threshold and operating points chosen on them, and the out-of-bag and
-    label-count estimates. ``raw`` holds the model's probabilities on those images before any temperature."""
+    label-count estimates (``estimates``; left empty without). ``raw`` holds the model's probabilities on those
+    images before any temperature."""
     names = checkpoint.class_names
 
     def decided(t: float | None) -> SiteLabels:  # the probabilities the decision reads, as analysis.predict makes them
@@ -252,5 +254,7 @@ def recalibrate(
         info={**info, "threshold_chosen_on": "site labels", "site_labels": provenance},
     )
     table = before_after(before, float(checkpoint.threshold or DEFAULT_THRESHOLD), after, threshold)
+    if not estimates:
+        return Recalibrated(new, table, pd.DataFrame(), pd.DataFrame(), unmet)
     oob = out_of_bag(after, f1_rule, draws, seed)
     return Recalibrated(new, table, oob, label_curve(after, f1_rule, draws=draws, seed=seed), unmet)

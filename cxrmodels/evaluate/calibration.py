@@ -148,3 +148,22 @@ def reweight_prior(probs: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     """Posteriors moved to another prior: each class scaled by its weight (site prior / source prior), renormalised."""
     scaled = np.asarray(probs, dtype=np.float64) * np.asarray(weights, dtype=np.float64)
     return scaled / scaled.sum(1, keepdims=True)
+
+
+#: The levels at which a saved model keeps its validation P(pneumonia) distribution (``info["val_score_quantiles"]``),
+#: what unsupervised prediction alignment (:func:`align_threshold`) maps a site's scores onto.
+QUANTILE_LEVELS = np.linspace(0.0, 1.0, 201)
+
+
+def score_quantiles(p_pneumonia: np.ndarray) -> list[float]:
+    """A set's P(pneumonia) distribution at :data:`QUANTILE_LEVELS`."""
+    return [float(v) for v in np.quantile(np.asarray(p_pneumonia, dtype=np.float64), QUANTILE_LEVELS)]
+
+
+def align_threshold(val_quantiles: Sequence[float], site_scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """Unsupervised prediction alignment of one operating point (Roschewitz et al. 2023): ``threshold`` sends a
+    share of validation's images to NORMAL (read from ``val_quantiles``); the site threshold is the one that sends
+    the same share of the site's images there. Returns that share and the site threshold."""
+    values = np.asarray(val_quantiles, dtype=np.float64)
+    share = float(np.interp(threshold, values, QUANTILE_LEVELS)) if values[-1] > values[0] else 0.5
+    return {"normal_share": share, "threshold": float(np.quantile(np.asarray(site_scores, dtype=np.float64), share))}

@@ -20,6 +20,18 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 KEEP_WEIGHTS: tuple[str, ...] = ("best", "last")
 #: Metrics where lower is better; every other metric (AUROC, F1, accuracy) is better higher.
 METRICS_MIN: tuple[str, ...] = ("val_loss", "train_loss")
+#: Metrics of the sets scored beside validation (``TrainData.scored``), by the set each needs: a second site's
+#: X-rays (``site``), the validation split under acquisition changes (``stress``); ``worst_auc`` needs either.
+SCORED_METRICS: dict[str, tuple[str, ...]] = {
+    "site_auc": ("site",),
+    "stress_auc": ("stress",),
+    "worst_auc": ("site", "stress"),
+}
+
+
+def is_reported_metric(metric: str) -> bool:
+    """A name the trainer reports every epoch: ``val_*``, ``train_*`` or one of :data:`SCORED_METRICS`."""
+    return metric.startswith(("val_", "train_")) or metric in SCORED_METRICS
 
 
 def metric_mode(metric: str, mode: str | None = None) -> str:
@@ -193,7 +205,7 @@ def _validate(cfg: TrialConfig) -> None:
     _check_choice("keep_weights", cfg.keep_weights, KEEP_WEIGHTS)
     _check_range(
         "best_metric",
-        cfg.best_metric.startswith(("val_", "train_")),
+        is_reported_metric(cfg.best_metric),
         cfg.best_metric,
         "a reported metric such as val_auc",
     )

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrmodels.data.augment import TTA_VIEWS, AugmentConfig, augment_batch, to_float, tta_view
+from cxrmodels.evaluate.binary import pneumonia_probability, roc_auc
 from cxrmodels.io import plain
 from cxrmodels.models.freeze import set_trainable
 from cxrmodels.models.registry import CXRClassifier
@@ -57,17 +58,22 @@ class TrainData:
     val_y: np.ndarray
     class_names: tuple[str, ...]
     preprocess: dict = field(default_factory=dict)
+    #: More sets scored every epoch by AUROC only (``<name>_auc``): name -> (uint8 images, 0/1 targets, 1 =
+    #: pneumonia), such as a second site (``site``) or stress validation (``stress``); never trained on.
+    scored: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.class_names = tuple(self.class_names)
-        for split in ("train", "val"):
-            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+        k = len(self.class_names)
+        sets = {"train": (self.train_x, self.train_y, k), "val": (self.val_x, self.val_y, k)}
+        sets.update({name: (x, y, 2) for name, (x, y) in self.scored.items()})
+        for split, (x, y, classes) in sets.items():
             if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1] != x.shape[2]:
                 raise ValueError(f"{split}_x must be uint8 (n, S, S), got {x.dtype} {x.shape}")
             if y.shape != (len(x),):
                 raise ValueError(f"{split}_y must have shape ({len(x)},), got {y.shape}")
-            if len(y) and (y.min() < 0 or y.max() >= len(self.class_names)):
-                raise ValueError(f"{split}_y has labels outside 0..{len(self.class_names) - 1}")
+            if len(y) and (y.min() < 0 or y.max() >= classes):
+                raise ValueError(f"{split}_y has labels outside 0..{classes - 1}")
 
 
 # ----------------------------------------------------------------------------------------------- building blocks
@@ -331,6 +337,7 @@ class Trainer:
         self.train_x, self.val_x = to_device_once(data.train_x, self.device), to_device_once(data.val_x, self.device)
         self.train_y = torch.as_tensor(data.train_y, dtype=torch.long).to(self.device)
         self.val_y = torch.as_tensor(data.val_y, dtype=torch.long)
+        self.scored = {name: (to_device_once(x, self.device), np.asarray(y)) for name, (x, y) in data.scored.items()}
         weights = balanced_class_weights(data.train_y, len(data.class_names)) if cfg.class_weights else None
         self.loss_fn = build_loss(cfg.task, weights)
         self.augment = AugmentConfig(
@@ -433,6 +440,7 @@ class Trainer:
         if not math.isfinite(val["loss"]) and len(self.val_y):
             raise NonFiniteLossError(number, None, val["loss"], where="validation")
         metrics = self._epoch_metrics(lr, train, val)
+        metrics.update(self._scored_metrics(val["binary_auc"]))
         is_best = self._update_best(metrics.get(self.cfg.best_metric), bool(metrics.get("val_collapsed")))
         self.epoch = metrics["epoch"] = number
         if self.scheduler is not None:
@@ -481,6 +489,19 @@ class Trainer:
         patience = self.cfg.early_stopping_patience
         self.stopped_early = patience > 0 and self.bad_epochs >= patience
         return False
+
+    def _scored_metrics(self, val_binary_auc: float) -> dict[str, float]:
+        """``<name>_auc`` of every scored set (NORMAL vs pneumonia), and ``worst_auc``: the lowest of them and the
+        validation split's own (``val_binary_auc``), the DomainBed-style "worst domain" selection signal."""
+        if not self.scored:
+            return {}
+        out = {}
+        for name, (x, y) in self.scored.items():
+            logits = predict_logits(self.model, x, batch_size=max(self.cfg.batch_size, 64), device=self.device)
+            out[f"{name}_auc"] = roc_auc(y, pneumonia_probability(probabilities(logits).numpy(), self.data.class_names))
+        values = [val_binary_auc, *out.values()]
+        out["worst_auc"] = float(min(values)) if all(math.isfinite(v) for v in values) else math.nan
+        return out
 
     def _epoch_metrics(self, lr: float, train: dict, val: dict) -> dict[str, Any]:
         metrics: dict[str, Any] = {

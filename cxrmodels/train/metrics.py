@@ -10,6 +10,8 @@ The search objectives (docs/search.md has the measurement that chose the default
 best decision rule on validation itself, so that a model at AUROC 0.85 never ties with a constant one:
 
 - ``auc``: binary ROC AUC, or the one-vs-rest macro AUROC for 3 classes;
+- ``binary_auc``: NORMAL vs any pneumonia (equal to ``auc`` for a binary model), the figure every second set shares:
+  a site folder (``site_auc``), stress validation (``stress_auc``) and ``worst_auc`` (the lowest of them and this);
 - ``loss``: the unweighted cross-entropy (computed by the training loop's ``evaluate``);
 - ``best_balanced_accuracy``: balanced accuracy at the validation-best threshold of the analysis' 0.10..0.90 grid
   (binary), or at the prior-corrected arg-max (3 classes: each class's probability divided by its mean over the
@@ -25,7 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from cxrmodels.evaluate.binary import THRESHOLDS, roc_auc
+from cxrmodels.data.records import NORMAL
+from cxrmodels.evaluate.binary import THRESHOLDS, pneumonia_probability, roc_auc
 
 #: At or below this validation AUROC a model does not separate the classes (chance is 0.5): collapsed.
 COLLAPSE_MAX_AUC = 0.6
@@ -62,10 +65,20 @@ def is_collapsed(auc: float, spread: float) -> bool:
     return bool(spread < COLLAPSE_MAX_OUTPUT_STD or (np.isfinite(auc) and auc <= COLLAPSE_MAX_AUC))
 
 
+def binary_auc(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> float:
+    """NORMAL vs any pneumonia: the AUROC of P(pneumonia) (``auc`` itself for a binary model), the figure that can
+    be compared across sets whose labels have another granularity (a site that labels only NORMAL/PNEUMONIA)."""
+    names = list(class_names)
+    if NORMAL not in names:
+        return float("nan")
+    positive = (np.asarray(y_true) != names.index(NORMAL)).astype(np.int64)
+    return roc_auc(positive, pneumonia_probability(probs, names))
+
+
 def classification_metrics(
     y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]
 ) -> dict[str, float | bool]:
-    """accuracy, balanced_accuracy, best_balanced_accuracy, macro_f1, auc, ``recall_<CLASS>`` per class,
+    """accuracy, balanced_accuracy, best_balanced_accuracy, macro_f1, auc, binary_auc, ``recall_<CLASS>`` per class,
     ``output_std``, ``one_class`` (the arg-max predicts a single class), ``collapsed`` (see :func:`is_collapsed`)
     and ``majority_fraction`` (share of predictions in the most predicted class).
 
@@ -88,6 +101,7 @@ def classification_metrics(
             "best_balanced_accuracy": best_balanced_accuracy(y_true, probs),
             "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
             "auc": roc_auc(y_true, probs),
+            "binary_auc": binary_auc(y_true, probs, class_names),
         }
         recalls = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
     for name, recall in zip(class_names, recalls, strict=True):

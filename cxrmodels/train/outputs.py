@@ -38,6 +38,7 @@ def plot_learning_curves(
     epoch_col: str = "epoch",
     loss_cols: tuple[str, str] = ("train_loss", "val_loss"),
     acc_cols: tuple[str, str] = ("train_accuracy", "val_accuracy"),
+    auc_cols: tuple[str, str] | None = None,
     highlight: Sequence[str] = (),
     best_epoch: int | None = None,
     title: str = "Learning curves",
@@ -47,7 +48,8 @@ def plot_learning_curves(
     ``history`` is one row per (run, epoch): a DataFrame, or a training run's list of epoch dicts. Runs in
     ``highlight`` (the winners) are drawn in colour and labelled; the others in thin grey, so a 36-run optimizer grid
     stays readable and collapsed runs (flat accuracy at the class ratio) show as a grey band. ``best_epoch`` is
-    marked with a vertical line. Missing metric columns leave their panel empty.
+    marked with a vertical line. Missing metric columns leave their panel empty. ``auc_cols`` (a second set's AUROC,
+    dashed, beside validation's, solid) adds a third panel.
     """
     import matplotlib
 
@@ -58,8 +60,9 @@ def plot_learning_curves(
     if run_col not in history:
         history = history.assign(**{run_col: "run"})
     highlight = [str(h) for h in highlight]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, cols, label in zip(axes, (loss_cols, acc_cols), ("loss", "accuracy"), strict=True):
+    panels = [(loss_cols, "loss"), (acc_cols, "accuracy")] + ([(auc_cols, "AUROC")] if auc_cols else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5))
+    for ax, (cols, label) in zip(axes, panels, strict=True):
         _curves_panel(ax, history, cols, label, run_col, epoch_col, highlight, plt.cm.tab10.colors)
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linestyle=":", label="best epoch")
