@@ -94,9 +94,13 @@ def with_labels(checkpoint: Any, site: Any, site_raw: np.ndarray, report: Any, r
 
 
 def one_model(path: str, halves: Path, draws: int) -> dict[str, Any]:
+    from analysis.site.adapt import model_val_quantiles
     from analysis.site.data import load_site_model, raw_probabilities, read_site
 
     model, checkpoint = load_site_model(path, "cpu")
+    if not checkpoint.info.get("val_score_quantiles"):  # once per model, not once per method that aligns
+        quantiles = model_val_quantiles(model, checkpoint, None, batch_size=32, device="cpu", tta=checkpoint.tta)
+        checkpoint = checkpoint.replace(info={**checkpoint.info, "val_score_quantiles": quantiles})
     site = read_site(str(halves / "site"), "site", checkpoint.preprocess, labelled=True)
     report = read_site(str(halves / "report"), "report", checkpoint.preprocess, labelled=True)
     tta = checkpoint.tta
