@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from analysis.cli import UsageError, check_tta, guarded
-from analysis.site.adapt import DEFAULT_METHODS, METHODS, Adapted, adapt_to_site
+from analysis.site.adapt import Adapted, adapt_to_site
 from analysis.site.data import SiteImages, load_site_model, read_site, resolve
+from analysis.site.methods import DEFAULT_METHODS, METHODS, print_adaptation
 
 DESCRIPTION = "Move a saved model to a site's X-rays without labels: batch-norm statistics and class prevalence."
 
@@ -74,23 +75,6 @@ def adapt(model: Any, checkpoint: Any, images: SiteImages, args: argparse.Namesp
         backbone = f" ({checkpoint.config.backbone})" if "BatchNorm" in str(err) else ""
         hint = "; --method bn cannot adapt it, use --method align or --method prior" if backbone else ""
         raise UsageError(f"{where}{backbone}: {err}{hint}") from None
-
-
-def print_adaptation(record: dict[str, Any]) -> None:
-    """What each method found, in the terms a site would check."""
-    if "bn_layers" in record:
-        print(f"batch norm: {record['bn_layers']} layers re-estimated on {record['images']} site images")
-    if "prior_site" in record:
-        print("class prevalence: calibrated at " + _shares(record["prior_source"]) + "; estimated at the site "
-              + _shares(record["prior_site"]) + f" (EM, {record['em_iterations']} iterations)")  # fmt: skip
-    if "align_normal_share" in record:
-        print(f"operating point aligned: the validation threshold sent {record['align_normal_share']:.1%} of "
-              f"validation to NORMAL; the same share of the site's images is below the site threshold "
-              f"{record['threshold']:.3f} (was {record['threshold_before']:.3f})")  # fmt: skip
-
-
-def _shares(prior: dict[str, float]) -> str:
-    return ", ".join(f"{name} {share:.1%}" for name, share in prior.items())
 
 
 if __name__ == "__main__":

@@ -15,11 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.adapt import print_adaptation
 from analysis.cli import UsageError, check_tta, guarded
 from analysis.inference.loading import CheckpointError, is_onnx, load_predictor
 from analysis.inference.predict import classify
-from analysis.site.adapt import DEFAULT_METHODS, METHODS, MIN_IMAGES, adapt_to_site
+from analysis.site.methods import DEFAULT_METHODS, METHODS, MIN_IMAGES, print_adaptation
 
 DESCRIPTION = "Classify chest X-rays with a trained checkpoint: probabilities, thresholded decision, optional Grad-CAM."
 
@@ -106,6 +105,8 @@ def adapter(args: argparse.Namespace, device: str):
         if "bn" in methods and is_onnx(args.model):
             raise UsageError(f"{args.model}: --adapt-method bn needs the .pt checkpoint (an ONNX graph's batch "
                              "statistics are fixed); use align or prior")  # fmt: skip
+        from analysis.site.adapt import adapt_to_site
+
         try:
             found = adapt_to_site(model, checkpoint, x, methods, source=", ".join(map(str, args.inputs)), tta=tta,
                                   device=device, batch_size=args.batch_size)  # fmt: skip

@@ -23,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.cli import UsageError, guarded
-from analysis.site.adapt import DEFAULT_METHODS, METHODS
 from analysis.site.compare import SiteVersions, check_disjoint_files, site_versions
 from analysis.site.data import SiteImages, load_site_model, read_site, resolve
+from analysis.site.methods import DEFAULT_METHODS, METHODS
 
 DESCRIPTION = "Saved models at a site: as trained, adapted without labels, recalibrated with labels, side by side."
 

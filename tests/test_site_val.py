@@ -112,3 +112,23 @@ def test_site_columns_reach_results_and_the_objective_selects_on_them(tmp_path: 
     assert np.allclose(progress["worst_auc"], lowest)
     assert "last_site_auc" in out  # the progress table shows the site beside the objective
     assert f"site_val: {site}" in (experiment / "search_config.yaml").read_text()
+
+
+def test_signal_table_ranks_signals_by_how_well_they_predict_the_site() -> None:
+    from bench.selection_signals import signal_table
+
+    site = np.array([0.70, 0.80, 0.90, 0.95, 0.85])
+    signals = pd.DataFrame(
+        {
+            "trial_id": list("abcde"),
+            "val_auc": [0.99, 0.98, 0.97, 0.96, 0.95],  # the reverse of the site's order but for one: picks the worst
+            "val_binary_auc": site + 0.01,  # the site's own order: picks the best
+            "stress_auc": [0.5, 0.6, 0.8, 0.7, 0.9],
+            "site_auc": site,
+        }
+    )
+    table = signal_table(signals)
+    assert table["val_binary_auc"]["spearman"] == 1.0 and table["val_binary_auc"]["regret"] == 0.0
+    assert table["val_auc"]["picked_trial"] == "a" and table["val_auc"]["regret"] == pytest.approx(0.25)
+    assert table["val_auc"]["spearman"] < 0 < table["stress_auc"]["spearman"] < 1
+    assert table["trials"] == 5 and table["best_site_auc"] == 0.95

@@ -34,12 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-METHODS = ("bn", "prior", "align")
-#: What ``analysis.adapt``, ``analysis.predict --adapt`` and the report's side-by-side use unless told: the methods
-#: that held on a real second site (the ``report`` half of chest_xray_external, docs/results.md, bench.site_shift).
-DEFAULT_METHODS: tuple[str, ...] = ("align",)
-#: Fewer site images than this cannot re-estimate batch statistics or a prevalence with any confidence.
-MIN_IMAGES = 20
+from analysis.site.methods import METHODS, MIN_IMAGES
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.Module]:

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.cli import UsageError
-from analysis.site.adapt import DEFAULT_METHODS, adapt_to_site
+from analysis.site.adapt import adapt_to_site
 from analysis.site.data import SiteImages, raw_probabilities
+from analysis.site.methods import DEFAULT_METHODS
 from analysis.site.recalibrate import patient_draw, recalibrate
 
 AS_TRAINED, ADAPTED, RECALIBRATED = "as trained", "adapted (no labels)", "recalibrated"
