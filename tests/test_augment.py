@@ -113,3 +113,24 @@ def test_test_time_views_are_fixed_small_shifts_and_zooms_identity_first() -> No
         assert not torch.equal(moved, x) and 80 <= float(moved.sum()) <= 125  # still the whole square, in view
     with pytest.raises(ValueError, match="views"):
         tta_view(x, len(TTA_VIEWS))
+
+
+def test_occlusion_blanks_borders_and_erases_a_rectangle_per_image() -> None:
+    import torch
+
+    from cxrmodels.data.augment import AugmentConfig, augment_batch, occlude_batch
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(16, 1, 40, 40, generator=g)
+    assert torch.equal(occlude_batch(images, 0.0, 0.0, g), images)  # off: identity
+    masked = occlude_batch(images, 0.2, 0.0, g)
+    changed = (masked != images)[:, 0]
+    centre = changed[:, 8:32, 8:32]  # never inside 20% of any edge
+    assert not centre.any() and changed.any(dim=(1, 2)).float().mean() > 0.9
+    means = images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+    assert torch.allclose(masked[masked != images], means[masked != images])  # blanked to the image's own mean
+    erased = occlude_batch(images, 0.0, 1.0, g)
+    share = (erased != images)[:, 0].float().mean(dim=(1, 2))
+    assert (share > 0.01).all() and (share < 0.3).all()  # one rectangle of 2-20% of the image each
+    cfg = AugmentConfig(shift=0, zoom=0, rotate_deg=0, border_mask=0.1, erase=0.5)
+    assert not cfg.is_identity and augment_batch((images[:, 0] * 255).to(torch.uint8), cfg, g).shape == images.shape
