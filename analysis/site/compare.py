@@ -80,13 +80,15 @@ def site_versions(
             ADAPTED: f"{methods_used} on {len(site.items)} site images, no label read"}  # fmt: skip
     if recalibrate_on:
         raw = raw_probabilities(model, site, tta=tta, device=device, batch_size=batch_size)
-        versions[RECALIBRATED] = (model, None)
         checkpoint_r, used[RECALIBRATED] = recalibrated(checkpoint, site, raw, tta, labels)
         versions[RECALIBRATED] = (model, checkpoint_r)
     rows = []
     for images in scored:
+        raws: dict[int, np.ndarray] = {}  # as trained and recalibrated share one network: predict once
         for name, (net, ckpt) in versions.items():
-            raw = raw_probabilities(net, images, tta=tta, device=device, batch_size=batch_size)
+            if id(net) not in raws:
+                raws[id(net)] = raw_probabilities(net, images, tta=tta, device=device, batch_size=batch_size)
+            raw = raws[id(net)]
             figures = site_figures(images.labels, calibrated(raw, ckpt)[0], ckpt.class_names, float(ckpt.threshold))
             rows.append({"version": name, "set": images.source, "images": len(images.items), **figures})
     return SiteVersions({k: v[1] for k, v in versions.items()}, used, pd.DataFrame(rows))
