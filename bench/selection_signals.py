@@ -22,12 +22,10 @@ TARGET = "site_auc"
 
 
 def _auc(y: np.ndarray, probs: np.ndarray, names: tuple[str, ...], binary: bool) -> float:
+    """The task's AUROC (``val_auc``: class indices), or NORMAL vs pneumonia with 0/1 targets (``binary``)."""
     from cxrmodels.evaluate import pneumonia_probability, roc_auc
-    from cxrmodels.train.metrics import binary_auc
 
-    if binary:
-        return binary_auc(y, probs, names)
-    return roc_auc(y, probs) if probs.shape[1] > 2 else roc_auc(y, pneumonia_probability(probs, names))
+    return roc_auc(y, pneumonia_probability(probs, names)) if binary else roc_auc(y, probs)
 
 
 def trial_signals(experiment: str, site_folder: str, seed: int = 0) -> pd.DataFrame:
@@ -55,15 +53,16 @@ def trial_signals(experiment: str, site_folder: str, seed: int = 0) -> pd.DataFr
         val_x, val_y, stress_x, site_x, site_y = cached[size]
         val_p, stress_p, site_p = (predict_proba(model, x) for x in (val_x, stress_x, site_x))
         normal = names.index(NORMAL)
+        val_binary = (val_y != normal).astype(int)
         rows.append(
             {
                 "trial_id": row.trial_id,
                 "backbone": checkpoint.config.backbone,
                 "image_size": size,
                 "val_auc": _auc(val_y, val_p, names, binary=False),
-                "val_binary_auc": _auc(val_y, val_p, names, binary=True),
-                "stress_auc": _auc((val_y != normal).astype(int), stress_p, names, binary=False),
-                TARGET: _auc(site_y, site_p, names, binary=False),
+                "val_binary_auc": _auc(val_binary, val_p, names, binary=True),
+                "stress_auc": _auc(val_binary, stress_p, names, binary=True),
+                TARGET: _auc(site_y, site_p, names, binary=True),
             }
         )
         print(f"  {rows[-1]}", flush=True)
@@ -74,6 +73,9 @@ def signal_table(signals: pd.DataFrame) -> dict[str, Any]:
     """Per signal: Spearman's rho with the site AUROC, and the site AUROC of the trial it picks."""
     from scipy.stats import spearmanr
 
+    signals = signals.dropna(subset=[TARGET, *SIGNALS])
+    if len(signals) < 3:
+        raise ValueError(f"{len(signals)} trial(s) with every signal and a site AUROC; rank correlation needs 3")
     best = float(signals[TARGET].max())
     out: dict[str, Any] = {"trials": len(signals), "best_site_auc": best}
     for signal in SIGNALS:

@@ -57,14 +57,17 @@ def label_free(model: Any, checkpoint: Any, site: Any, report: Any, tta: int) ->
     from analysis.site.data import raw_probabilities
 
     out = {}
+    site_raw, report_raw = (raw_probabilities(model, s, tta=tta, device="cpu", batch_size=32) for s in (site, report))
     for methods in LABEL_FREE:
         try:
-            found = adapt_to_site(model, checkpoint, site.x, methods, source="site", tta=tta)
+            found = adapt_to_site(model, checkpoint, site.x, methods, source="site", tta=tta, raw=site_raw)
         except ValueError as err:  # a network without BN
             print(f"  {'+'.join(methods)}: {err}")
             continue
         ckpt = found.checkpoint
-        raw = raw_probabilities(found.model, report, tta=tta, device="cpu", batch_size=32)
+        raw = report_raw
+        if "bn" in methods:  # another network: predict again
+            raw = raw_probabilities(found.model, report, tta=tta, device="cpu", batch_size=32)
         out["+".join(methods)] = scores(report.labels, decided(raw, ckpt), ckpt.class_names, float(ckpt.threshold))
     return out
 
@@ -122,22 +125,24 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not args.models and not args.experiment:
         parser.error("give saved models, --experiment, or both")
-    selection = None
     with tempfile.TemporaryDirectory() as tmp:
         write_halves(Path(tmp), EXTERNAL, HALVES)
-        models = [one_model(m, Path(tmp), args.draws) for m in args.models]
+        result = {"halves": str(HALVES), "draws": args.draws, "models": [], "machine": machine()}
+        for m in args.models:  # printed and written as it goes: a long run keeps what it finished
+            result["models"].append(one_model(m, Path(tmp), args.draws))
+            print_model(result["models"][-1])
+            write_result(result, args.out)
         if args.experiment:
-            selection = selection_signals(args.experiment, str(Path(tmp) / "site"))
-    result = {"halves": str(HALVES), "draws": args.draws, "models": models, "machine": machine()}
-    if selection is not None:
-        result["selection"] = selection
-    for m in models:
-        print(m["model"])
-        for method, figures in m["methods"].items():
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in figures.items() if not k.endswith("_std") and k != "draws")
-            print(f"  {method:>12}: {shown}")
+            result["selection"] = selection_signals(args.experiment, str(Path(tmp) / "site"))
     write_result(result, args.out)
     return result
+
+
+def print_model(m: dict[str, Any]) -> None:
+    print(m["model"])
+    for method, figures in m["methods"].items():
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in figures.items() if not k.endswith("_std") and k != "draws")
+        print(f"  {method:>12}: {shown}", flush=True)
 
 
 def selection_signals(experiment: str, site_folder: str) -> dict[str, Any]:

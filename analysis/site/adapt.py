@@ -170,12 +170,12 @@ class Adapted:
 
 def adapt_to_site(
     model: nn.Module, checkpoint: Any, x: np.ndarray, methods: Sequence[str], *, source: str, tta: int,
-    device: str = "cpu", batch_size: int = 32, experiment: str | Path | None = None,
+    device: str = "cpu", batch_size: int = 32, experiment: str | Path | None = None, raw: np.ndarray | None = None,
 ) -> Adapted:  # fmt: skip
     """``methods`` (in :data:`METHODS` order: BN first, then the prevalence read from its outputs, then the
     threshold aligned on the outputs as they will be decided) learnt on the site's images ``x``, no label read.
     ValueError for too few images, a network without BN for ``bn``, or a model without what ``prior``/``align``
-    need."""
+    need. ``raw``: the model's probabilities on ``x`` with ``tta`` views if already at hand (not used after BN)."""
     from analysis.inference.loading import calibrated
     from analysis.inference.predict import predict_all
     from cxrmodels.evaluate import pneumonia_probability
@@ -190,7 +190,8 @@ def adapt_to_site(
         model = copy.deepcopy(model)
         record["bn_layers"] = adapt_batchnorm(model, x, batch_size=batch_size, device=device)
         checkpoint = adapted_weights(model, checkpoint)
-    raw = predict_all(model, x, **predict) if {"prior", "align"} & set(methods) else None
+    if raw is None or "bn" in methods:
+        raw = predict_all(model, x, **predict) if {"prior", "align"} & set(methods) else None
     if "prior" in methods:
         found = adapt_prior(raw, checkpoint, model_source_prior(checkpoint, experiment))
         checkpoint = checkpoint.replace(prior_weights=found.pop("prior_weights"))
