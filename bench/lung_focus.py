@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     npz = dict(np.load(args.npz, allow_pickle=False))
     loaded = load_arrays(argparse.Namespace(data=str(EXTERNAL.parent / "chest_xray"), external=str(EXTERNAL),
-                                            size=args.size, task=args.task))  # fmt: skip
+                                            size=args.size, task=args.task, save_models=None))  # fmt: skip
     names = list(loaded["class_names"])
     labels = external_labels(npz["external_paths"], list(loaded["arrays"]["external"][1]))
     site_x = loaded["arrays"]["external"][0][labels.index[labels["half"] == "site"]]
