@@ -66,6 +66,16 @@ def one_model(path: str, args: argparse.Namespace) -> tuple[SiteVersions, SiteIm
     return found, site
 
 
+def output_stems(models: Sequence[str]) -> list[str]:
+    """A name per model for its site versions: the file's stem, or its folder and stem where two stems are the same
+    (``retrain_binary/best_model.pt`` and ``retrain_multiclass/best_model.pt``)."""
+    stems = [Path(m).stem for m in models]
+    return [
+        f"{Path(m).parent.name}_{stem}" if stems.count(stem) > 1 else stem
+        for m, stem in zip(models, stems, strict=True)
+    ]
+
+
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -77,9 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.device = resolve(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     tables = []
-    for path in args.models:
+    for path, stem in zip(args.models, output_stems(args.models), strict=True):
         found, site = one_model(path, args)
-        stem = Path(path).stem
         for version, suffix in (("adapted (no labels)", "adapted"), ("recalibrated", "recalibrated")):
             if version in found.checkpoints:
                 found.checkpoints[version].save(args.out / f"{stem}_{suffix}.pt")

@@ -287,3 +287,10 @@ def test_align_without_a_validation_distribution_says_what_to_give(tmp_path, cap
     assert adapt.main([model.as_posix(), "--images", str(site), "--out", str(tmp_path / "a.pt")]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: ") and "no validation score distribution" in last and "--experiment" in last
+
+
+def test_site_versions_of_two_best_models_do_not_overwrite_each_other() -> None:
+    from analysis.site_versions import output_stems
+
+    models = ["r/retrain_binary/best_model.pt", "r/retrain_multiclass/best_model.pt", "other/site_b.pt"]
+    assert output_stems(models) == ["retrain_binary_best_model", "retrain_multiclass_best_model", "site_b"]
