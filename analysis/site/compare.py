@@ -72,14 +72,14 @@ def site_versions(
     from analysis.inference.loading import calibrated
 
     tta = int(checkpoint.tta)
+    raw = raw_probabilities(model, site, tta=tta, device=device, batch_size=batch_size)  # once: adapt and recalibrate
     adapted = adapt_to_site(model, checkpoint, site.x, methods, source=site.source, tta=tta, device=device,
-                            batch_size=batch_size)  # fmt: skip
+                            batch_size=batch_size, raw=raw)  # fmt: skip
     versions = {AS_TRAINED: (model, checkpoint), ADAPTED: (adapted.model, adapted.checkpoint)}
     methods_used = "+".join(adapted.record["methods"])
     used = {AS_TRAINED: "validation threshold and temperature",
             ADAPTED: f"{methods_used} on {len(site.items)} site images, no label read"}  # fmt: skip
     if recalibrate_on:
-        raw = raw_probabilities(model, site, tta=tta, device=device, batch_size=batch_size)
         checkpoint_r, used[RECALIBRATED] = recalibrated(checkpoint, site, raw, tta, labels)
         versions[RECALIBRATED] = (model, checkpoint_r)
     rows = []
