@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from bench.benchlib import machine, write_result
-from cxrmodels.data.cache import default_workers, load_or_build
+from cxrmodels.data.build import default_workers
+from cxrmodels.data.cache import load_or_build
 from cxrmodels.data.dataset import prepare
 from cxrmodels.data.preprocess import PreprocessConfig
 from cxrmodels.data.sources import load_records

@@ -214,13 +214,15 @@ def data_sizes(argv: list[str], work: Path) -> dict:
     name = f"sizes-{config.name}"
     size = int(argv[argv.index("--image-sizes") + 1])
     arrays = build_datasets(config, str(work / "experiments"), name)[size]
-    shipped = {k: int(getattr(arrays, k).nbytes) for k in ("train_x", "train_y", "val_x", "val_y")}
+    pixels = size * size  # the images ship as object-store references: counted by what they hold
+    shipped = {"train_x": len(arrays.train_y) * pixels, "val_x": len(arrays.val_y) * pixels}
+    shipped.update({k: int(getattr(arrays, k).nbytes) for k in ("train_y", "val_y")})
     images = int((work / "experiments" / name / SUMMARY_FILE).read_text().split()[0])
     return {
         "images": images,
         "dataset_uint8_bytes": images * size * size,
-        "train_images": len(arrays.train_x),
-        "val_images": len(arrays.val_x),
+        "train_images": len(arrays.train_y),
+        "val_images": len(arrays.val_y),
         "data_bytes": sum(shipped.values()),
         "shipped_bytes": shipped,
     }

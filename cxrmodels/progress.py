@@ -38,8 +38,10 @@ def bar(
     unit: str = "it",
     position: int | None = None,
     leave: bool = True,
+    quiet: bool = False,
 ) -> Any:
-    """A tqdm bar with the house settings: rate and ETA, stderr, redrawn at most once a second."""
+    """A tqdm bar with the house settings: rate and ETA, stderr, redrawn at most once a second; never shown when
+    ``quiet`` (a part of a larger step that has its own bar)."""
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -49,7 +51,7 @@ def bar(
         unit=unit,
         position=position,
         leave=leave,
-        disable=enabled(),
+        disable=True if quiet else enabled(),
         mininterval=1.0,
         dynamic_ncols=True,
     )

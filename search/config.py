@@ -33,6 +33,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 SEARCHERS: tuple[str, ...] = ("optuna", "random", "grid")
 SCHEDULERS: tuple[str, ...] = ("asha", "none")
+DATA_PATHS: tuple[str, ...] = ("auto", "memory", "shards")  # SearchConfig.data_path; docs/search.md
 DEFAULTS: dict[str, Any] = SearchConfig.defaults()  # SearchConfig's field defaults: their one home
 
 
@@ -162,6 +163,8 @@ def _search_problems(cfg: SearchConfig) -> list[str]:
         problems.append(f"searcher {cfg.searcher!r} is not one of {', '.join(SEARCHERS)}")
     if cfg.scheduler not in SCHEDULERS:
         problems.append(f"scheduler {cfg.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+    if cfg.data_path not in DATA_PATHS:
+        problems.append(f"data_path {cfg.data_path!r} is not one of {', '.join(DATA_PATHS)}")
     if cfg.mode not in ("min", "max"):
         problems.append(f"mode {cfg.mode!r} is not min or max")
     problems += _objective_problems(cfg)
@@ -207,6 +210,11 @@ def _data_problems(cfg: SearchConfig) -> list[str]:
         return [
             f"--site-val {cfg.site_val}: no such file or folder (give the second site's labelled X-rays: a "
             "Kaggle-layout folder, a folder with one sub-folder per class, or a CSV manifest)"
+        ]
+    if cfg.cache_dir and is_uri(str(cfg.cache_dir)):
+        return [
+            f"--cache-dir {cfg.cache_dir}: the image cache must be a folder (local, or NFS/EFS mounted on every node "
+            "for a cluster), not object storage: trials read its rows at offsets"
         ]
     return []
 

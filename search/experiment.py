@@ -184,7 +184,8 @@ class SearchConfig:
     synthetic_n: int | None = None  # images of the synthetic source (None: the data pipeline's default)
     keep_split: bool = False  # keep the split the source declares instead of a fresh patient-grouped one
     class_map: dict[str, str] | None = None  # folder name -> label, for class-folder layouts with other names
-    cache_dir: str | None = None  # preprocessed-image cache (None: the data pipeline's default)
+    cache_dir: str | None = None  # preprocessed-image cache (None: the data pipeline's default); shared by all nodes
+    data_path: str = "auto"  # memory | shards | auto (shards above cxrmodels.data.cache.SHARDED_ABOVE_BYTES)
     site_val: str | None = None  # a second site's labelled X-rays, scored every epoch (site_auc); never trained on
     stress_val: bool = False  # also score the validation split under acquisition changes every epoch (stress_auc)
     preprocess: dict[str, Any] = field(default_factory=dict)  # PreprocessConfig keywords but size (clahe, ...)
@@ -362,6 +363,11 @@ class SearchConfig:
     def data_source(self) -> str:
         return self.data if self.data == "synthetic" else str(Path(self.data).expanduser())
 
+    def cache_layout(self) -> str:
+        """The image cache's layout for :attr:`data_path`: ``memory`` is one file (each trial loads its split),
+        ``shards`` the sharded cache (trials read batches from it)."""
+        return {"memory": "file", "shards": "shards"}.get(self.data_path, "auto")
+
     def prepare(self, size: int, cache_dir: str | None = None) -> Any:
         """The data at ``size`` px exactly as the search prepared it: one ``cxrmodels.data.dataset.prepare`` call
         with the saved source, preprocessing, split, class map and seed (search and analysis both go through it)."""
@@ -376,6 +382,7 @@ class SearchConfig:
             class_map=self.class_map,
             seed=int(self.seed),
             synthetic_n=self.synthetic_n,
+            layout=self.cache_layout(),
         )
 
 

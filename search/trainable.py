@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -140,31 +141,24 @@ def train_cxr(
     datasets: Mapping[int, TrialArrays],
     objective: str,
 ) -> None:
-    """One trial. ``config`` holds the sampled keys, ``base`` the constant ones, ``datasets`` the uint8 train/val
-    arrays per image size (put in the object store once by ``tune.with_parameters``; never the test split)."""
+    """One trial. ``config`` holds the sampled keys, ``base`` the constant ones, ``datasets`` the train/val rows of
+    the image cache per image size (put in the object store once by ``tune.with_parameters``; never the test split),
+    read here into memory or batch by batch (:meth:`search.datasets.TrialArrays.train_data`)."""
     import ray
 
     from cxrmodels.train.config import TrialConfig, metric_mode
-    from cxrmodels.train.loop import NonFiniteLossError, TrainData, Trainer
+    from cxrmodels.train.loop import NonFiniteLossError, Trainer
     from search.results import best_so_far
 
+    entered = time.perf_counter()
     _set_threads()
-    # The arrays come read-only from the object store (zero-copy); the Trainer only reads them.
-    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # memory maps: only read
     cfg = TrialConfig.from_dict(trial_dict(base, config))
-    arrays = datasets[cfg.image_size]
-    data = TrainData(
-        train_x=arrays.train_x,
-        train_y=arrays.train_y,
-        val_x=arrays.val_x,
-        val_y=arrays.val_y,
-        class_names=arrays.class_names,
-        preprocess=arrays.preprocess.to_dict(),
-        scored=dict(arrays.scored),
-    )
+    data = datasets[cfg.image_size].train_data()  # its split, read from the cache here (never the test split)
     trainer = Trainer(cfg, data)
     _restore(trainer)
     node_id = ray.get_runtime_context().get_node_id()
+    startup_s = round(time.perf_counter() - entered, 3)  # reading its split, building the model: reported per epoch
 
     fault_hook = _fault_hook()
     while not trainer.done:
@@ -180,7 +174,9 @@ def train_cxr(
         metrics = {key: _metric(value) for key, value in metrics.items()}
         metrics[SCORE] = score_of(metrics.get(objective))
         metrics.pop("done", None)  # Tune's reserved key; "finished" says the same
-        metrics.update(failed=0, failure_reason="", finished=int(bool(trainer.done)), node_id=node_id)
+        metrics.update(
+            failed=0, failure_reason="", finished=int(bool(trainer.done)), node_id=node_id, startup_s=startup_s
+        )
         metrics.update(best_so_far(trainer.history, objective, metric_mode(objective), cfg.keep_weights))
         if trainer.rolled_back:
             # The best epoch's weights (by the objective) are back: they are not the weights that scored this

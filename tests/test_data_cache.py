@@ -87,7 +87,7 @@ def test_prepare_end_to_end(tmp_path: Path, kaggle_dir: Path) -> None:
     xb, yb = data.arrays("val", "binary")
     assert set(np.unique(yb)) <= {0, 1} and len(xb) > 0
     # row i of the images is record i: compare with a fresh decode
-    from cxrmodels.data.cache import load_one
+    from cxrmodels.data.build import load_one
 
     np.testing.assert_array_equal(np.asarray(data.images[5]), load_one(data.records[5], CFG))
     text = data.summary()

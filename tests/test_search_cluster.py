@@ -62,3 +62,44 @@ def test_trials_are_spread_over_the_nodes(three_node_cluster, tmp_path: Path, ca
     nodes = set(table["node_id"])
     assert nodes <= alive
     assert len(nodes) >= 2, nodes  # one CPU and one GPU per node: at most one trial per node at a time
+
+
+def test_a_sharded_cache_is_built_on_every_node_and_read_by_the_trials(
+    three_node_cluster, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import json
+
+    import ray
+
+    from cxrmodels.data import shards
+
+    monkeypatch.setattr(shards, "SHARD_IMAGES", 8)  # the driver's choice; the tasks get their slices from it
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    code = run.main(
+        [
+            "--smoke-test",
+            "--no-dashboard",
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "sharded",
+            "--num-samples",
+            "2",
+            "--scheduler",
+            "none",
+            "--set",
+            "synthetic_n=80",
+            "--set",
+            "data_path=shards",
+            "--set",
+            f"cache_dir={tmp_path / 'cache'}",
+            "--cpus-per-trial",
+            "1",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    built_by = [json.loads(p.read_text())["node"] for p in (tmp_path / "cache").glob("s*/shard-*.json")]
+    assert len(built_by) == 10 and set(built_by) <= alive and len(set(built_by)) >= 2, built_by
+    table = pd.read_csv(tmp_path / "sharded" / "results.csv")
+    assert len(table) == 2 and table["status"].isin(["completed", "stopped_early"]).all()

@@ -380,3 +380,15 @@ def test_a_trial_the_study_already_finished_is_left_as_it_is(tmp_path) -> None:
     number = searcher._ot_trials["t0"].number
     stored = optuna.load_study(study_name="exp-study", storage=study._storage).trials[number]
     assert (stored.state, stored.value) == (optuna.trial.TrialState.COMPLETE, 0.7)
+
+
+def test_data_path_and_cache_folder_settings_are_checked() -> None:
+    assert _config("--set", "data_path=shards").cache_layout() == "shards"
+    assert _config().data_path == "auto" and _config("--set", "data_path=memory").cache_layout() == "file"
+    for argv, message in (
+        (["--set", "data_path=tar"], "data_path 'tar' is not one of auto, memory, shards"),
+        (["--cache-dir", "s3://bucket/cache"], "the image cache must be a folder"),
+        (["--set", "fixed.epoch_images=1"], "epoch_images"),
+    ):
+        with pytest.raises(sc.SearchConfigError, match=message):
+            _config(*argv)

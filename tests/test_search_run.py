@@ -322,3 +322,43 @@ def test_progress_table_survives_a_trial_that_never_reported() -> None:
         sort_by_metric=reporter._sort_by_metric,
     )
     assert len(rows) == 2
+
+
+def test_trials_read_their_split_from_the_shards(tmp_path: Path, capsys) -> None:
+    cache = tmp_path / "cache"
+    code = run.main(
+        [
+            *TINY_SEARCH,
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "sharded",
+            "--set",
+            "data_path=shards",
+            "--set",
+            f"cache_dir={cache}",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, out
+    assert "data at 48 px: trials read batches from the cache's shards (data_path shards)" in err
+    assert list(cache.glob("s48-*/shard-00000.npy"))
+    assert pd.read_csv(tmp_path / "sharded" / "results.csv")["status"].isin(["completed", "stopped_early"]).all()
+
+
+def test_a_cache_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    (tmp_path / "file").write_text("")
+    code = run.main(
+        [
+            *TINY_SEARCH,
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "nocache",
+            "--set",
+            f"cache_dir={tmp_path / 'file' / 'cache'}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"the cache folder {tmp_path / 'file' / 'cache'} cannot be written" in err.strip().splitlines()[-1]

@@ -41,12 +41,12 @@ def test_stress_images_change_every_image_by_one_seeded_acquisition_change() -> 
 def test_site_and_stress_sets_reach_every_trial(tmp_path: Path) -> None:
     site = write_synthetic_folder(tmp_path / "site", 40, seed=7)
     cfg = search_config(tmp_path, site_val=str(site), stress_val=True, objective="worst_auc")
-    arrays = build_datasets(cfg, str(tmp_path), "exp")[cfg.image_sizes[0]]
-    site_x, site_y = arrays.scored["site"]
-    stress_x, stress_y = arrays.scored["stress"]
-    assert len(site_x) == 40 and set(site_y) == {0, 1} and site_x.shape[1:] == arrays.val_x.shape[1:]
-    assert stress_x.shape == arrays.val_x.shape and not np.array_equal(stress_x, arrays.val_x)
-    assert np.array_equal(stress_y, (arrays.val_y != 0).astype(int))
+    data = build_datasets(cfg, str(tmp_path), "exp")[cfg.image_sizes[0]].train_data()  # as a trial reads it
+    site_x, site_y = data.scored["site"]
+    stress_x, stress_y = data.scored["stress"]
+    assert len(site_x) == 40 and set(site_y) == {0, 1} and site_x.shape[1:] == data.val_x.shape[1:]
+    assert stress_x.shape == data.val_x.shape and not np.array_equal(stress_x, data.val_x)
+    assert np.array_equal(stress_y, (data.val_y != 0).astype(int))
 
 
 @pytest.mark.parametrize(

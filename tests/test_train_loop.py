@@ -329,3 +329,23 @@ def test_predict_proba_averages_the_test_time_views() -> None:
     assert not np.allclose(views[0], views[1])
     with pytest.raises(ValueError, match="tta"):
         predict_proba(model, x, tta=0)
+
+
+def test_epoch_images_draws_a_fresh_sample_of_that_many_images_each_epoch(monkeypatch) -> None:
+    trainer = Trainer(tiny_cfg(epochs=2, batch_size=8, epoch_images=20), tiny_data())
+    seen, orders, real, perm = [], [], loop.train_one_epoch, torch.randperm
+    monkeypatch.setattr(
+        loop,
+        "train_one_epoch",
+        lambda *a, **k: (
+            seen.append(real(*a, **k)["images"])
+            or {"loss": 0.5, "accuracy": 0.5, "images": seen[-1], "time_s": 1.0, "images_per_s": 1.0}
+        ),
+    )
+    monkeypatch.setattr(torch, "randperm", lambda *a, **k: orders.append(perm(*a, **k)) or orders[-1])
+    trainer.run_epoch()
+    trainer.run_epoch()
+    assert seen == [20, 20] and len(trainer.data.train_x) > 20
+    assert not torch.equal(orders[0][:20], orders[-1][:20])  # another sample each epoch
+    with pytest.raises(ValueError, match="epoch_images"):
+        tiny_cfg(epoch_images=1)

@@ -72,18 +72,40 @@ def collect_items(inputs: Sequence[str]) -> tuple[list[Item], list[tuple[str, st
 
 
 def load_images(items: Sequence[Item], cfg) -> tuple[list[Item], np.ndarray, list[tuple[str, str]]]:
-    """Decode + preprocess each image; unreadable ones go to the skipped list with the reason."""
-    from cxrmodels.data.decode import UnreadableImage, decode_image
-    from cxrmodels.data.preprocess import preprocess
+    """Decode + preprocess each image, or read them from the image cache when the pipeline already cached these
+    very files with these settings (a site or external folder; ``$CXR_CACHE_DIR``); unreadable ones go to the
+    skipped list with the reason."""
+    from cxrmodels.data.build import load_file
+    from cxrmodels.data.decode import UnreadableImage
+
+    cached = _cached(items, cfg)
+    if cached is not None:
+        return cached
 
     kept: list[Item] = []
     arrays: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
     for item in bar(items, desc="reading", unit="img"):
         try:
-            arrays.append(preprocess(decode_image(item.path), cfg))
+            arrays.append(load_file(item.path, cfg))
             kept.append(item)
         except (UnreadableImage, ValueError, OSError) as err:
             skipped.append((str(item.path), str(err) or type(err).__name__))
     x = np.stack(arrays) if arrays else np.zeros((0, cfg.size, cfg.size), np.uint8)
     return kept, x, skipped
+
+
+def _cached(items: Sequence[Item], cfg) -> tuple[list[Item], np.ndarray, list[tuple[str, str]]] | None:
+    """The items' images from the cache entry of exactly these files, or None (then they are decoded)."""
+    from cxrmodels.data.cache import find_cached
+    from cxrmodels.data.records import NORMAL, Record
+
+    if not items or not hasattr(cfg, "to_dict"):
+        return None
+    # the cache key reads each file's path, size and modification time, never its label
+    records = [Record(str(i.path), i.label or NORMAL, i.patient or str(i.path)) for i in items]
+    found = find_cached(records, cfg)
+    if found is None:
+        return None
+    log.info("read %d image(s) from the cache %s", len(found.kept), found.path)
+    return [items[k] for k in found.kept], np.asarray(found.images), list(found.skipped)

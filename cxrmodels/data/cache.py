@@ -6,6 +6,11 @@ mtime; for synthetic records the seed/index path and the generator version) and 
 so a changed file or parameter can never be served a stale array. Both files are written to a temporary name in
 the same folder and moved into place with ``os.replace`` (atomic on POSIX), the JSON last: a reader that finds
 the JSON finds a complete array, and parallel trials or processes can build and share one entry safely.
+
+Large sets are cached in shards instead (:mod:`cxrmodels.data.shards`: a folder of fixed-size ``.npy`` files built by
+Ray tasks across the cluster, resumable); :func:`choose_layout` switches to them above
+:data:`SHARDED_ABOVE_BYTES` of pixels, or when asked. The same pass that preprocesses an image hashes its content
+(``hashes-*.json`` beside the entry), so the patient/duplicate grouping of the split never reads the files again.
 """
 
 from __future__ import annotations
@@ -22,24 +27,26 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrmodels.data.decode import UnreadableImage, decode_image
-from cxrmodels.data.preprocess import PreprocessConfig, preprocess
+from cxrmodels.data.build import build_images, default_workers
+from cxrmodels.data.preprocess import PreprocessConfig
 from cxrmodels.data.records import Record
+from cxrmodels.data.shards import ImageRows, build_sharded, read_sharded
 from cxrmodels.data.synthetic import GENERATOR_VERSION, SYNTHETIC_SCHEME
 from cxrmodels.io import atomic_write, write_json_atomic
-from cxrmodels.progress import bar
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when decoding/preprocessing code changes what a given config produces
 ENV_CACHE_DIR = "CXR_CACHE_DIR"
+LAYOUTS = ("auto", "file", "shards")  # how an entry is stored; "auto": shards above SHARDED_ABOVE_BYTES
+SHARDED_ABOVE_BYTES = 1 << 30  # 1 GiB of pixels: 21,000 images at 224 px, 65,000 at 128 px
 
 
 @dataclass
 class CachedImages:
     """A loaded (or freshly built) cache entry; ``images[i]`` is ``records[kept[i]]``."""
 
-    images: np.ndarray
+    images: np.ndarray | ImageRows  # a memory map (single file) or the shards' lazy view
     kept: list[int]
     skipped: list[tuple[str, str]]
     path: Path
@@ -74,54 +81,21 @@ def files_signature(records: Sequence[Record]) -> str:
     return digest.hexdigest()
 
 
-def cache_key(records: Sequence[Record], cfg: PreprocessConfig) -> str:
+def cache_key(records: Sequence[Record], cfg: PreprocessConfig, signature: str | None = None) -> str:
     """Cache entry name: readable preprocessing prefix + hash of files and every parameter."""
     params = json.dumps(cfg.to_dict(), sort_keys=True)
-    digest = hashlib.sha256(f"{files_signature(records)}|{params}".encode()).hexdigest()[:20]
+    digest = hashlib.sha256(f"{signature or files_signature(records)}|{params}".encode()).hexdigest()[:20]
     return f"{cfg.key().split('-')[0]}-{cfg.resize_mode}-n{len(records)}-{digest}"
 
 
-def load_one(record: Record, cfg: PreprocessConfig) -> np.ndarray:
-    """Decode (unless in memory) and preprocess one record. JPEGs far larger than needed are decoded reduced."""
-    image = record.image if record.image is not None else decode_image(record.path, max_side=2 * cfg.size)
-    return preprocess(image, cfg)
-
-
-def _safe_load(record: Record, cfg: PreprocessConfig) -> np.ndarray | str:
-    """The preprocessed image, or the reason it is unusable (one bad file must not stop a 5,000-image build)."""
-    try:
-        return load_one(record, cfg)
-    except UnreadableImage as err:
-        return err.reason
-    except Exception as err:  # noqa: BLE001 - reported per file in the skipped list
-        log.warning("%s: unexpected error while decoding: %r", record.path, err)
-        return f"could not decode: {type(err).__name__}: {err}"
-
-
-def default_workers() -> int:
-    """A modest pool: OpenCV releases the GIL while decoding, but trials may share the machine."""
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def build_images(
-    records: Sequence[Record], cfg: PreprocessConfig, workers: int | None = None
-) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Decode and preprocess all records in a thread pool: (usable images, their record indices, skipped)."""
-    out = np.empty((len(records), cfg.size, cfg.size), dtype=np.uint8)
-    kept: list[int] = []
-    skipped: list[tuple[str, str]] = []
-    results = bar(total=len(records), desc=f"preprocessing at {cfg.size} px", unit="img")
-    with cf.ThreadPoolExecutor(max_workers=workers or default_workers()) as pool, results:
-        for i, result in enumerate(pool.map(lambda r: _safe_load(r, cfg), records, chunksize=8)):
-            results.update()
-            if isinstance(result, str):
-                skipped.append((records[i].path, result))
-            else:
-                out[len(kept)] = result
-                kept.append(i)
-    if skipped:
-        log.warning("%d of %d image(s) could not be used; see the skipped list", len(skipped), len(records))
-    return out[: len(kept)], kept, skipped
+def choose_layout(n_records: int, size: int, layout: str = "auto") -> str:
+    """``file`` or ``shards`` for an entry of ``n_records`` images at ``size`` px (``auto``: shards above
+    :data:`SHARDED_ABOVE_BYTES`)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"cache layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if layout != "auto":
+        return layout
+    return "shards" if n_records * size * size > SHARDED_ABOVE_BYTES else "file"
 
 
 def _load_entry(npy: Path, meta: Path, n_records: int) -> tuple[np.ndarray, list[int], list[tuple[str, str]]] | None:
@@ -143,20 +117,38 @@ def _load_entry(npy: Path, meta: Path, n_records: int) -> tuple[np.ndarray, list
 
 
 def load_or_build(
-    records: Sequence[Record], cfg: PreprocessConfig, cache_dir: str | Path | None = None, workers: int | None = None
+    records: Sequence[Record],
+    cfg: PreprocessConfig,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    layout: str = "auto",
 ) -> CachedImages:
-    """The cached preprocessed images for ``records``: memory-mapped when present, else built and stored."""
+    """The cached preprocessed images for ``records``: loaded when present, else built and stored, as one memory-mapped
+    file or as shards (``layout``, see :func:`choose_layout`)."""
     start = time.perf_counter()
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = cache_key(records, cfg)
+    signature = files_signature(records)
+    key = cache_key(records, cfg, signature)
+    if choose_layout(len(records), cfg.size, layout) == "shards":
+        if layout == "auto":
+            log.info(
+                "%d images at %d px exceed %.1f GB: cached in shards (layout 'file' keeps one file)",
+                len(records),
+                cfg.size,
+                SHARDED_ABOVE_BYTES / 1e9,
+            )
+        images, kept, skipped, hashes = build_sharded(records, cfg, folder / key, workers)
+        _store_hashes(folder, len(records), signature, hashes)
+        return CachedImages(images, kept, skipped, folder / key, False, time.perf_counter() - start)
     npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
     loaded = _load_entry(npy, meta, len(records))
     if loaded is not None:
         images, kept, skipped = loaded
         log.info("cache hit %s (%d images)", npy, len(kept))
         return CachedImages(images, kept, skipped, npy, False, time.perf_counter() - start)
-    images, kept, skipped = build_images(records, cfg, workers)
+    images, kept, skipped, hashes = build_images(records, cfg, workers)
     atomic_write(npy, lambda fh: np.save(fh, images, allow_pickle=False))
+    _store_hashes(folder, len(records), signature, hashes)
     write_json_atomic(
         meta,
         {
@@ -172,11 +164,39 @@ def load_or_build(
     return CachedImages(np.load(npy, mmap_mode="r"), kept, skipped, npy, True, seconds)
 
 
+def find_cached(
+    records: Sequence[Record], cfg: PreprocessConfig, cache_dir: str | Path | None = None
+) -> CachedImages | None:
+    """The cache entry (either layout) of exactly these records and settings when one was built, else None: never
+    builds. What ``analysis.predict`` reads before decoding a folder the pipeline has cached (a site, an external
+    set)."""
+    start = time.perf_counter()
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = cache_key(records, cfg)
+    loaded = _load_entry(folder / f"{key}.npy", folder / f"{key}.json", len(records))
+    if loaded is not None:
+        return CachedImages(*loaded, folder / f"{key}.npy", False, time.perf_counter() - start)
+    sharded = read_sharded(len(records), cfg.size, folder / key) if (folder / key).is_dir() else None
+    if sharded is None:
+        return None
+    return CachedImages(*sharded[:3], folder / key, False, time.perf_counter() - start)
+
+
+def _hashes_path(folder: Path, n_records: int, signature: str) -> Path:
+    return folder / f"hashes-n{n_records}-{signature[:20]}.json"
+
+
+def _store_hashes(folder: Path, n_records: int, signature: str, hashes: list[str]) -> None:
+    path = _hashes_path(folder, n_records, signature)
+    if not path.is_file():
+        write_json_atomic(path, hashes, indent=0)
+
+
 def cached_content_hashes(records: Sequence[Record], cache_dir: str | Path | None = None) -> list[str]:
     """Per-record content hashes (for duplicate grouping), stored beside the image cache: reading every file's
     bytes again on each ``prepare`` would cost more than loading the cached images."""
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"hashes-n{len(records)}-{files_signature(records)[:20]}.json"
+    path = _hashes_path(folder, len(records), files_signature(records))
     if path.is_file():
         try:
             hashes = json.loads(path.read_text())

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,9 +31,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreparedData:
-    """Everything a trial needs: row i of ``images`` is ``records[i]`` is ``manifest.iloc[i]``."""
+    """Everything a trial needs: row i of ``images`` is ``records[i]`` is ``manifest.iloc[i]``; ``images`` is a memory
+    map of the cache file or, for a sharded cache, an :class:`~cxrmodels.data.shards.ImageRows` (same indexing)."""
 
-    images: np.ndarray
+    images: Any
     records: list[Record]
     manifest: pd.DataFrame
     skipped: list[tuple[str, str]]
@@ -50,7 +52,11 @@ class PreparedData:
         class_names(task)  # validates the task name before any copy
         idx = self.indices(split)
         images = np.asarray(self.images[idx]) if len(idx) else np.empty((0, *self.images.shape[1:]), np.uint8)
-        return images, task_labels(self.manifest["label"].to_numpy()[idx], task)
+        return images, self.targets(split, task)
+
+    def targets(self, split: str, task: str) -> np.ndarray:
+        """The int64 targets of one split for a task, without touching an image."""
+        return task_labels(self.manifest["label"].to_numpy()[self.indices(split)], task)
 
     def summary(self) -> str:
         """Human-readable counts: images, patients, per class, per split x class, skipped."""
@@ -91,11 +97,12 @@ def load_labelled(
     *,
     cache_dir: str | Path | None = None,
     class_map: Mapping[str, str] | None = None,
+    layout: str = "auto",
 ) -> LabelledImages:
     """All images of a labelled source (any layout :func:`load_records` reads), preprocessed like the training data
     and cached; no split, since nothing is ever fitted on such a set."""
     source = load_records(data, class_map=class_map)
-    cached = load_or_build(source.records, preprocess, cache_dir)
+    cached = load_or_build(source.records, preprocess, cache_dir, layout=layout)
     records = [source.records[i] for i in cached.kept]
     if not records:
         raise ValueError(f"{data}: none of the {len(source.records)} image(s) could be decoded")
@@ -157,11 +164,13 @@ def prepare(
     seed: int = 0,
     synthetic_n: int | None = None,
     workers: int | None = None,
+    layout: str = "auto",
 ) -> PreparedData:
     """List, decode+preprocess (cached), and split a data source.
 
     ``seed`` seeds the synthetic generator and, when ``split`` is None, the split (``SplitConfig(seed=seed)``);
-    a given ``split`` carries its own seed.
+    a given ``split`` carries its own seed. ``layout``: the image cache's (``auto``, ``file``, ``shards``; see
+    :func:`cxrmodels.data.cache.choose_layout`).
     """
     source = load_records(
         data,
@@ -171,7 +180,7 @@ def prepare(
         synthetic_n=synthetic_n,
         seed=seed,
     )
-    cached = load_or_build(source.records, preprocess, cache_dir, workers)
+    cached = load_or_build(source.records, preprocess, cache_dir, workers, layout)
     records = [source.records[i] for i in cached.kept]
     if not records:
         raise ValueError(f"{data}: none of the {len(source.records)} image(s) could be decoded")

@@ -74,12 +74,17 @@ class SplitConfig:
 
 def content_hash(record: Record) -> str:
     """SHA-1 of the file bytes (or of an in-memory image's shape and pixels): equal hash = byte-identical image."""
-    digest = hashlib.sha1()
-    if record.image is not None:
-        digest.update(repr(record.image.shape).encode())
-        digest.update(np.ascontiguousarray(record.image).tobytes())
-        return digest.hexdigest()
-    return file_hash(record.path)
+    from cxrmodels.data.synthetic import pixels_in_memory
+
+    pixels = pixels_in_memory(record)
+    return file_hash(record.path) if pixels is None else pixels_hash(pixels)
+
+
+def pixels_hash(image: np.ndarray) -> str:
+    """SHA-1 of an in-memory image's shape and pixels (:func:`content_hash` of a record with no file)."""
+    digest = hashlib.sha1(repr(image.shape).encode())
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.hexdigest()
 
 
 def file_hash(path: str | Path) -> str:
@@ -142,10 +147,10 @@ def assign_splits(labels: Sequence[str], groups: np.ndarray, cfg: SplitConfig) -
     labels = np.asarray(labels)
     _check_feasible(labels, groups, cfg)
     rng = np.random.default_rng(cfg.seed)
-    dominant: dict[int, str] = {}
-    for g in np.unique(groups):
-        counts = Counter(labels[groups == g])
-        dominant[int(g)] = max(sorted(counts), key=counts.__getitem__)
+    per_group: dict[int, Counter] = {}  # one pass: comparing every group against all rows is quadratic at 200k
+    for g, label in zip(groups.tolist(), labels.tolist(), strict=True):
+        per_group.setdefault(g, Counter())[label] += 1
+    dominant = {g: max(sorted(counts), key=counts.__getitem__) for g, counts in per_group.items()}
     split_of_group: dict[int, str] = {}
     filled = {s: Counter() for s in SPLITS}
     for label in sorted(set(labels)):
@@ -165,7 +170,7 @@ def assign_splits(labels: Sequence[str], groups: np.ndarray, cfg: SplitConfig) -
             if pos == len(order) - 1 and filled["train"][label] == 0:
                 split = "train"  # never leave a class without training images
             split_of_group[g] = split
-            filled[split].update(labels[groups == g])
+            filled[split].update(per_group[g])
         for s in ("val", "test"):
             if filled[s][label] < getattr(cfg, f"min_{s}").get(label, 0):
                 raise SplitMinimumsError(
@@ -176,7 +181,7 @@ def assign_splits(labels: Sequence[str], groups: np.ndarray, cfg: SplitConfig) -
             raise ValueError(
                 f"class {label}: no patient group left for train ({n} images); add data or lower the val/test fractions"
             )
-    return np.array([split_of_group[int(g)] for g in groups], dtype=object)
+    return np.array([split_of_group[g] for g in groups.tolist()], dtype=object)
 
 
 def check_minimums(labels: Sequence[str], splits: Sequence[str], cfg: SplitConfig) -> None:

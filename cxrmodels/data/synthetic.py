@@ -12,6 +12,10 @@ contrast and gamma, a heel-effect gradient, anti-scatter grid lines, a bright me
 synthetic patient has 1-4 images sharing anatomy and disease site, so patient grouping matters as it does on
 Kermany. Everything is a pure function of ``(n, seed)``; bump :data:`GENERATOR_VERSION` whenever the pictures
 change, because cache keys include it.
+
+Records carry no pixels: each patient and each image has its own random stream (seeded by the set's seed and its
+number), so :func:`synthetic_image` renders image ``i`` anywhere (a cache-building worker on any node) without the
+images before it, and listing 200,000 synthetic X-rays costs seconds and no image memory.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from cxrmodels.data.records import BACTERIAL, CLASSES, NORMAL, VIRAL, Record
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4  # 4: per-patient and per-image random streams (records carry no pixels)
 SYNTHETIC_SCHEME = "synthetic://"
 
 
@@ -150,24 +154,42 @@ def render_image(p: SyntheticPatient, rng: np.random.Generator) -> np.ndarray:
     return _nuisances(rng, cv2.resize(density.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR))
 
 
+def _patient(seed: int, number: int) -> SyntheticPatient:
+    """Patient ``number`` of the set ``seed``, from its own random stream."""
+    return _draw_patient(np.random.default_rng([seed, GENERATOR_VERSION, 1, number]), number)
+
+
 def synthetic_records(n: int, seed: int = 0) -> list[Record]:
-    """``n`` images from patients with 1-4 images each; ``Record.image`` holds the pixels."""
-    rng = np.random.default_rng([seed, GENERATOR_VERSION])
+    """``n`` records of patients with 1-4 images each, without pixels (:func:`synthetic_image` renders one); the
+    first ``n`` records of a larger set are this set."""
+    plan = np.random.default_rng([seed, GENERATOR_VERSION])
     records: list[Record] = []
     number = 0
     while len(records) < n:
-        patient = _draw_patient(rng, number)
+        patient = _patient(seed, number)
         number += 1
-        for _ in range(int(rng.integers(1, 5))):
+        for _ in range(int(plan.integers(1, 5))):
             if len(records) == n:
                 break
-            image = render_image(patient, rng)
             records.append(
-                Record(
-                    path=synthetic_path(seed, len(records)), label=patient.label, patient=patient.patient, image=image
-                )
+                Record(path=synthetic_path(seed, len(records)), label=patient.label, patient=patient.patient)
             )
     return records
+
+
+def synthetic_image(record: Record) -> np.ndarray:
+    """The (H, W) uint8 pixels of a synthetic record, rendered from its path and patient alone."""
+    seed, _, index = record.path.removeprefix(SYNTHETIC_SCHEME).partition("/")
+    patient = _patient(int(seed), int(record.patient.removeprefix("synth")))
+    return render_image(patient, np.random.default_rng([int(seed), GENERATOR_VERSION, 2, int(index)]))
+
+
+def pixels_in_memory(record: Record) -> np.ndarray | None:
+    """The raw pixels of a record with no file behind it (held in memory, or rendered by the generator); None for a
+    file, which is decoded."""
+    if record.image is not None:
+        return record.image
+    return synthetic_image(record) if record.path.startswith(SYNTHETIC_SCHEME) else None
 
 
 def _kaggle_name(record: Record, index: int) -> tuple[str, str]:
@@ -191,7 +213,7 @@ def write_synthetic_folder(root: str | Path, n: int, seed: int = 0, *, jpeg_ever
     for i, record in enumerate(synthetic_records(n, seed)):
         folder, stem = _kaggle_name(record, i)
         ext = ".jpeg" if jpeg_every and i % jpeg_every == 0 else ".png"
-        if not cv2.imwrite(str(root / "train" / folder / f"{stem}{ext}"), record.image):
+        if not cv2.imwrite(str(root / "train" / folder / f"{stem}{ext}"), synthetic_image(record)):
             raise OSError(f"could not write {root / 'train' / folder / (stem + ext)}")
     log.info("wrote %d synthetic images to %s", n, root)
     return root

@@ -68,6 +68,9 @@ class TrialConfig:
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 15
+    #: images drawn (fresh, at random) for each epoch, the unit ASHA and early stopping count in; None: the whole
+    #: training split. For large sets, where one pass takes hours: 224k X-rays at 20k per epoch report every 20k.
+    epoch_images: int | None = None
     image_size: int = 224
     in_chans: int = 1
     freeze_epochs: int = 0
@@ -219,6 +222,8 @@ def _validate(cfg: TrialConfig) -> None:
     _check_range("weight_decay", _finite(cfg.weight_decay) and cfg.weight_decay >= 0, cfg.weight_decay, ">= 0")
     _check_range("batch_size", cfg.batch_size >= 1, cfg.batch_size, "an integer >= 1")
     _check_range("epochs", cfg.epochs >= 1, cfg.epochs, "an integer >= 1")
+    if cfg.epoch_images is not None:
+        _check_range("epoch_images", cfg.epoch_images >= 2, cfg.epoch_images, "an integer >= 2, or null (every image)")
     _check_range("image_size", cfg.image_size >= 16, cfg.image_size, "an integer >= 16")
     _check_range("in_chans", cfg.in_chans in (1, 3), cfg.in_chans, "1 or 3")
     _check_range("head_hidden", cfg.head_hidden is None or cfg.head_hidden >= 1, cfg.head_hidden, "None or >= 1")

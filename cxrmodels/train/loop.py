@@ -89,6 +89,10 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
 def to_device_once(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """The whole array on the device when it fits comfortably (a quarter of free GPU memory), else on the host
     (pinned on CUDA machines, so batches copy asynchronously)."""
+    if not isinstance(
+        x, np.ndarray | torch.Tensor
+    ):  # a lazy reader (cxrmodels.data.shards.ImageRows): batches are read
+        return x  # as needed, so the set never has to fit in memory
     t = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
     if device.type != "cuda":
         return t.to(device)
@@ -173,9 +177,13 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def prepare_batch(x: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The images at ``idx`` of a data set held on the device once, as an (n, 1, S, S) batch."""
-    batch = x[idx.to(x.device)].to(device, non_blocking=True)
+def prepare_batch(x: torch.Tensor | Any, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The images at ``idx`` of a data set held on the device once (or read from a lazy reader), as an (n, 1, S, S)
+    batch."""
+    if not isinstance(x, torch.Tensor):
+        batch = torch.from_numpy(x[idx.cpu().numpy()]).to(device, non_blocking=True)
+    else:
+        batch = x[idx.to(x.device)].to(device, non_blocking=True)
     return batch.unsqueeze(1) if batch.ndim == 3 else batch
 
 
@@ -208,9 +216,11 @@ def train_one_epoch(
     augment: AugmentConfig | None = None,
     generator: torch.Generator | None = None,
     epoch: int = 0,
+    limit: int | None = None,
 ) -> dict[str, float]:
-    """One pass over shuffled uint8 images (already on ``device`` ideally) -> {loss, accuracy, images, time_s,
-    images_per_s}. Raises :class:`NonFiniteLossError` naming the epoch and batch when the loss diverges.
+    """One pass over shuffled uint8 images (already on ``device`` ideally; or ``limit`` of them, drawn afresh each
+    call) -> {loss, accuracy, images, time_s, images_per_s}. Raises :class:`NonFiniteLossError` naming the epoch and
+    batch when the loss diverges.
 
     A trailing batch of a single image is skipped: BatchNorm cannot train on one sample.
     """
@@ -220,12 +230,12 @@ def train_one_epoch(
     augment = augment or AugmentConfig(enabled=False)
     model.train()
     start = time.perf_counter()
-    order = torch.randperm(len(x), generator=generator)
+    order = torch.randperm(len(x), generator=generator)[:limit]
     losses: list[torch.Tensor] = []
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, checked = 0, 0
-    for b, lo in enumerate(range(0, len(x), batch_size)):
+    for b, lo in enumerate(range(0, len(order), batch_size)):
         idx = order[lo : lo + batch_size]
         if len(idx) < 2 and lo > 0:
             break
@@ -428,6 +438,7 @@ class Trainer:
             augment=self.augment,
             generator=self.generator,
             epoch=number,
+            limit=self.cfg.epoch_images,
         )
         val = evaluate(
             self.model,

@@ -1,0 +1,339 @@
+"""Data at scale: the sharded cache, built across a cluster, and trials that read it, on synthetic X-rays.
+
+    python -m bench.scale            # 224 px; N = 3k / 30k (driver), 10k, 50k, 100k (searches), 200k-row manifest
+    python -m bench.scale --quick    # 64 px; N = 1k / 4k, 2k, 6k; a 20k-row manifest: minutes on 2 cores
+
+Every part writes the result file as it finishes (a long run keeps what it measured), each on a fresh cache:
+
+- ``driver``: the first target's command, a one-trial one-epoch smoke search (``search.run.main --smoke-test
+  --num-samples 1 --set space.epochs=1 --set synthetic_n=N --set 'space.image_size=[S]'``, default ``data_path``)
+  at two N, on a fresh local Ray (2 CPUs), sampled by :class:`bench.memory.Sampler`: peak RSS of the driver (this
+  process) and of the trial, wall time. ``epoch_images`` caps the epoch (1,024 images), so the trial's training, which
+  this does not measure, stays minutes at 224 px (resnet10t trains at ~30 img/s on 2 cores);
+- ``searches``: the same smoke search with ``data_path=shards`` at each N of the series, val and test fractions
+  0.02 (validation is 2,000 images at 100k, not 15,000): driver and trial peak RSS, the trial's ``startup_s`` (from
+  the trainable's entry to its first epoch: reading its split, building the model), and the cache build's time;
+- ``epoch``: at the series' first N, the same Trainer (same seed) for 2 epochs on arrays in memory and 2 reading
+  the shards, interleaved: training images/s of each, and the ratio (``epoch_images`` and a small backbone keep it
+  short; the smaller the model, the more the data path shows);
+- ``build``: the sharded build of the series' first N on 1 node (``ray.init``, 2 CPUs) and on 4 simulated nodes
+  (``ray.cluster_utils.Cluster``, 1 CPU each, all on this machine): images/s, per core (divided by the CPUs Ray was
+  given, at most this machine's cores) and shards per node;
+- ``resume``: that build killed (SIGKILL) once half its shards exist, then run again: shards reused, and the
+  images' SHA-256 against a clean build;
+- ``manifest``: a CSV of distinct tiny PNG files (200k rows): seconds to list it (``load_records``) and to split it
+  (``make_splits``, patient grouping and minimums as in ``prepare``).
+
+Writes bench/results/scale.json (or ``--out``). Not a test: figures depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.benchlib import machine, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "scale.json"
+MIB = 2**20
+EPOCH_IMAGES = 1024
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=224, help="image size in px")
+    p.add_argument("--driver-n", type=int, nargs=2, default=[3_000, 30_000], help="N of the driver target's runs")
+    p.add_argument("--series", type=int, nargs="+", default=[10_000, 50_000, 100_000], help="N of the searches")
+    p.add_argument("--manifest-rows", type=int, default=200_000)
+    p.add_argument("--parts", nargs="+", default=["driver", "searches", "epoch", "build", "resume", "manifest"])
+    p.add_argument("--work", default=None, help="scratch folder (default: a temporary one; needs N x S^2 bytes)")
+    p.add_argument("--quick", action="store_true", help="64 px, small N")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.driver_n, args.series, args.manifest_rows = 64, [1_000, 4_000], [2_000, 6_000], 20_000
+    args.out = Path(args.out or RESULTS)
+    return args
+
+
+def mib(n: float) -> float:
+    return round(n / MIB, 1)
+
+
+def smoke_argv(n: int, size: int, work: Path, name: str, *settings: str) -> list[str]:
+    sets = [f"synthetic_n={n}", f"space.image_size=[{size}]", "space.epochs=1", f"cache_dir={work / 'cache'}",
+            f"fixed.epoch_images={EPOCH_IMAGES}", *settings]  # fmt: skip
+    argv = ["--smoke-test", "--no-dashboard", "--storage-path", str(work / "experiments"), "--name", name]
+    argv += ["--num-samples", "1", "--scheduler", "none"]
+    return argv + [x for s in sets for x in ("--set", s)]
+
+
+def measure_search(argv: list[str], work: Path) -> dict:
+    """One search on a fresh local Ray (2 CPUs) from a fresh cache, sampled from before ray.init to after the fit."""
+    import ray
+
+    from bench.memory import Sampler
+    from search import run
+
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix="cxr-s-", dir="/tmp")  # short: Ray's socket paths must stay under ~107 chars
+    os.environ["RAY_TMPDIR"] = tmp
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        sampler = Sampler(0.5)
+        sampler.sample()
+        before = sampler.procs[os.getpid()]["rss"]
+        sampler.start()
+        t0 = time.perf_counter()
+        code = run.main(argv)
+        wall = time.perf_counter() - t0
+        sampler.stop.set()
+        sampler.join()
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if code != 0:
+        raise RuntimeError(f"{argv}: the search exited with {code}")
+    procs = list(sampler.procs.values())
+    trial = max((p for p in procs if p["role"] == "trial"), key=lambda p: p["rss"])
+    experiment = work / "experiments" / argv[argv.index("--name") + 1]
+    progress = pd.read_csv(next(experiment.glob("trial_*/progress.csv")))
+    return {
+        "wall_s": round(wall, 1),
+        "driver_rss_before_mib": mib(before),
+        "driver_peak_rss_mib": mib(sampler.procs[os.getpid()]["rss"]),
+        "trial_peak_rss_mib": mib(trial["rss"]),
+        "trial_peak_anon_mib": mib(trial["anon"]),
+        "trial_startup_s": float(progress["startup_s"].iloc[0]),
+        "trial_epoch_s": round(float(progress["time_this_iter_s"].iloc[0]), 1),
+        "summary": (experiment / "data_summary.txt").read_text().splitlines()[0],
+    }
+
+
+def part_driver(args: argparse.Namespace, work: Path) -> dict:
+    runs = {}
+    for n in args.driver_n:
+        runs[str(n)] = measure_search(smoke_argv(n, args.size, work, f"driver-{n}"), work)
+        print(f"driver N={n}: {runs[str(n)]}", flush=True)
+    lo, hi = (runs[str(n)]["driver_peak_rss_mib"] for n in args.driver_n)
+    return {"runs": runs, "driver_peak_rss_growth_mib": round(hi - lo, 1), "target_mib": 500}
+
+
+def part_searches(args: argparse.Namespace, work: Path) -> dict:
+    runs = {}
+    for n in args.series:
+        extra = ("data_path=shards", "split.train=0.96", "split.val=0.02", "split.test=0.02")
+        runs[str(n)] = measure_search(smoke_argv(n, args.size, work, f"series-{n}", *extra), work)
+        print(f"search N={n}: {runs[str(n)]}", flush=True)
+    rss = [runs[str(n)]["trial_peak_rss_mib"] for n in (args.series[0], args.series[-1])]
+    return {"runs": runs, "trial_rss_ratio_last_to_first": round(rss[1] / rss[0], 3)}
+
+
+def prepared(n: int, size: int, cache: Path, layout: str = "shards") -> object:
+    from cxrmodels.data.dataset import prepare
+    from cxrmodels.data.preprocess import PreprocessConfig
+
+    return prepare(f"synthetic:{n}", PreprocessConfig(size=size), cache_dir=cache, layout=layout)
+
+
+def part_epoch(args: argparse.Namespace, work: Path) -> dict:
+    import torch
+
+    from cxrmodels.train.config import TrialConfig
+    from cxrmodels.train.loop import TrainData, Trainer
+
+    torch.set_num_threads(2)
+    data = prepared(args.series[0], args.size, work / "cache")
+    rows = data.images.take(data.indices("train"))
+    val = data.images.take(data.indices("val")[:256])
+    y, val_y = data.targets("train", "binary"), data.targets("val", "binary")[:256]
+    held, held_val = np.asarray(rows), np.asarray(val)
+    cfg = TrialConfig(backbone="mobilenetv3_small_050", image_size=args.size, batch_size=32, epochs=2,
+                      epoch_images=EPOCH_IMAGES, task="binary")  # fmt: skip
+    rates: dict[str, list[float]] = {"memory": [], "shards": []}
+    for mode in ("memory", "shards", "memory", "shards"):
+        x, vx = (held, held_val) if mode == "memory" else (rows, val)
+        trainer = Trainer(cfg, TrainData(x, y, vx, val_y, ("NORMAL", "PNEUMONIA")))
+        rates[mode].append(round(trainer.run_epoch()["images_per_s"], 1))
+    read = {}
+    for mode, x in (("memory", held), ("shards", rows)):  # the data path alone: 200 shuffled batches of 32
+        order = np.random.default_rng(0).permutation(len(y))[: 200 * 32]
+        t0 = time.perf_counter()
+        for lo in range(0, len(order), 32):
+            torch.from_numpy(x[order[lo : lo + 32]])
+        read[mode] = round(len(order) / (time.perf_counter() - t0), 1)
+    ratio = np.median(rates["shards"]) / np.median(rates["memory"])
+    return {"n": args.series[0], "train_images": len(y), "images_per_s": rates, "batch_read_images_per_s": read,
+            "ratio_shards_to_memory": round(float(ratio), 3), "target": 0.90}  # fmt: skip
+
+
+def build_once(n: int, size: int, folder: Path, nodes: int) -> dict:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from cxrmodels.data.cache import load_or_build
+    from cxrmodels.data.preprocess import PreprocessConfig
+    from cxrmodels.data.sources import load_records
+
+    records = load_records(f"synthetic:{n}").records
+    cluster = None
+    if nodes == 1:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    else:
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="ERROR")
+    try:
+        cpus = int(ray.cluster_resources()["CPU"])
+        t0 = time.perf_counter()
+        cached = load_or_build(records, PreprocessConfig(size=size), folder, layout="shards")
+        seconds = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
+    by_node = pd.Series([json.loads(p.read_text())["node"] for p in cached.path.glob("shard-*.json")]).value_counts()
+    rate = n / seconds
+    cores = min(cpus, os.cpu_count() or cpus)
+    return {"nodes": nodes, "ray_cpus": cpus, "seconds": round(seconds, 1), "images_per_s": round(rate, 1),
+            "images_per_s_per_core": round(rate / cores, 1), "shards_per_node": sorted(by_node.tolist())}  # fmt: skip
+
+
+def part_build(args: argparse.Namespace, work: Path) -> dict:
+    runs = {}
+    for nodes in (1, 4):
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        runs[str(nodes)] = build_once(args.series[0], args.size, work / "cache", nodes)
+        print(f"build on {nodes} node(s): {runs[str(nodes)]}", flush=True)
+    per_core = runs["4"]["images_per_s_per_core"] / runs["1"]["images_per_s_per_core"]
+    return {"n": args.series[0], "runs": runs, "per_core_ratio_4_to_1": round(per_core, 3), "target": "0.8-1.2"}
+
+
+KILL_AT_HALF = """
+import sys
+from pathlib import Path
+from cxrmodels.data.cache import load_or_build
+from cxrmodels.data.preprocess import PreprocessConfig
+from cxrmodels.data.sources import load_records
+n, size, folder = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+load_or_build(load_records(f"synthetic:{n}").records, PreprocessConfig(size=size), folder, layout="shards")
+"""
+
+
+def images_digest(images: object) -> str:
+    digest = hashlib.sha256()
+    for lo in range(0, len(images), 1024):
+        digest.update(np.ascontiguousarray(images[np.arange(lo, min(lo + 1024, len(images)))]).tobytes())
+    return digest.hexdigest()
+
+
+def part_resume(args: argparse.Namespace, work: Path) -> dict:
+    from cxrmodels.data.cache import load_or_build
+    from cxrmodels.data.preprocess import PreprocessConfig
+    from cxrmodels.data.shards import SHARD_IMAGES
+    from cxrmodels.data.sources import load_records
+
+    n, folder = args.series[0], work / "killed"
+    shards = -(-n // SHARD_IMAGES)
+    proc = subprocess.Popen([sys.executable, "-c", KILL_AT_HALF, str(n), str(args.size), str(folder)], cwd=ROOT)
+    while proc.poll() is None and len(list(folder.glob("*/shard-*.json"))) < shards // 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in folder.glob("*/shard-*")}
+    records, cfg = load_records(f"synthetic:{n}").records, PreprocessConfig(size=args.size)
+    t0 = time.perf_counter()
+    resumed = load_or_build(records, cfg, folder, layout="shards")
+    seconds = time.perf_counter() - t0
+    kept = sum(p.stat().st_mtime_ns == finished.get(p.name) for p in resumed.path.glob("shard-*"))
+    clean = load_or_build(records, cfg, work / "clean", layout="shards")
+    same = images_digest(resumed.images) == images_digest(clean.images) and resumed.kept == clean.kept
+    shutil.rmtree(work / "clean", ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"n": n, "shards": shards, "finished_when_killed": len(finished) // 2, "files_reused": kept,
+            "rerun_s": round(seconds, 1), "identical_to_a_clean_build": bool(same)}  # fmt: skip
+
+
+def part_manifest(args: argparse.Namespace, work: Path) -> dict:
+    import cv2
+
+    from cxrmodels.data.sources import load_records
+    from cxrmodels.data.splits import SplitConfig, make_splits
+
+    folder, rows = work / "manifest", args.manifest_rows
+    png = cv2.imencode(".png", np.full((16, 16), 128, np.uint8))[1].tobytes()
+    labels = np.random.default_rng(0).choice(["NORMAL", "BACTERIAL", "VIRAL"], rows)
+    t0 = time.perf_counter()
+    for i in range(rows):
+        (folder / f"{i // 10_000:03d}").mkdir(parents=True, exist_ok=True) if i % 10_000 == 0 else None
+        Path(folder, f"{i // 10_000:03d}", f"{i}.png").write_bytes(png + str(i).encode())  # distinct bytes
+    frame = pd.DataFrame({"path": [f"{i // 10_000:03d}/{i}.png" for i in range(rows)], "label": labels,
+                          "patient_id": [f"p{i // 3}" for i in range(rows)]})  # fmt: skip
+    frame.to_csv(folder / "manifest.csv", index=False)
+    written = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    source = load_records(str(folder / "manifest.csv"))
+    listed = time.perf_counter() - t0
+    hashes = [hashlib.sha1(r.path.encode()).hexdigest() for r in source.records]  # the build's hashes, given
+    t0 = time.perf_counter()
+    manifest = make_splits(source.records, SplitConfig(seed=0), hashes=hashes)
+    split = time.perf_counter() - t0
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"rows": rows, "write_files_s": round(written, 1), "load_records_s": round(listed, 1),
+            "make_splits_s": round(split, 1), "per_split": manifest["split"].value_counts().to_dict()}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    from bench.memory import psutil  # importable once ray is
+
+    result = {
+        "benchmark": "scale",
+        "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "settings": {
+            "image_size": args.size,
+            "driver_n": args.driver_n,
+            "series": args.series,
+            "epoch_images": EPOCH_IMAGES,
+            "manifest_rows": args.manifest_rows,
+        },  # fmt: skip
+        "machine": machine(memory_total_bytes=psutil.virtual_memory().total),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    parts = {"driver": part_driver, "searches": part_searches, "epoch": part_epoch, "build": part_build,
+             "resume": part_resume, "manifest": part_manifest}  # fmt: skip
+    work = Path(args.work or tempfile.mkdtemp(prefix="cxr-scale-"))
+    try:
+        for name in args.parts:
+            t0 = time.perf_counter()
+            result[name] = {**parts[name](args, work), "part_s": round(time.perf_counter() - t0, 1)}
+            result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+            print(f"{name}: {json.dumps(result[name])}", flush=True)
+            write_result(result, args.out)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
