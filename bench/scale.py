@@ -1,7 +1,8 @@
 """Data at scale: the sharded cache, built across a cluster, and trials that read it, on synthetic X-rays.
 
-    python -m bench.scale            # 224 px; N = 3k / 30k (driver), 10k, 50k, 100k (searches), 200k-row manifest
-    python -m bench.scale --quick    # 64 px; N = 1k / 4k, 2k, 6k; a 20k-row manifest: minutes on 2 cores
+    python -m bench.scale            # 224 px; N = 3k / 30k (driver), 10k, 50k, 100k (searches), 200k-row manifest,
+                                     # 100k files searched through a CSV manifest
+    python -m bench.scale --quick    # 64 px; N = 1k / 4k, 2k, 6k; a 20k-row manifest, 2k files: minutes on 2 cores
 
 Every part writes the result file as it finishes (a long run keeps what it measured), each on a fresh cache:
 
@@ -22,7 +23,10 @@ Every part writes the result file as it finishes (a long run keeps what it measu
 - ``resume``: that build killed (SIGKILL) once half its shards exist, then run again: shards reused, and the
   images' SHA-256 against a clean build;
 - ``manifest``: a CSV of distinct tiny PNG files (200k rows): seconds to list it (``load_records``) and to split it
-  (``make_splits``, patient grouping and minimums as in ``prepare``).
+  (``make_splits``, patient grouping and minimums as in ``prepare``);
+- ``files``: the issue's "done when" command on real files: ``--files-n`` synthetic X-rays written as PNG/JPEG
+  (96-320 px) with a ``path,label,patient_id`` CSV beside them, then the smoke search with ``--data MANIFEST.csv``
+  and default settings (the cache built from the files), sampled like ``driver``.
 
 Writes bench/results/scale.json (or ``--out``). Not a test: figures depend on the machine and its load.
 """
@@ -59,13 +63,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--driver-n", type=int, nargs=2, default=[3_000, 30_000], help="N of the driver target's runs")
     p.add_argument("--series", type=int, nargs="+", default=[10_000, 50_000, 100_000], help="N of the searches")
     p.add_argument("--manifest-rows", type=int, default=200_000)
-    p.add_argument("--parts", nargs="+", default=["driver", "searches", "epoch", "build", "resume", "manifest"])
+    p.add_argument("--files-n", type=int, default=100_000, help="synthetic X-ray files of the 'files' part")
+    parts = ["driver", "searches", "epoch", "build", "resume", "manifest", "files"]
+    p.add_argument("--parts", nargs="+", default=parts, choices=parts)
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one; needs N x S^2 bytes)")
     p.add_argument("--quick", action="store_true", help="64 px, small N")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.quick:
         args.size, args.driver_n, args.series, args.manifest_rows = 64, [1_000, 4_000], [2_000, 6_000], 20_000
+        args.files_n = 2_000
     args.out = Path(args.out or RESULTS)
     return args
 
@@ -74,10 +81,12 @@ def mib(n: float) -> float:
     return round(n / MIB, 1)
 
 
-def smoke_argv(n: int, size: int, work: Path, name: str, *settings: str) -> list[str]:
-    sets = [f"synthetic_n={n}", f"space.image_size=[{size}]", "space.epochs=1", f"cache_dir={work / 'cache'}",
+def smoke_argv(n: int, size: int, work: Path, name: str, *settings: str, data: str | None = None) -> list[str]:
+    sets = [f"space.image_size=[{size}]", "space.epochs=1", f"cache_dir={work / 'cache'}",
             f"fixed.epoch_images={EPOCH_IMAGES}", *settings]  # fmt: skip
+    sets += [] if data else [f"synthetic_n={n}"]
     argv = ["--smoke-test", "--no-dashboard", "--storage-path", str(work / "experiments"), "--name", name]
+    argv += ["--data", data] if data else []
     argv += ["--num-samples", "1", "--scheduler", "none"]
     return argv + [x for s in sets for x in ("--set", s)]
 
@@ -299,6 +308,22 @@ def part_manifest(args: argparse.Namespace, work: Path) -> dict:
             "make_splits_s": round(split, 1), "per_split": manifest["split"].value_counts().to_dict()}  # fmt: skip
 
 
+def part_files(args: argparse.Namespace, work: Path) -> dict:
+    from cxrmodels.data.sources import load_records
+    from cxrmodels.data.synthetic import write_synthetic_folder
+
+    folder, n = work / "files", args.files_n
+    t0 = time.perf_counter()
+    write_synthetic_folder(folder, n)
+    records = load_records(str(folder)).records  # the Kaggle layout it writes, turned into a manifest
+    pd.DataFrame({"path": [str(Path(r.path).relative_to(folder)) for r in records], "label": [r.label for r in records],
+                  "patient_id": [r.patient for r in records]}).to_csv(folder / "manifest.csv", index=False)  # fmt: skip
+    written = time.perf_counter() - t0
+    run = measure_search(smoke_argv(n, args.size, work, f"files-{n}", data=str(folder / "manifest.csv")), work)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"n": n, "write_files_s": round(written, 1), "search": run}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     from bench.memory import psutil  # importable once ray is
@@ -314,12 +339,13 @@ def main(argv: list[str] | None = None) -> dict:
             "series": args.series,
             "epoch_images": EPOCH_IMAGES,
             "manifest_rows": args.manifest_rows,
+            "files_n": args.files_n,
         },  # fmt: skip
         "machine": machine(memory_total_bytes=psutil.virtual_memory().total),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
     parts = {"driver": part_driver, "searches": part_searches, "epoch": part_epoch, "build": part_build,
-             "resume": part_resume, "manifest": part_manifest}  # fmt: skip
+             "resume": part_resume, "manifest": part_manifest, "files": part_files}  # fmt: skip
     work = Path(args.work or tempfile.mkdtemp(prefix="cxr-scale-"))
     try:
         for name in args.parts:
