@@ -228,16 +228,15 @@ def data_sizes(argv: list[str], work: Path) -> dict:
     }
 
 
-def measure_run(label: str, data: Path, trials: int, args: argparse.Namespace, work: Path, epochs: int) -> dict:
-    """One search on a fresh local Ray with ``trials`` CPUs, sampled from before ray.init until after the fit."""
+def sampled_search(argv: list[str], cpus: int, interval: float, label: str) -> tuple[Sampler, dict, float]:
+    """``search.run.main(argv)`` on a fresh local Ray with ``cpus`` CPUs, sampled from before ``ray.init`` until
+    after the fit: the sampler, its peaks before the search started (idle) and the search's wall seconds."""
     tmp = tempfile.mkdtemp(prefix="cxr-m-", dir="/tmp")  # short: Ray's socket paths must stay under ~107 chars
     Path(tmp, "ray").mkdir()
     os.environ["RAY_TMPDIR"] = tmp
-    argv = search_argv(data, args.size, trials, work, label, epochs)
-    load_before = os.getloadavg()
-    ray.init(num_cpus=trials, include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
     try:
-        sampler = Sampler(args.interval)
+        sampler = Sampler(interval)
         sampler.sample()
         idle = dict(sampler.peaks)
         sampler.start()
@@ -251,6 +250,14 @@ def measure_run(label: str, data: Path, trials: int, args: argparse.Namespace, w
         shutil.rmtree(tmp, ignore_errors=True)
     if code != 0:
         raise RuntimeError(f"{label}: the search exited with {code}")
+    return sampler, idle, wall
+
+
+def measure_run(label: str, data: Path, trials: int, args: argparse.Namespace, work: Path, epochs: int) -> dict:
+    """One search with ``trials`` concurrent trials (:func:`sampled_search`): peaks per role and of the store."""
+    load_before = os.getloadavg()
+    sampler, idle, wall = sampled_search(search_argv(data, args.size, trials, work, label, epochs), trials,
+                                         args.interval, label)  # fmt: skip
     procs = sampler.procs.values()
     trial_procs = sorted((p for p in procs if p["role"] == "trial"), key=lambda p: -p["anon"])
     if len(trial_procs) != trials:

@@ -93,30 +93,11 @@ def smoke_argv(n: int, size: int, work: Path, name: str, *settings: str, data: s
 
 def measure_search(argv: list[str], work: Path) -> dict:
     """One search on a fresh local Ray (2 CPUs) from a fresh cache, sampled from before ray.init to after the fit."""
-    import ray
-
-    from bench.memory import Sampler
-    from search import run
+    from bench.memory import sampled_search
 
     shutil.rmtree(work / "cache", ignore_errors=True)
-    tmp = tempfile.mkdtemp(prefix="cxr-s-", dir="/tmp")  # short: Ray's socket paths must stay under ~107 chars
-    os.environ["RAY_TMPDIR"] = tmp
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        sampler = Sampler(0.5)
-        sampler.sample()
-        before = sampler.procs[os.getpid()]["rss"]
-        sampler.start()
-        t0 = time.perf_counter()
-        code = run.main(argv)
-        wall = time.perf_counter() - t0
-        sampler.stop.set()
-        sampler.join()
-    finally:
-        ray.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
-    if code != 0:
-        raise RuntimeError(f"{argv}: the search exited with {code}")
+    sampler, idle, wall = sampled_search(argv, 2, 0.5, argv[argv.index("--name") + 1])
+    before = idle["driver_rss"]
     procs = list(sampler.procs.values())
     trial = max((p for p in procs if p["role"] == "trial"), key=lambda p: p["rss"])
     experiment = work / "experiments" / argv[argv.index("--name") + 1]

@@ -214,7 +214,8 @@ def _data_problems(cfg: SearchConfig) -> list[str]:
     if cfg.cache_dir and is_uri(str(cfg.cache_dir)):
         return [
             f"--cache-dir {cfg.cache_dir}: the image cache must be a folder (local, or NFS/EFS mounted on every node "
-            "for a cluster), not object storage: trials read its rows at offsets"
+            "for a cluster), not object storage: trials read one image at a time at its offset, too slow over a bucket "
+            "(the experiment folder, --storage-path, can be in a bucket)"
         ]
     return []
 

@@ -7,6 +7,7 @@ import pickle
 import signal
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -342,8 +343,22 @@ def test_trials_read_their_split_from_the_shards(tmp_path: Path, capsys) -> None
     out, err = capsys.readouterr()
     assert code == 0, out
     assert "data at 48 px: trials read batches from the cache's shards (data_path shards)" in err
-    assert list(cache.glob("s48-*/shard-00000.npy"))
+    shards = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    assert [p for p in shards if p.name == "shard-00000.npy"]
     assert pd.read_csv(tmp_path / "sharded" / "results.csv")["status"].isin(["completed", "stopped_early"]).all()
+
+    from analysis.reading.experiment import Experiment  # the analysis reads the same shards, decoding nothing
+
+    arrays = Experiment(tmp_path / "sharded").load_arrays(48)
+    assert arrays.x["train"].sharded and isinstance(arrays.x["val"], np.ndarray)  # training batches stay on disk
+    assert np.asarray(arrays.x["train"][:3]).shape == (3, 48, 48)
+    from analysis.scoring.runs import RunSpec, train_run
+
+    config = {"backbone": "resnet10t", "epochs": 1, "image_size": 48, "batch_size": 16, "device": "cpu",
+              "task": "binary" if len(arrays.class_names) == 2 else "multiclass"}  # fmt: skip
+    run_ = train_run(RunSpec(1, "t", 0, None, config, 1), arrays)  # a report's retraining, from the shards
+    assert run_["epochs_run"] == 1 and run_["probs_test"].shape == (len(arrays.y["test"]), len(arrays.class_names))
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()} == shards
 
 
 def test_a_cache_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path: Path, capsys) -> None:

@@ -173,10 +173,16 @@ class Experiment:
         if not (labels[rows] == saved["label"].to_numpy(dtype=object)).all():
             raise ManifestMismatch("labels of the rebuilt data differ from the saved manifest")
         x, y, order = {}, {}, []
+        lazy = getattr(prepared.images, "sharded", False)  # a large set: the runs read training batches from shards
         for split in ("train", "val", "test"):
             sel = saved["split"].to_numpy() == split
             idx = rows[sel]
-            x[split] = np.asarray(prepared.images[idx]) if len(idx) else np.empty((0, image_size, image_size), np.uint8)
+            if lazy and split == "train" and len(idx):
+                x[split] = prepared.images.take(idx)
+            else:
+                x[split] = (
+                    np.asarray(prepared.images[idx]) if len(idx) else np.empty((0, image_size, image_size), np.uint8)
+                )
             y[split] = task_labels(saved["label"].to_numpy()[sel], task)
             order.append(saved.loc[sel])
         return SplitArrays(
