@@ -127,6 +127,7 @@ class Sampler(threading.Thread):
         self.last: dict[int, dict] = {}  # pid -> role and figures of its latest sample
         self.peaks: dict[str, float] = {}  # peaks of the per-sample sums by role, and of the store's bytes
         self.samples, self.busy_s = 0, 0.0
+        self.errors: list[str] = []  # readings that failed (the sampling went on)
 
     def role(self, proc) -> str:
         if proc.pid == self.driver.pid:
@@ -171,7 +172,10 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             started = time.perf_counter()
-            self.sample()
+            try:
+                self.sample()
+            except Exception as err:  # noqa: BLE001 - one failed reading (a busy GCS) must not end the sampling
+                self.errors.append(repr(err))
             self.stop.wait(max(0.0, self.interval - (time.perf_counter() - started)))
 
 

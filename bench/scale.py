@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one; needs N x S^2 bytes)")
     p.add_argument("--quick", action="store_true", help="64 px, small N")
     p.add_argument("--out", default=None)
+    p.add_argument("--add", action="store_true", help="keep the other parts already in --out (same settings)")
     args = p.parse_args(argv)
     if args.quick:
         args.size, args.driver_n, args.series, args.manifest_rows = 64, [1_000, 4_000], [2_000, 6_000], 20_000
@@ -98,8 +99,11 @@ def measure_search(argv: list[str], work: Path) -> dict:
     shutil.rmtree(work / "cache", ignore_errors=True)
     sampler, idle, wall = sampled_search(argv, 2, 0.5, argv[argv.index("--name") + 1])
     before = idle["driver_rss"]
-    procs = list(sampler.procs.values())
-    trial = max((p for p in procs if p["role"] == "trial"), key=lambda p: p["rss"])
+    trials = [p for p in sampler.procs.values() if p["role"] == "trial"]
+    if not trials:
+        failed = f"{len(sampler.errors)} failed readings: {sampler.errors[-1:]}"
+        raise RuntimeError(f"no trial process was sampled ({failed})")
+    trial = max(trials, key=lambda p: p["rss"])
     experiment = work / "experiments" / argv[argv.index("--name") + 1]
     progress = pd.read_csv(next(experiment.glob("trial_*/progress.csv")))
     return {
@@ -111,6 +115,7 @@ def measure_search(argv: list[str], work: Path) -> dict:
         "trial_startup_s": float(progress["startup_s"].iloc[0]),
         "trial_epoch_s": round(float(progress["time_this_iter_s"].iloc[0]), 1),
         "summary": (experiment / "data_summary.txt").read_text().splitlines()[0],
+        "sampler_failed_readings": len(sampler.errors),
     }
 
 
@@ -305,6 +310,17 @@ def part_files(args: argparse.Namespace, work: Path) -> dict:
     return {"n": n, "write_files_s": round(written, 1), "search": run}
 
 
+def with_earlier(result: dict, out: Path, names: list[str]) -> dict:
+    """``result`` plus the parts an earlier run measured into ``out`` with the same settings (``--add``)."""
+    earlier = json.loads(out.read_text())
+    if earlier.get("settings") != result["settings"]:
+        raise SystemExit(f"{out} was measured with other settings; run without --add, or choose another --out")
+    kept = {name: earlier[name] for name in names if name in earlier}
+    run = {"command": earlier["command"], "date": earlier["date"], "parts": [*kept]}
+    runs = [*earlier.get("earlier_runs", []), run]
+    return {**result, **kept, "earlier_runs": runs}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     from bench.memory import psutil  # importable once ray is
@@ -327,6 +343,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     parts = {"driver": part_driver, "searches": part_searches, "epoch": part_epoch, "build": part_build,
              "resume": part_resume, "manifest": part_manifest, "files": part_files}  # fmt: skip
+    if args.add and args.out.is_file():
+        result = with_earlier(result, args.out, [name for name in parts if name not in args.parts])
     work = Path(args.work or tempfile.mkdtemp(prefix="cxr-scale-"))
     try:
         for name in args.parts:
