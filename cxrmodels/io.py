@@ -28,6 +28,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any], mode:
     return path
 
 
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Make ``folder`` (and its parents) and create and remove a file in it; the ``OSError`` if that fails."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        pass
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 1, sort_keys: bool = False) -> Path:
     """``obj`` as JSON (values JSON cannot hold written as their string), atomically."""
     return atomic_write(path, lambda fh: json.dump(obj, fh, indent=indent, sort_keys=sort_keys, default=str), mode="w")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cxrmodels.io import probe_writable
 from search.experiment import SearchConfig, SearchConfigError, is_uri
 
 TUNER_FILE = "tuner.pkl"  # Ray Tune's: its presence means the folder already holds a search
@@ -36,9 +37,7 @@ def check_storage_writable(storage: str, name: str, resume: bool) -> None:
             f"experiment folder {folder} already holds a search; continue it with --resume, or choose another --name"
         )
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
+        probe_writable(folder)
     except OSError as exc:
         raise SearchConfigError(
             f"the storage path {storage} is not writable ({exc.strerror or exc}); choose another --storage-path"

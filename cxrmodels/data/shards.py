@@ -25,14 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cxrmodels.io import atomic_write, write_json_atomic
+from cxrmodels.io import atomic_write, probe_writable, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +171,7 @@ def shard_paths(folder: Path, index: int) -> tuple[Path, Path]:
 def check_writable(folder: Path) -> None:
     """Refuse a cache folder that cannot be written, before any work (one sentence naming it)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
+        probe_writable(folder)
     except OSError as err:
         raise CacheStorageError(
             f"the cache folder {folder} cannot be written ({err.strerror or err}); set cache_dir (or CXR_CACHE_DIR) "
