@@ -212,11 +212,10 @@ def _data_problems(cfg: SearchConfig) -> list[str]:
             "Kaggle-layout folder, a folder with one sub-folder per class, or a CSV manifest)"
         ]
     if cfg.cache_dir and is_uri(str(cfg.cache_dir)):
-        return [
-            f"--cache-dir {cfg.cache_dir}: the image cache must be a folder (local, or NFS/EFS mounted on every node "
-            "for a cluster), not object storage: trials read one image at a time at its offset, too slow over a bucket "
-            "(the experiment folder, --storage-path, can be in a bucket)"
-        ]
+        from cxrmodels.data.remote import scheme_problem
+
+        problem = scheme_problem(str(cfg.cache_dir))
+        return [f"--cache-dir {problem}"] if problem else []
     return []
 
 

@@ -11,6 +11,9 @@ cache it is (:class:`~cxrmodels.data.shards.ImageRows`: file names and row numbe
   the driver nor a trial holds the set;
 - ``auto``: ``shards`` above :data:`cxrmodels.data.cache.SHARDED_ABOVE_BYTES` of pixels, else ``memory`` (logged).
 
+A cache folder in object storage (``cache_dir: s3://...``) is always sharded; each node copies the shards its trials
+read to its own disk once (:mod:`cxrmodels.data.remote`), and the trials read them there.
+
 Only train and val rows go to the trials: the test split never reaches one."""
 
 from __future__ import annotations
@@ -98,11 +101,11 @@ def build_datasets(cfg: SearchConfig, storage: str, name: str) -> dict[int, Tria
 
 def _check_cache_folder(cfg: SearchConfig) -> None:
     """The image cache must be writable before anything is listed or decoded."""
-    from cxrmodels.data.cache import default_cache_dir
+    from cxrmodels.data.cache import cache_folder
     from cxrmodels.data.shards import CacheStorageError, check_writable
 
     try:
-        check_writable(Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir())
+        check_writable(cache_folder(cfg.cache_dir))
     except CacheStorageError as err:
         raise SearchConfigError(str(err)) from None
 
@@ -127,7 +130,8 @@ def _prepare_size(cfg: SearchConfig, size: int) -> tuple[Any, TrialArrays]:
     scored = {}
     if cfg.site_val:
         scored["site"] = site_arrays(cfg, prepared, check_overlap=size == cfg.image_sizes[0])
-    loading = "stream" if prepared.images.sharded else "memory"
+    # a cache in object storage is always sharded; data_path memory still loads each split into the object store
+    loading = "stream" if prepared.images.sharded and cfg.data_path != "memory" else "memory"
     logger.info(
         "data at %d px: trials %s (data_path %s)",
         size,

@@ -131,7 +131,7 @@ def test_an_unwritable_cache_folder_is_refused_before_any_work(tmp_path: Path, m
 
 def test_a_missing_shard_file_on_a_node_says_the_cache_must_be_shared(tmp_path: Path) -> None:
     rows = ImageRows([tmp_path / "shard-00000.npy"], [4], 32)
-    with pytest.raises(FileNotFoundError, match="storage every node of the cluster mounts"):
+    with pytest.raises(FileNotFoundError, match="storage every node of the cluster reaches .* s3:// or gs:// URI"):
         rows[0]
 
 

@@ -385,9 +385,10 @@ def test_a_trial_the_study_already_finished_is_left_as_it_is(tmp_path) -> None:
 def test_data_path_and_cache_folder_settings_are_checked() -> None:
     assert _config("--set", "data_path=shards").cache_layout() == "shards"
     assert _config().data_path == "auto" and _config("--set", "data_path=memory").cache_layout() == "file"
+    assert _config("--cache-dir", "s3://bucket/cache").cache_dir == "s3://bucket/cache"  # checked when written
     for argv, message in (
         (["--set", "data_path=tar"], "data_path 'tar' is not one of auto, memory, shards"),
-        (["--cache-dir", "s3://bucket/cache"], "the image cache must be a folder"),
+        (["--cache-dir", "http://host/cache"], "schemes s3, gs, .* not 'http'"),
         (["--set", "fixed.epoch_images=1"], "epoch_images"),
     ):
         with pytest.raises(sc.SearchConfigError, match=message):

@@ -9,8 +9,10 @@ the JSON finds a complete array, and parallel trials or processes can build and 
 
 Large sets are cached in shards instead (:mod:`cxrmodels.data.shards`: a folder of fixed-size ``.npy`` files built by
 Ray tasks across the cluster, resumable); :func:`choose_layout` switches to them above
-:data:`SHARDED_ABOVE_BYTES` of pixels, or when asked. The same pass that preprocesses an image hashes its content
-(``hashes-*.json`` beside the entry), so the patient/duplicate grouping of the split never reads the files again.
+:data:`SHARDED_ABOVE_BYTES` of pixels, when asked, and always for a cache folder in object storage (``s3://``,
+``gs://``: :mod:`cxrmodels.data.remote`), whose shards each node copies to its own disk on first use.
+The same pass that preprocesses an image hashes its content (``hashes-*.json`` beside the entry), so the
+patient/duplicate grouping of the split never reads the files again.
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from cxrmodels.data import remote
 from cxrmodels.data.build import build_images, default_workers
 from cxrmodels.data.preprocess import PreprocessConfig
 from cxrmodels.data.records import Record
+from cxrmodels.data.remote import ENV_CACHE_DIR, default_cache_dir  # noqa: F401 - their home is remote; read here too
 from cxrmodels.data.shards import ImageRows, build_sharded, read_sharded
 from cxrmodels.data.synthetic import GENERATOR_VERSION, SYNTHETIC_SCHEME
 from cxrmodels.io import atomic_write, write_json_atomic
@@ -37,7 +42,6 @@ from cxrmodels.io import atomic_write, write_json_atomic
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when decoding/preprocessing code changes what a given config produces
-ENV_CACHE_DIR = "CXR_CACHE_DIR"
 LAYOUTS = ("auto", "file", "shards")  # how an entry is stored; "auto": shards above SHARDED_ABOVE_BYTES
 SHARDED_ABOVE_BYTES = 1 << 30  # 1 GiB of pixels: 21,000 images at 224 px, 65,000 at 128 px
 
@@ -52,11 +56,6 @@ class CachedImages:
     path: Path
     built: bool
     seconds: float
-
-
-def default_cache_dir() -> Path:
-    """``$CXR_CACHE_DIR`` or ``~/.cache/cxr-tune``."""
-    return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "cxr-tune").expanduser()
 
 
 def _record_identity(record: Record) -> str:
@@ -88,11 +87,13 @@ def cache_key(records: Sequence[Record], cfg: PreprocessConfig, signature: str |
     return f"{cfg.key().split('-')[0]}-{cfg.resize_mode}-n{len(records)}-{digest}"
 
 
-def choose_layout(n_records: int, size: int, layout: str = "auto") -> str:
+def choose_layout(n_records: int, size: int, layout: str = "auto", in_object_storage: bool = False) -> str:
     """``file`` or ``shards`` for an entry of ``n_records`` images at ``size`` px (``auto``: shards above
-    :data:`SHARDED_ABOVE_BYTES`)."""
+    :data:`SHARDED_ABOVE_BYTES`; always shards in object storage, which nothing memory-maps)."""
     if layout not in LAYOUTS:
         raise ValueError(f"cache layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if in_object_storage:
+        return "shards"
     if layout != "auto":
         return layout
     return "shards" if n_records * size * size > SHARDED_ABOVE_BYTES else "file"
@@ -116,6 +117,13 @@ def _load_entry(npy: Path, meta: Path, n_records: int) -> tuple[np.ndarray, list
     return images, kept, skipped
 
 
+def cache_folder(cache_dir: str | Path | None) -> Any:
+    """The cache folder: ``cache_dir`` (a Path, or a URI as given), else :func:`default_cache_dir`."""
+    if cache_dir is None:
+        return default_cache_dir()
+    return str(cache_dir) if remote.is_remote(cache_dir) else Path(cache_dir).expanduser()
+
+
 def load_or_build(
     records: Sequence[Record],
     cfg: PreprocessConfig,
@@ -126,20 +134,21 @@ def load_or_build(
     """The cached preprocessed images for ``records``: loaded when present, else built and stored, as one memory-mapped
     file or as shards (``layout``, see :func:`choose_layout`)."""
     start = time.perf_counter()
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = cache_folder(cache_dir)
     signature = files_signature(records)
     key = cache_key(records, cfg, signature)
-    if choose_layout(len(records), cfg.size, layout) == "shards":
-        if layout == "auto":
+    if choose_layout(len(records), cfg.size, layout, remote.is_remote(folder)) == "shards":
+        if layout == "auto" and not remote.is_remote(folder):
             log.info(
                 "%d images at %d px exceed %.1f GB: cached in shards (layout 'file' keeps one file)",
                 len(records),
                 cfg.size,
                 SHARDED_ABOVE_BYTES / 1e9,
             )
-        images, kept, skipped, hashes = build_sharded(records, cfg, folder / key, workers)
+        entry = remote.join(folder, key)
+        images, kept, skipped, hashes = build_sharded(records, cfg, entry, workers)
         _store_hashes(folder, len(records), signature, hashes)
-        return CachedImages(images, kept, skipped, folder / key, False, time.perf_counter() - start)
+        return CachedImages(images, kept, skipped, entry, False, time.perf_counter() - start)
     npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
     loaded = _load_entry(npy, meta, len(records))
     if loaded is not None:
@@ -171,42 +180,42 @@ def find_cached(
     builds. What ``analysis.predict`` reads before decoding a folder the pipeline has cached (a site, an external
     set)."""
     start = time.perf_counter()
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = cache_folder(cache_dir)
     key = cache_key(records, cfg)
-    loaded = _load_entry(folder / f"{key}.npy", folder / f"{key}.json", len(records))
-    if loaded is not None:
-        return CachedImages(*loaded, folder / f"{key}.npy", False, time.perf_counter() - start)
-    sharded = read_sharded(len(records), cfg.size, folder / key) if (folder / key).is_dir() else None
+    if not remote.is_remote(folder):
+        loaded = _load_entry(folder / f"{key}.npy", folder / f"{key}.json", len(records))
+        if loaded is not None:
+            return CachedImages(*loaded, folder / f"{key}.npy", False, time.perf_counter() - start)
+    entry = remote.join(folder, key)
+    sharded = read_sharded(len(records), cfg.size, entry)
     if sharded is None:
         return None
-    return CachedImages(*sharded[:3], folder / key, False, time.perf_counter() - start)
+    return CachedImages(*sharded[:3], entry, False, time.perf_counter() - start)
 
 
-def _hashes_path(folder: Path, n_records: int, signature: str) -> Path:
-    return folder / f"hashes-n{n_records}-{signature[:20]}.json"
+def _hashes_path(folder: str | Path, n_records: int, signature: str) -> Any:
+    return remote.join(folder, f"hashes-n{n_records}-{signature[:20]}.json")
 
 
-def _store_hashes(folder: Path, n_records: int, signature: str, hashes: list[str]) -> None:
+def _store_hashes(folder: str | Path, n_records: int, signature: str, hashes: list[str]) -> None:
     path = _hashes_path(folder, n_records, signature)
-    if not path.is_file():
-        write_json_atomic(path, hashes, indent=0)
+    if remote.size(path) is None:
+        remote.write_bytes(path, json.dumps(hashes, indent=0).encode())
 
 
 def cached_content_hashes(records: Sequence[Record], cache_dir: str | Path | None = None) -> list[str]:
     """Per-record content hashes (for duplicate grouping), stored beside the image cache: reading every file's
     bytes again on each ``prepare`` would cost more than loading the cached images."""
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = _hashes_path(folder, len(records), files_signature(records))
-    if path.is_file():
-        try:
-            hashes = json.loads(path.read_text())
-            if isinstance(hashes, list) and len(hashes) == len(records):
-                return [str(h) for h in hashes]
-        except (OSError, ValueError):
-            pass
+    path = _hashes_path(cache_folder(cache_dir), len(records), files_signature(records))
+    try:
+        hashes = json.loads(remote.read_bytes(path) or b"null")
+        if isinstance(hashes, list) and len(hashes) == len(records):
+            return [str(h) for h in hashes]
+    except (OSError, ValueError):
+        pass
     with cf.ThreadPoolExecutor(max_workers=default_workers()) as pool:
         hashes = list(pool.map(_safe_hash, records))
-    write_json_atomic(path, hashes)
+    remote.write_bytes(path, json.dumps(hashes, indent=1).encode())
     return hashes
 
 

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrmodels.data.cache import cached_content_hashes, default_cache_dir, load_or_build
+from cxrmodels.data import remote
+from cxrmodels.data.cache import cache_folder, cached_content_hashes, load_or_build
 from cxrmodels.data.preprocess import PreprocessConfig
 from cxrmodels.data.records import Record, class_names, task_labels
 from cxrmodels.data.sources import SPLITS, load_records
@@ -139,16 +140,18 @@ def split_manifest(
 ) -> pd.DataFrame:
     """The split manifest, cached beside the images: grouped k-fold on ~5,000 images takes seconds, and a warm
     ``prepare`` must cost a fraction of a cold one."""
-    path = Path(cache_dir or default_cache_dir()) / f"split-{manifest_key(records, hashes, split, keep_split)}.csv"
-    if path.is_file():
+    path = remote.join(cache_folder(cache_dir), f"split-{manifest_key(records, hashes, split, keep_split)}.csv")
+    if remote.size(path) is not None:
         try:
-            manifest = read_manifest(path)
+            manifest = read_manifest(remote.local_copy(path))
             if list(manifest["path"]) == [r.path for r in records]:
                 return manifest
         except (OSError, ValueError) as err:
             log.warning("cached split %s unreadable (%s); recomputing", path, err)
     manifest = make_splits(records, split, keep_split=keep_split, hashes=hashes)
-    write_manifest(manifest, path)
+    written = write_manifest(manifest, remote.mirror_path(path) if remote.is_remote(path) else path)
+    if remote.is_remote(path):
+        remote.upload(written, path)
     return manifest
 
 

@@ -13,6 +13,10 @@ there and its array's header and size agree with it. A build that was killed lea
 build keeps; a shard found corrupt or missing is named in the log and rebuilt. No process ever holds more than one
 shard's pixels, so the driver's memory does not grow with the set.
 
+The cache folder can also be in object storage (``s3://``, ``gs://``; :mod:`cxrmodels.data.remote`): each build task
+writes its shard there (and keeps a copy on its node's disk), and a process that reads a shard copies it once to its
+node's local disk and reads it there.
+
 Why plain ``.npy`` and not WebDataset tars or MosaicML streaming: what is cached is already decoded and preprocessed,
 fixed-size uint8 rows, so any row is one ``pread`` at a computed offset (random access for shuffled batches, no
 decoder in the training loop, nothing to re-decode), the files memory-map, and NumPy alone reads them. Tar-based
@@ -22,6 +26,7 @@ which a preprocessed cache read from a shared folder does not need.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -31,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from cxrmodels.io import atomic_write, probe_writable, write_json_atomic
+from cxrmodels.data import remote
+from cxrmodels.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +73,7 @@ class ImageRows:
     @property
     def sharded(self) -> bool:
         """Read from a sharded entry (else from a single cache file)."""
-        return Path(self.files[0]).name.startswith(SHARD_NAME.split("{")[0]) if self.files else False
+        return remote.basename(self.files[0]).startswith(SHARD_NAME.split("{")[0]) if self.files else False
 
     @property
     def nbytes(self) -> int:
@@ -104,11 +110,12 @@ class ImageRows:
         if shard not in self._open:
             path = self.files[shard]
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(remote.local_copy(path), os.O_RDONLY)
             except FileNotFoundError:
                 raise FileNotFoundError(
                     f"{path}: cache file not found on this machine; the cache folder must be on storage every node "
-                    "of the cluster mounts (set cache_dir, or CXR_CACHE_DIR, to a shared folder)"
+                    "of the cluster reaches (set cache_dir, or CXR_CACHE_DIR, to a shared folder or an s3:// or "
+                    "gs:// URI)"
                 ) from None
             with os.fdopen(os.dup(fd), "rb") as fh:
                 shape, offset = npy_layout(fh, path)
@@ -120,6 +127,18 @@ class ImageRows:
                 )
             self._open[shard] = (fd, offset)
         return self._open[shard]
+
+    def localize(self, threads: int = 8) -> ImageRows:
+        """Copy every shard these rows read to this node's disk now, in parallel (a cache in object storage; a local
+        one has nothing to copy), so that the first batches do not wait for them one at a time."""
+        needed = np.unique(np.searchsorted(self.starts, self.rows, side="right") - 1)
+        remote_files = [self.files[i] for i in needed if remote.is_remote(self.files[i])]
+        if remote_files:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                list(pool.map(remote.local_copy, remote_files))
+        return self
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), self.size, self.size), dtype=np.uint8)
@@ -163,38 +182,45 @@ def npy_layout(fh: Any, path: str) -> tuple[tuple[int, ...], int]:
 # ------------------------------------------------------------------------------------------- building the shards
 
 
-def shard_paths(folder: Path, index: int) -> tuple[Path, Path]:
+def shard_paths(folder: str | Path, index: int) -> tuple[Any, Any]:
+    """The array and the JSON of one shard (local paths, or URIs for a cache in object storage)."""
     name = SHARD_NAME.format(index)
-    return folder / f"{name}.npy", folder / f"{name}.json"
+    return remote.join(folder, f"{name}.npy"), remote.join(folder, f"{name}.json")
 
 
-def check_writable(folder: Path) -> None:
-    """Refuse a cache folder that cannot be written, before any work (one sentence naming it)."""
+def check_writable(folder: str | Path) -> None:
+    """Refuse a cache folder (or bucket) that cannot be written, before any work (one sentence naming it)."""
     try:
-        probe_writable(folder)
+        remote.check_writable(folder)
     except OSError as err:
         raise CacheStorageError(
             f"the cache folder {folder} cannot be written ({err.strerror or err}); set cache_dir (or CXR_CACHE_DIR) "
-            "to a folder you can write"
+            "to a folder or bucket you can write"
         ) from None
 
 
-def finished_shard(folder: Path, index: int, first: int, count: int, size: int) -> dict[str, Any] | None:
+NPY_HEADER_BYTES = 4096  # read to check a shard's .npy header (NumPy writes 128 bytes for these arrays)
+
+
+def finished_shard(folder: str | Path, index: int, first: int, count: int, size: int) -> dict[str, Any] | None:
     """The shard's metadata when it is finished and sound; None when it must be (re)built (a damaged one is named)."""
     npy, meta = shard_paths(folder, index)
-    if not meta.is_file():
-        if npy.is_file():
-            log.info("cache shard %s was left unfinished; rebuilding it", npy)
-        return None
     try:
-        info = json.loads(meta.read_text())
+        text = remote.read_bytes(meta)
+        if text is None:
+            if remote.size(npy) is not None:
+                log.info("cache shard %s was left unfinished; rebuilding it", npy)
+            return None
+        info = json.loads(text)
         if info["first"] != first or info["count"] != count:
             raise ValueError(f"it lists records {info['first']}+{info['count']}, not {first}+{count}")
-        with npy.open("rb") as fh:
-            shape, offset = npy_layout(fh, str(npy))
-        expected = (len(info["kept"]), size, size)
-        if shape != expected or npy.stat().st_size != offset + int(np.prod(expected)):
-            raise ValueError(f"its array is {shape} in {npy.stat().st_size} bytes, not {expected}")
+        head = remote.read_bytes(npy, NPY_HEADER_BYTES)
+        if head is None:
+            raise FileNotFoundError(npy)
+        shape, offset = npy_layout(io.BytesIO(head), str(npy))
+        expected, stored = (len(info["kept"]), size, size), remote.size(npy)
+        if shape != expected or stored != offset + int(np.prod(expected)):
+            raise ValueError(f"its array is {shape} in {stored} bytes, not {expected}")
         return info
     except FileNotFoundError:
         log.warning("cache shard %s is missing; rebuilding it", npy)
@@ -204,12 +230,16 @@ def finished_shard(folder: Path, index: int, first: int, count: int, size: int) 
 
 
 def write_shard(records: Sequence[Any], cfg: Any, folder: str, index: int, first: int, workers: int = 1) -> dict:
-    """Decode, preprocess and hash one shard's records, and write the shard (array first, then its JSON)."""
+    """Decode, preprocess and hash one shard's records, and write the shard (array first, then its JSON). In object
+    storage the array is written to this node's local copy first and uploaded from it."""
     from cxrmodels.data.build import build_images
 
     images, kept, skipped, hashes = build_images(records, cfg, workers, progress=False)
-    npy, meta = shard_paths(Path(folder), index)
-    atomic_write(npy, lambda fh: np.save(fh, images, allow_pickle=False))
+    npy, meta = shard_paths(folder, index)
+    local = remote.mirror_path(npy) if remote.is_remote(npy) else npy
+    atomic_write(local, lambda fh: np.save(fh, images, allow_pickle=False))
+    if local is not npy:
+        remote.upload(local, npy)
     info = {
         "first": first,
         "count": len(records),
@@ -218,7 +248,7 @@ def write_shard(records: Sequence[Any], cfg: Any, folder: str, index: int, first
         "skipped": [list(s) for s in skipped],
         "hashes": hashes,
     }
-    write_json_atomic(meta, info, indent=0)
+    remote.write_bytes(meta, json.dumps(info, indent=0).encode())
     return info
 
 
@@ -230,7 +260,7 @@ def _node() -> str:
 
 
 def build_sharded(
-    records: Sequence[Any], cfg: Any, folder: Path, workers: int | None = None, shard_images: int | None = None
+    records: Sequence[Any], cfg: Any, folder: str | Path, workers: int | None = None, shard_images: int | None = None
 ) -> tuple[ImageRows, list[int], list[tuple[str, str]], list[str]]:
     """Every shard of an entry, finished ones reused: (the images, kept record indices, skipped files, content hash
     per record). On Ray (``ray.init()`` called) each missing shard is a task, spread over every node's CPUs;
@@ -249,11 +279,11 @@ def build_sharded(
     return _assemble(folder, slices, infos, cfg.size)
 
 
-def read_sharded(n_records: int, size: int, folder: Path) -> tuple | None:
+def read_sharded(n_records: int, size: int, folder: str | Path) -> tuple | None:
     """A finished sharded entry, read without building anything (as :func:`build_sharded` returns it); None when it
     is absent or a shard is missing or damaged."""
     try:
-        shard_images = int(json.loads((folder / f"{SHARD_NAME.format(0)}.json").read_text())["count"])
+        shard_images = int(json.loads(remote.read_bytes(shard_paths(folder, 0)[1]) or b"")["count"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     slices = _slices(n_records, shard_images)
@@ -266,7 +296,7 @@ def _slices(n_records: int, shard_images: int) -> list[tuple[int, int, int]]:
     return [(i, lo, min(lo + shard_images, n_records)) for i, lo in enumerate(range(0, n_records, shard_images))]
 
 
-def _assemble(folder: Path, slices: list, infos: dict[int, dict], size: int) -> tuple:
+def _assemble(folder: str | Path, slices: list, infos: dict[int, dict], size: int) -> tuple:
     ordered = [infos[i] for i, _, _ in slices]
     files = [shard_paths(folder, i)[0] for i, _, _ in slices]
     images = ImageRows(files, [len(info["kept"]) for info in ordered], size)
@@ -275,7 +305,9 @@ def _assemble(folder: Path, slices: list, infos: dict[int, dict], size: int) -> 
     return images, kept, skipped, [h for info in ordered for h in info["hashes"]]
 
 
-def _run_shards(records: Sequence[Any], cfg: Any, folder: Path, todo: list, workers: int | None) -> dict[int, dict]:
+def _run_shards(
+    records: Sequence[Any], cfg: Any, folder: str | Path, todo: list, workers: int | None
+) -> dict[int, dict]:
     from cxrmodels.progress import bar
 
     done: dict[int, dict] = {}
@@ -289,7 +321,7 @@ def _run_shards(records: Sequence[Any], cfg: Any, folder: Path, todo: list, work
     return done
 
 
-def _shard_results(records: Sequence[Any], cfg: Any, folder: Path, todo: list, workers: int | None) -> Any:
+def _shard_results(records: Sequence[Any], cfg: Any, folder: str | Path, todo: list, workers: int | None) -> Any:
     """(shard index, metadata) as each shard finishes: Ray tasks (a few in flight per CPU of the cluster), or here."""
     import ray
 

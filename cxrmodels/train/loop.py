@@ -89,10 +89,10 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
 def to_device_once(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """The whole array on the device when it fits comfortably (a quarter of free GPU memory), else on the host
     (pinned on CUDA machines, so batches copy asynchronously)."""
-    if not isinstance(
-        x, np.ndarray | torch.Tensor
-    ):  # a lazy reader (cxrmodels.data.shards.ImageRows): batches are read
-        return x  # as needed, so the set never has to fit in memory
+    if not isinstance(x, np.ndarray | torch.Tensor):
+        # a lazy reader (cxrmodels.data.shards.ImageRows): batches are read as needed, so the set never has to fit
+        # in memory; shards in object storage are copied to this node's disk first, once per node
+        return x.localize()
     t = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
     if device.type != "cuda":
         return t.to(device)
