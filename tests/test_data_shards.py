@@ -193,3 +193,18 @@ def test_predict_reads_a_folder_the_pipeline_cached_instead_of_decoding_it(
     np.testing.assert_array_equal(x, labelled.images)
     np.testing.assert_array_equal(x, decoded[1])
     assert [str(i.path) for i in kept] == labelled.paths and skipped == []
+
+
+def test_a_node_that_sees_none_of_a_shards_files_refuses_to_build_it(tmp_path: Path) -> None:
+    import cv2
+
+    from cxrmodels.data.records import Record
+
+    gone = [Record(str(tmp_path / "not-mounted" / f"{i}.png"), "NORMAL", f"p{i}") for i in range(4)]
+    with pytest.raises(FileNotFoundError, match=r"shard 3: none of its 4 image files exists on .*every node mounts"):
+        shards.write_shard(gone, CFG, str(tmp_path / "cache"), 3, 48)
+    assert not list((tmp_path / "cache").glob("shard-*"))  # nothing recorded as 'skipped' in a finished shard
+    cv2.imwrite(str(tmp_path / "one.png"), np.full((40, 40), 128, np.uint8))
+    some = [Record(str(tmp_path / "one.png"), "NORMAL", "p9"), *gone]  # one file there: the others are skipped
+    info = shards.write_shard(some, CFG, str(tmp_path / "cache"), 0, 0)
+    assert info["kept"] == [0] and len(info["skipped"]) == 4

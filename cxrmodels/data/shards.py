@@ -234,6 +234,7 @@ def write_shard(records: Sequence[Any], cfg: Any, folder: str, index: int, first
     storage the array is written to this node's local copy first and uploaded from it."""
     from cxrmodels.data.build import build_images
 
+    _check_files_visible(records, index)
     images, kept, skipped, hashes = build_images(records, cfg, workers, progress=False)
     npy, meta = shard_paths(folder, index)
     local = remote.mirror_path(npy) if remote.is_remote(npy) else npy
@@ -250,6 +251,19 @@ def write_shard(records: Sequence[Any], cfg: Any, folder: str, index: int, first
     }
     remote.write_bytes(meta, json.dumps(info, indent=0).encode())
     return info
+
+
+def _check_files_visible(records: Sequence[Any], index: int) -> None:
+    """Refuse to build a shard on a node that sees none of its image files: they would all be recorded as skipped
+    (a node without the data folder mounted), where the user must be told to mount it."""
+    files = [r.path for r in records if getattr(r, "image", None) is None and "://" not in r.path]
+    if files and not any(os.path.exists(path) for path in files):
+        import socket
+
+        raise FileNotFoundError(
+            f"shard {index}: none of its {len(files)} image files exists on {socket.gethostname()} (e.g. {files[0]}); "
+            "every node of the cluster builds shards, so the images must be on a folder every node mounts"
+        )
 
 
 def _node() -> str:
