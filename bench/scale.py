@@ -25,6 +25,9 @@ Every part writes the result file as it finishes (a long run keeps what it measu
   images' SHA-256 against a clean build;
 - ``manifest``: a CSV of distinct tiny PNG files (200k rows): seconds to list it (``load_records``) and to split it
   (``make_splits``, patient grouping and minimums as in ``prepare``);
+- ``bucket``: the series' first N built on one node (2 CPUs) into a local folder and into an S3 bucket (moto's S3
+  server in its own process on this machine), then copied to an empty "node" disk as a trial copies its split
+  (``ImageRows.localize``): seconds, MB/s, the reader's peak RSS growth, and the bytes against the local build;
 - ``files``: the issue's "done when" command on real files: ``--files-n`` synthetic X-rays written as PNG/JPEG
   (96-320 px) with a ``path,label,patient_id`` CSV beside them, then the smoke search with ``--data MANIFEST.csv``
   and default settings (the cache built from the files), sampled like ``driver``.
@@ -65,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--series", type=int, nargs="+", default=[10_000, 50_000, 100_000], help="N of the searches")
     p.add_argument("--manifest-rows", type=int, default=200_000)
     p.add_argument("--files-n", type=int, default=100_000, help="synthetic X-ray files of the 'files' part")
-    parts = ["driver", "searches", "epoch", "build", "resume", "manifest", "files"]
+    parts = ["driver", "searches", "epoch", "build", "resume", "manifest", "files", "bucket"]
     p.add_argument("--parts", nargs="+", default=parts, choices=parts)
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one; needs N x S^2 bytes)")
     p.add_argument("--quick", action="store_true", help="64 px, small N")
@@ -318,6 +321,85 @@ def part_files(args: argparse.Namespace, work: Path) -> dict:
     return {"n": n, "write_files_s": round(written, 1), "search": run}
 
 
+def start_s3_server(work: Path) -> tuple[subprocess.Popen, str]:
+    """moto's S3 server in its own process on this machine, a bucket in it, and the cache URI pyarrow reaches it by
+    (the credentials set here, before Ray starts, so its workers have them too)."""
+    import socket
+
+    import pyarrow.fs
+
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_EC2_METADATA_DISABLED="true")  # fmt: skip
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (work / "moto.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                              stderr=subprocess.STDOUT)  # fmt: skip
+    query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    pyarrow.fs.FileSystem.from_uri(f"s3://bench/?{query}&allow_bucket_creation=true")[0].create_dir("bench")
+    return server, f"s3://bench/cache?{query}"
+
+
+def timed_ray_build(n: int, size: int, folder: object) -> tuple[float, object]:
+    """Seconds to build the sharded cache of ``synthetic:n`` into ``folder`` (a path or URI) on one Ray node."""
+    import ray
+
+    from cxrmodels.data.cache import load_or_build
+    from cxrmodels.data.preprocess import PreprocessConfig
+    from cxrmodels.data.sources import load_records
+
+    records = load_records(f"synthetic:{n}").records
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        t0 = time.perf_counter()
+        images = load_or_build(records, PreprocessConfig(size=size), folder, layout="shards").images
+        return time.perf_counter() - t0, images
+    finally:
+        ray.shutdown()
+
+
+def part_bucket(args: argparse.Namespace, work: Path) -> dict:
+    """The series' first N built on one node into a local folder and into an S3 bucket (moto's server on this
+    machine: no network, so the transfer figures are this machine's, not a cloud's), then, as a node with an empty
+    disk, the training split's shards copied (``ImageRows.localize``, what a trial does when it starts) and read."""
+    import resource
+
+    from cxrmodels.data import remote
+    from cxrmodels.data.cache import find_cached
+    from cxrmodels.data.preprocess import PreprocessConfig
+    from cxrmodels.data.sources import load_records
+
+    n, size = args.series[0], args.size
+    server, uri = start_s3_server(work)
+    try:
+        os.environ[remote.ENV_LOCAL_DIR] = str(work / "building-node")
+        local_s, local = timed_ray_build(n, size, work / "local")
+        bucket_s, _ = timed_ray_build(n, size, uri)
+        os.environ[remote.ENV_LOCAL_DIR] = str(work / "fresh-node")
+        rows = find_cached(load_records(f"synthetic:{n}").records, PreprocessConfig(size=size), uri).images
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        rows.localize()
+        copy_s = time.perf_counter() - t0
+        grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+        copied = sum(p.stat().st_size for p in (work / "fresh-node").rglob("shard-*.npy"))
+        same = images_digest(rows) == images_digest(local)
+    finally:
+        server.terminate()
+        server.wait()
+    return {"n": n, "build_local_s": round(local_s, 1), "build_bucket_s": round(bucket_s, 1),
+            "build_bucket_to_local": round(local_s / bucket_s, 3), "copy_to_fresh_node_s": round(copy_s, 1),
+            "copied_mb": round(copied / 1e6), "copy_mb_per_s": round(copied / 1e6 / copy_s),
+            "peak_rss_growth_while_copying_mib": round(grew / 1024), "same_bytes_as_local": bool(same)}  # fmt: skip
+
+
 def with_earlier(result: dict, out: Path, names: list[str]) -> dict:
     """``result`` plus the parts an earlier run measured into ``out`` with the same settings (``--add``)."""
     earlier = json.loads(out.read_text())
@@ -350,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict:
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
     parts = {"driver": part_driver, "searches": part_searches, "epoch": part_epoch, "build": part_build,
-             "resume": part_resume, "manifest": part_manifest, "files": part_files}  # fmt: skip
+             "resume": part_resume, "manifest": part_manifest, "files": part_files, "bucket": part_bucket}  # fmt: skip
     if args.add and args.out.is_file():
         result = with_earlier(result, args.out, [name for name in parts if name not in args.parts])
     work = Path(args.work or tempfile.mkdtemp(prefix="cxr-scale-"))

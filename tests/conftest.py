@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -16,6 +17,24 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 # The smallest real search (search.run's smoke test on 80 synthetic images at 48 px, resnet10t only).
 TINY_SEARCH = ["--smoke-test", "--no-dashboard", "--set", "synthetic_n=80", "--set", "space.batch_size=[32]"]
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """Put the logging set-up back after each test: a command's ``main`` (search.run's ``basicConfig(force=True)``)
+    attaches a handler to the stream pytest captured for that test, which is closed afterwards, so every later log
+    line would print a 'Logging error' traceback into another test's output; it also quiets some loggers."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: lg.level for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    yield
+    for handler in root.handlers[:]:  # pytest's own handlers are subclasses, added and removed by pytest per phase
+        if type(handler) is logging.StreamHandler and handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name, lg in logging.root.manager.loggerDict.items():
+        if isinstance(lg, logging.Logger):
+            lg.setLevel(levels.get(name, logging.NOTSET))
 
 
 @pytest.fixture(scope="session")
