@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from cxrmodels.data.decode import UnreadableImage, decode_image
+from cxrmodels.data.hashing import file_hash, pixels_hash
 from cxrmodels.data.preprocess import PreprocessConfig, preprocess
 from cxrmodels.data.records import Record
-from cxrmodels.data.splits import file_hash, pixels_hash
 from cxrmodels.data.synthetic import pixels_in_memory
 from cxrmodels.progress import bar
 

@@ -220,7 +220,7 @@ def cached_content_hashes(records: Sequence[Record], cache_dir: str | Path | Non
 
 
 def _safe_hash(record: Record) -> str:
-    from cxrmodels.data.splits import content_hash
+    from cxrmodels.data.hashing import content_hash
 
     try:
         return content_hash(record)

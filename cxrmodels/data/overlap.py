@@ -59,7 +59,7 @@ def source_fingerprint(spec: str, *, cache_dir: str | None = None, **source: obj
 
 def file_fingerprint(paths: Sequence[str]) -> pd.DataFrame:
     """:func:`fingerprint` of loose files (their patients unknown)."""
-    from cxrmodels.data.splits import file_hash
+    from cxrmodels.data.hashing import file_hash
 
     return pd.DataFrame({"path": [str(p) for p in paths], "patient": "", "hash": [file_hash(p) for p in paths]})
 

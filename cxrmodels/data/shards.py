@@ -266,6 +266,15 @@ def _check_files_visible(records: Sequence[Any], index: int) -> None:
         )
 
 
+def _write_shard_on_one_core(*args: Any) -> dict:
+    """:func:`write_shard` as a one-CPU Ray task: OpenCV's own thread pool held to that CPU (by default it takes every
+    core of the machine, so the tasks of a node would fight over them)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    return write_shard(*args)
+
+
 def _node() -> str:
     """The Ray node that built a shard (recorded, so a benchmark can say what each node did), or ``local``."""
     import ray
@@ -345,7 +354,7 @@ def _shard_results(records: Sequence[Any], cfg: Any, folder: str | Path, todo: l
         for i, lo, hi in todo:
             yield i, write_shard(records[lo:hi], cfg, str(folder), i, lo, workers or default_workers())
         return
-    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(write_shard)
+    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_write_shard_on_one_core)
     limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     pending: dict[Any, int] = {}
     queue = list(todo)

@@ -8,7 +8,6 @@ their dominant label, and the per-class minimums of study B can be enforced.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections import Counter
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from cxrmodels.data.hashing import content_hash, file_hash, pixels_hash  # noqa: F401 - read from here too
 from cxrmodels.data.records import BACTERIAL, NORMAL, VIRAL, Record
 from cxrmodels.data.sources import SPLITS
 
@@ -70,30 +70,6 @@ class SplitConfig:
             min_test={NORMAL: 200, BACTERIAL: 100, VIRAL: 100},
             min_val={NORMAL: 50, BACTERIAL: 25, VIRAL: 25},
         )
-
-
-def content_hash(record: Record) -> str:
-    """SHA-1 of the file bytes (or of an in-memory image's shape and pixels): equal hash = byte-identical image."""
-    from cxrmodels.data.synthetic import pixels_in_memory
-
-    pixels = pixels_in_memory(record)
-    return file_hash(record.path) if pixels is None else pixels_hash(pixels)
-
-
-def pixels_hash(image: np.ndarray) -> str:
-    """SHA-1 of an in-memory image's shape and pixels (:func:`content_hash` of a record with no file)."""
-    digest = hashlib.sha1(repr(image.shape).encode())
-    digest.update(np.ascontiguousarray(image).tobytes())
-    return digest.hexdigest()
-
-
-def file_hash(path: str | Path) -> str:
-    """SHA-1 of a file's bytes (:func:`content_hash` of a record read from disk)."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def patient_groups(patients: Sequence[str], hashes: Sequence[str] | None = None) -> np.ndarray:
