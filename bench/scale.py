@@ -18,9 +18,10 @@ Every part writes the result file as it finishes (a long run keeps what it measu
   the shards, interleaved: training images/s of each, and the ratio (``epoch_images`` and a small backbone keep it
   short; the smaller the model, the more the data path shows);
 - ``build``: the sharded build of the series' first N on 1 node (``ray.init``, 2 CPUs) and on 4 simulated nodes
-  (``ray.cluster_utils.Cluster``, 1 CPU each, all on this machine): images/s, per core (divided by the CPUs Ray was
-  given, at most this machine's cores) and shards per node; with the cache's 1,024-image shards and with 256-image
-  ones (10 shards on 4 slots leave the last wave half idle; 40 do not);
+  (``ray.cluster_utils.Cluster``, 1 CPU each, all on this machine), twice each, interleaved: images/s, per core
+  (divided by the CPUs Ray was given, at most this machine's cores), CPU seconds of the worker processes, Ray's
+  daemons and the driver, and shards per node; with the cache's 1,024-image shards and with 256-image ones (10
+  shards on 4 slots end on a half-full wave; 40 do not);
 - ``resume``: that build killed (SIGKILL) once half its shards exist, then run again: shards reused, and the
   images' SHA-256 against a clean build;
 - ``manifest``: a CSV of distinct tiny PNG files (200k rows): seconds to list it (``load_records``) and to split it
