@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cxrmodels.data import remote
 from cxrmodels.io import probe_writable
 from search.experiment import SearchConfig, SearchConfigError, is_uri
 
@@ -52,15 +53,12 @@ def write_file(storage: str, name: str, filename: str, write: Callable[[Path], A
         path.parent.mkdir(parents=True, exist_ok=True)
         write(path)
         return str(path)
-    import pyarrow.fs
-
+    uri = remote.join(storage, name, filename)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / filename
         write(local)
-        fs, root = pyarrow.fs.FileSystem.from_uri(storage.rstrip("/") + "/" + name)
-        fs.create_dir(root, recursive=True)
-        pyarrow.fs.copy_files(str(local), f"{root}/{filename}", destination_filesystem=fs)
-    return f"{storage.rstrip('/')}/{name}/{filename}"
+        remote.upload(local, uri)
+    return uri
 
 
 def read_text(folder: str, filename: str) -> str | None:
@@ -68,10 +66,5 @@ def read_text(folder: str, filename: str) -> str | None:
     if not is_uri(folder):
         path = Path(folder) / filename
         return path.read_text() if path.is_file() else None
-    import pyarrow.fs
-
-    fs, root = pyarrow.fs.FileSystem.from_uri(folder)
-    if fs.get_file_info(f"{root}/{filename}").type == pyarrow.fs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(f"{root}/{filename}") as fh:
-        return fh.read().decode()
+    data = remote.read_bytes(remote.join(folder, filename))
+    return None if data is None else data.decode()

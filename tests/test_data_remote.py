@@ -202,3 +202,13 @@ def test_a_search_on_a_cluster_builds_into_the_bucket_and_each_node_reads_its_ow
     assert len(infos) == 10 and built_by <= nodes and len(built_by) == 2  # built on both nodes
     for disk in disks:  # each node holds copies of every shard its processes built or its trials read
         assert len(list(disk.glob("remote/s3/search/cache/*/shard-*.npy"))) >= 5, os.listdir(disk)
+
+
+def test_experiment_folder_files_are_written_and_read_in_a_bucket(s3_server, tmp_path: Path) -> None:
+    from search.storage import read_text, write_file
+
+    for storage in (s3_server("experiments", "runs"), (tmp_path / "store").as_uri()):
+        where = write_file(storage, "exp-1", "search_config.yaml", lambda p: p.write_text("preset: cpu\n"))
+        assert where == remote.join(storage, "exp-1", "search_config.yaml")
+        assert read_text(remote.join(storage, "exp-1"), "search_config.yaml") == "preset: cpu\n"
+        assert read_text(remote.join(storage, "exp-1"), "results.csv") is None

@@ -149,9 +149,7 @@ def split_manifest(
         except (OSError, ValueError) as err:
             log.warning("cached split %s unreadable (%s); recomputing", path, err)
     manifest = make_splits(records, split, keep_split=keep_split, hashes=hashes)
-    written = write_manifest(manifest, remote.mirror_path(path) if remote.is_remote(path) else path)
-    if remote.is_remote(path):
-        remote.upload(written, path)
+    remote.write_through(path, lambda local: write_manifest(manifest, local))
     return manifest
 
 

@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -147,6 +148,17 @@ def upload(local: Path, uri: str) -> None:
 
     fs, inner = _open_for_writing(uri)
     pyarrow.fs.copy_files(str(local), inner, destination_filesystem=fs)
+
+
+def write_through(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
+    """``write(local path)``: the path itself when it is local; for a URI, this node's copy of it (where a read would
+    have copied it), then uploaded."""
+    if not is_remote(path):
+        write(Path(path))
+        return
+    local = mirror_path(str(path))
+    write(local)
+    upload(local, str(path))
 
 
 def check_writable(folder: str | os.PathLike) -> None:

@@ -131,7 +131,7 @@ class ImageRows:
     def localize(self, threads: int = 8) -> ImageRows:
         """Copy every shard these rows read to this node's disk now, in parallel (a cache in object storage; a local
         one has nothing to copy), so that the first batches do not wait for them one at a time."""
-        needed = np.unique(np.searchsorted(self.starts, self.rows, side="right") - 1)
+        needed = np.unique(self._shards_of(self.rows))
         remote_files = [self.files[i] for i in needed if remote.is_remote(self.files[i])]
         if remote_files:
             from concurrent.futures import ThreadPoolExecutor
@@ -140,10 +140,14 @@ class ImageRows:
                 list(pool.map(remote.local_copy, remote_files))
         return self
 
+    def _shards_of(self, rows: np.ndarray) -> np.ndarray:
+        """The file index of each row."""
+        return np.searchsorted(self.starts, rows, side="right") - 1
+
     def _read(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), self.size, self.size), dtype=np.uint8)
         row_bytes = self.size * self.size
-        shards = np.searchsorted(self.starts, rows, side="right") - 1
+        shards = self._shards_of(rows)
         for shard in np.unique(shards):
             fd, offset = self._handle(int(shard))
             for i in np.flatnonzero(shards == shard):
@@ -237,10 +241,7 @@ def write_shard(records: Sequence[Any], cfg: Any, folder: str, index: int, first
     _check_files_visible(records, index)
     images, kept, skipped, hashes = build_images(records, cfg, workers, progress=False)
     npy, meta = shard_paths(folder, index)
-    local = remote.mirror_path(npy) if remote.is_remote(npy) else npy
-    atomic_write(local, lambda fh: np.save(fh, images, allow_pickle=False))
-    if local is not npy:
-        remote.upload(local, npy)
+    remote.write_through(npy, lambda path: atomic_write(path, lambda fh: np.save(fh, images, allow_pickle=False)))
     info = {
         "first": first,
         "count": len(records),
